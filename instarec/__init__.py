@@ -1,0 +1,3 @@
+"""instarec: record MPEG-DASH livestreams from their very beginning."""
+
+__version__ = "2.0.0.dev0"

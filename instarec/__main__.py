@@ -1,0 +1,5 @@
+import sys
+
+from instarec.cli import main
+
+sys.exit(main())
