@@ -1,0 +1,337 @@
+"""Pure ISO-BMFF (fragmented MP4) reading: just enough to follow a DASH timeline.
+
+Only the boxes that carry timing are read: the init segment's track id, media timescale,
+handler and ``trex`` defaults, and each media segment's ``tfdt`` plus the sum of its sample
+durations (``trun`` per-sample durations, else ``tfhd`` defaults, else ``trex`` defaults
+passed in by the caller). Segment end = tfdt + duration, which is how the ``$Time$`` archive
+chain finds the next segment without a manifest.
+
+Everything works on ``memoryview``s over the caller's buffer with ``struct.unpack_from``:
+``mdat`` payloads are skipped by their header and never copied.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FragmentInfo",
+    "InitInfo",
+    "Mp4Error",
+    "moof_end",
+    "parse_fragment",
+    "parse_init",
+]
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_HEADER = struct.Struct(">I4s")
+
+# tfhd flags (ISO/IEC 14496-12 8.8.7)
+_TFHD_BASE_DATA_OFFSET = 0x000001
+_TFHD_SAMPLE_DESCRIPTION_INDEX = 0x000002
+_TFHD_DEFAULT_SAMPLE_DURATION = 0x000008
+_TFHD_DEFAULT_SAMPLE_SIZE = 0x000010
+_TFHD_DEFAULT_SAMPLE_FLAGS = 0x000020
+
+# trun flags (8.8.8)
+_TRUN_DATA_OFFSET = 0x000001
+_TRUN_FIRST_SAMPLE_FLAGS = 0x000004
+_TRUN_SAMPLE_DURATION = 0x000100
+_TRUN_SAMPLE_SIZE = 0x000200
+_TRUN_SAMPLE_FLAGS = 0x000400
+_TRUN_SAMPLE_CTO = 0x000800
+
+
+class Mp4Error(ValueError):
+    """The bytes are not the (fragmented) MP4 structure we expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitInfo:
+    track_id: int
+    timescale: int
+    handler: str  # "vide", "soun", ... (the hdlr handler_type as written)
+    default_sample_duration: int | None  # from mvex/trex, None when the init has no trex
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentInfo:
+    track_id: int
+    # tfdt of the first traf; None when the segment carries no tfdt (legal, but then the
+    # timeline cannot be chained from the bytes alone).
+    base_media_decode_time: int | None
+    duration: int  # sum of sample durations over every moof/mdat pair, media timescale
+    sample_count: int
+    moof_count: int
+
+    @property
+    def end(self) -> int | None:
+        """tfdt + duration: the next segment's tfdt on a gapless timeline."""
+        if self.base_media_decode_time is None:
+            return None
+        return self.base_media_decode_time + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class _Box:
+    type: bytes
+    start: int  # offset of the box header
+    payload: int  # offset of the payload (after size, type and any largesize)
+    end: int  # offset one past the box
+
+
+def _iter_boxes(buf: memoryview, start: int, end: int, *, partial: bool = False) -> Iterator[_Box]:
+    """Yield the boxes laid out in buf[start:end].
+
+    With partial=True, stop quietly at a header or box that runs past ``end`` (a download
+    prefix) instead of raising.
+    """
+    pos = start
+    while pos < end:
+        if end - pos < 8:
+            if partial:
+                return
+            raise Mp4Error(f"truncated box header at offset {pos}")
+        size, box_type = _HEADER.unpack_from(buf, pos)
+        payload = pos + 8
+        if size == 1:
+            if end - pos < 16:
+                if partial:
+                    return
+                raise Mp4Error(f"truncated 64-bit box header at offset {pos}")
+            size = _U64.unpack_from(buf, pos + 8)[0]
+            payload = pos + 16
+        elif size == 0:
+            if partial:
+                # "extends to the end of the file": a prefix cannot tell where that is
+                return
+            size = end - pos
+        if size < payload - pos:
+            raise Mp4Error(f"box {box_type!r} at offset {pos} has impossible size {size}")
+        box_end = pos + size
+        if box_end > end:
+            if partial:
+                yield _Box(box_type, pos, payload, box_end)
+                return
+            raise Mp4Error(
+                f"box {box_type!r} at offset {pos} (size {size}) runs past the end ({end})"
+            )
+        yield _Box(box_type, pos, payload, box_end)
+        pos = box_end
+
+
+def _children(buf: memoryview, box: _Box) -> Iterator[_Box]:
+    return _iter_boxes(buf, box.payload, box.end)
+
+
+def _find(buf: memoryview, box: _Box, box_type: bytes) -> _Box | None:
+    for child in _children(buf, box):
+        if child.type == box_type:
+            return child
+    return None
+
+
+def _need(box: _Box, length: int) -> None:
+    if box.end - box.payload < length:
+        raise Mp4Error(f"box {box.type!r} is too short ({box.end - box.payload} < {length} bytes)")
+
+
+def _full_box(buf: memoryview, box: _Box) -> tuple[int, int]:
+    """(version, flags) of a FullBox."""
+    _need(box, 4)
+    word = _U32.unpack_from(buf, box.payload)[0]
+    return word >> 24, word & 0xFFFFFF
+
+
+def _as_view(data: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+def parse_init(data: bytes | bytearray | memoryview) -> InitInfo:
+    """Read track id, media timescale, handler and trex default duration of the first track."""
+    buf = _as_view(data)
+    moov = next((b for b in _iter_boxes(buf, 0, len(buf)) if b.type == b"moov"), None)
+    if moov is None:
+        raise Mp4Error("no moov box: not an MP4 init segment")
+    trak = _find(buf, moov, b"trak")
+    if trak is None:
+        raise Mp4Error("moov has no trak")
+
+    tkhd = _find(buf, trak, b"tkhd")
+    if tkhd is None:
+        raise Mp4Error("trak has no tkhd")
+    version, _ = _full_box(buf, tkhd)
+    # track_ID follows creation_time and modification_time (32- or 64-bit by version)
+    offset = tkhd.payload + (4 + 16 if version == 1 else 4 + 8)
+    _need(tkhd, offset - tkhd.payload + 4)
+    track_id = _U32.unpack_from(buf, offset)[0]
+
+    mdia = _find(buf, trak, b"mdia")
+    if mdia is None:
+        raise Mp4Error("trak has no mdia")
+    mdhd = _find(buf, mdia, b"mdhd")
+    if mdhd is None:
+        raise Mp4Error("mdia has no mdhd")
+    version, _ = _full_box(buf, mdhd)
+    offset = mdhd.payload + (4 + 16 if version == 1 else 4 + 8)
+    _need(mdhd, offset - mdhd.payload + 4)
+    timescale = _U32.unpack_from(buf, offset)[0]
+    if timescale == 0:
+        raise Mp4Error("mdhd timescale is 0")
+
+    hdlr = _find(buf, mdia, b"hdlr")
+    if hdlr is None:
+        raise Mp4Error("mdia has no hdlr")
+    _need(hdlr, 12)
+    handler = bytes(buf[hdlr.payload + 8 : hdlr.payload + 12]).decode("latin-1")
+
+    default_duration: int | None = None
+    mvex = _find(buf, moov, b"mvex")
+    if mvex is not None:
+        for trex in _children(buf, mvex):
+            if trex.type != b"trex":
+                continue
+            _need(trex, 24)
+            trex_track, _, duration = struct.unpack_from(">III", buf, trex.payload + 4)
+            if trex_track == track_id:
+                default_duration = duration
+                break
+    return InitInfo(track_id, timescale, handler, default_duration)
+
+
+@dataclass(frozen=True, slots=True)
+class _TrafInfo:
+    track_id: int
+    tfdt: int | None
+    duration: int
+    sample_count: int
+
+
+def _parse_traf(buf: memoryview, traf: _Box, default_sample_duration: int | None) -> _TrafInfo:
+    tfhd = _find(buf, traf, b"tfhd")
+    if tfhd is None:
+        raise Mp4Error("traf has no tfhd")
+    _, flags = _full_box(buf, tfhd)
+    _need(tfhd, 8)
+    track_id = _U32.unpack_from(buf, tfhd.payload + 4)[0]
+    pos = tfhd.payload + 8
+    if flags & _TFHD_BASE_DATA_OFFSET:
+        pos += 8
+    if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX:
+        pos += 4
+    default_duration = default_sample_duration
+    if flags & _TFHD_DEFAULT_SAMPLE_DURATION:
+        _need(tfhd, pos - tfhd.payload + 4)
+        default_duration = _U32.unpack_from(buf, pos)[0]
+
+    tfdt_value: int | None = None
+    duration = 0
+    sample_count = 0
+    for child in _children(buf, traf):
+        if child.type == b"tfdt":
+            version, _ = _full_box(buf, child)
+            if version == 1:
+                _need(child, 12)
+                tfdt_value = _U64.unpack_from(buf, child.payload + 4)[0]
+            else:
+                _need(child, 8)
+                tfdt_value = _U32.unpack_from(buf, child.payload + 4)[0]
+        elif child.type == b"trun":
+            run_duration, run_count = _parse_trun(buf, child, default_duration)
+            duration += run_duration
+            sample_count += run_count
+    return _TrafInfo(track_id, tfdt_value, duration, sample_count)
+
+
+def _parse_trun(buf: memoryview, trun: _Box, default_duration: int | None) -> tuple[int, int]:
+    """(sum of sample durations, sample count) of one trun."""
+    _, flags = _full_box(buf, trun)
+    _need(trun, 8)
+    count = _U32.unpack_from(buf, trun.payload + 4)[0]
+    pos = trun.payload + 8
+    if flags & _TRUN_DATA_OFFSET:
+        pos += 4
+    if flags & _TRUN_FIRST_SAMPLE_FLAGS:
+        pos += 4
+    per_sample = 4 * sum(
+        1
+        for bit in (_TRUN_SAMPLE_DURATION, _TRUN_SAMPLE_SIZE, _TRUN_SAMPLE_FLAGS, _TRUN_SAMPLE_CTO)
+        if flags & bit
+    )
+    if pos + per_sample * count > trun.end:
+        raise Mp4Error(f"trun announces {count} samples but is too short for them")
+    if not flags & _TRUN_SAMPLE_DURATION:
+        if count == 0:
+            return 0, 0
+        if default_duration is None:
+            raise Mp4Error(
+                "trun has no sample durations and no default duration (tfhd/trex) is known"
+            )
+        return default_duration * count, count
+    if per_sample == 4:
+        # only durations: one unpack over the whole table
+        return sum(struct.unpack_from(f">{count}I", buf, pos)), count
+    total = 0
+    for i in range(count):
+        total += _U32.unpack_from(buf, pos + i * per_sample)[0]
+    return total, count
+
+
+def parse_fragment(
+    data: bytes | bytearray | memoryview, *, default_sample_duration: int | None = None
+) -> FragmentInfo:
+    """Timing of a media segment: optional styp/sidx/prft/emsg, then moof+mdat pairs.
+
+    ``default_sample_duration`` is the init segment's trex default, used when neither trun nor
+    tfhd carries durations. Only trafs of the first traf's track are counted.
+    """
+    buf = _as_view(data)
+    track_id: int | None = None
+    tfdt: int | None = None
+    duration = 0
+    sample_count = 0
+    moof_count = 0
+    for box in _iter_boxes(buf, 0, len(buf)):
+        if box.type != b"moof":
+            continue  # styp, sidx, prft, emsg, free, mdat: no timing we need
+        moof_count += 1
+        for traf in _children(buf, box):
+            if traf.type != b"traf":
+                continue
+            info = _parse_traf(buf, traf, default_sample_duration)
+            if track_id is None:
+                track_id = info.track_id
+                tfdt = info.tfdt
+            elif info.track_id != track_id:
+                continue
+            duration += info.duration
+            sample_count += info.sample_count
+    if moof_count == 0:
+        raise Mp4Error("no moof box: not a fragmented MP4 media segment")
+    if track_id is None:
+        raise Mp4Error("moof has no traf")
+    return FragmentInfo(track_id, tfdt, duration, sample_count, moof_count)
+
+
+def moof_end(prefix: bytes | bytearray | memoryview) -> int | None:
+    """Offset where the first moof ends, if ``prefix`` holds all of it; else None.
+
+    Raises Mp4Error if the prefix cannot be the start of a media segment (an mdat before any
+    moof, or a corrupt box header).
+    """
+    buf = _as_view(prefix)
+    for box in _iter_boxes(buf, 0, len(buf), partial=True):
+        if box.type == b"moof":
+            return box.end if box.end <= len(buf) else None
+        if box.type == b"mdat":
+            raise Mp4Error("mdat before any moof")
+    return None
