@@ -1,0 +1,354 @@
+"""Turn the recorded segments into the output file.
+
+Each track's init segment and media segments, concatenated in timeline order, form one valid
+fragmented MP4. One ffmpeg call then muxes those per-track files with stream copy.
+
+Timestamps are the delicate part. By default ffmpeg shifts every input file to start at zero on
+its own, which desynchronises audio and video whenever the two tracks' first segments start at
+different times (they usually do when recording joins a live stream). So the command uses
+``-copyts`` to keep each input's own timestamps (taken from every fragment's ``tfdt``) and moves
+all inputs by the *same* ``-itsoffset``: minus the earliest track start. The output then begins
+at zero, the tracks keep their relative offset, and a segment missing in the middle stays a gap in
+the timestamps instead of pulling the following media earlier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from instarec.errors import FFmpegNotFoundError, MergeError, StorageError, UsageError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MergeResult",
+    "TrackInput",
+    "find_ffmpeg",
+    "merge_tracks",
+    "output_format",
+]
+
+FFMPEG_FIX = (
+    "install ffmpeg (e.g. apt install ffmpeg) or `pip install 'instarec[ffmpeg]'`, "
+    "or pass --ffmpeg-path"
+)
+
+# Seconds ffmpeg gets to exit after SIGTERM before it is killed; a stream-copy mux finishes its
+# current write and closes the file almost at once, so a few seconds is plenty.
+TERMINATE_TIMEOUT = 5.0
+
+_COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Container:
+    muxer: str  # ffmpeg -f value
+    faststart: bool  # MP4 family: move the moov box to the front for progressive playback
+    audio_only: bool
+
+
+_CONTAINERS: dict[str, _Container] = {
+    ".mp4": _Container("mp4", faststart=True, audio_only=False),
+    ".m4v": _Container("mp4", faststart=True, audio_only=False),
+    ".mov": _Container("mov", faststart=True, audio_only=False),
+    ".m4a": _Container("ipod", faststart=True, audio_only=True),
+    ".mkv": _Container("matroska", faststart=False, audio_only=False),
+    ".ts": _Container("mpegts", faststart=False, audio_only=False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackInput:
+    """One recorded track, ready to merge.
+
+    ``segments`` are in timeline order; ``first_start`` is the first segment's decode time in
+    seconds (its ``tfdt`` divided by the track timescale), the clock shared by all tracks.
+    """
+
+    kind: str  # "video" | "audio"
+    init: Path
+    segments: tuple[Path, ...]
+    first_start: float
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    output: Path
+    size: int  # bytes
+    duration: float | None  # seconds, as reported by ffmpeg at the end of the mux
+
+
+def _container(output: Path) -> _Container:
+    suffix = output.suffix.lower()
+    try:
+        return _CONTAINERS[suffix]
+    except KeyError:
+        known = ", ".join(_CONTAINERS)
+        shown = suffix or "no extension"
+        raise UsageError(
+            f"unsupported output format {shown!r} for {output.name}: use one of {known}"
+        ) from None
+
+
+def output_format(output: Path) -> str:
+    """The ffmpeg muxer for ``output``, chosen from its extension; UsageError if unsupported."""
+    return _container(output).muxer
+
+
+def find_ffmpeg(configured: str = "ffmpeg") -> str:
+    """Locate the ffmpeg executable, before any recording starts.
+
+    ``configured`` is ``--ffmpeg-path``: a path (anything with a directory separator) must point
+    to an executable file; a bare command name is looked up on PATH. When the default name is
+    not on PATH, the binary bundled by the ``ffmpeg`` extra (imageio-ffmpeg) is used if present.
+    """
+    if os.sep in configured or (os.altsep is not None and os.altsep in configured):
+        path = Path(configured).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+        raise FFmpegNotFoundError(f"ffmpeg not found at {configured}: {FFMPEG_FIX}")
+    found = shutil.which(configured)
+    if found is not None:
+        return found
+    if configured == "ffmpeg":
+        bundled = _bundled_ffmpeg()
+        if bundled is not None:
+            return bundled
+    raise FFmpegNotFoundError(f"ffmpeg not found ({configured!r} is not on PATH): {FFMPEG_FIX}")
+
+
+def _bundled_ffmpeg() -> str | None:
+    try:
+        import imageio_ffmpeg  # optional extra: only a fallback
+    except ImportError:
+        return None
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:
+        # imageio-ffmpeg installed without a binary for this platform.
+        return None
+    logger.debug("using the ffmpeg bundled with imageio-ffmpeg: %s", exe)
+    return str(exe)
+
+
+def part_path(output: Path) -> Path:
+    """Where ffmpeg writes before the atomic rename: same directory, so os.replace is atomic."""
+    return output.with_name(f"{output.stem}.part{output.suffix}")
+
+
+def _concatenate(track: TrackInput, dest: Path) -> int:
+    """Write init + segments into ``dest`` with a constant-size buffer; returns bytes written."""
+    written = 0
+    with dest.open("wb") as out:
+        for src in (track.init, *track.segments):
+            with src.open("rb") as inp:
+                shutil.copyfileobj(inp, out, _COPY_CHUNK)
+            written = out.tell()
+    return written
+
+
+def _prepare_inputs(tracks: Sequence[TrackInput], work_dir: Path) -> list[Path]:
+    """Concatenate each track into ``work_dir/<kind>.mp4`` (blocking: run it in a thread)."""
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {work_dir}: {exc.strerror or exc}") from exc
+    paths: list[Path] = []
+    names: set[str] = set()
+    for track in tracks:
+        name = f"{track.kind}.mp4"
+        # Two tracks of the same kind must not overwrite each other's file.
+        index = 1
+        while name in names:
+            index += 1
+            name = f"{track.kind}{index}.mp4"
+        names.add(name)
+        dest = work_dir / name
+        try:
+            size = _concatenate(track, dest)
+        except FileNotFoundError as exc:
+            raise MergeError(f"recorded {track.kind} file is missing: {exc.filename}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+        logger.debug(
+            "%s: %d segments concatenated into %s (%d bytes)",
+            track.kind,
+            len(track.segments),
+            dest,
+            size,
+        )
+        paths.append(dest)
+    return paths
+
+
+def build_command(
+    ffmpeg: str,
+    tracks: Sequence[TrackInput],
+    inputs: Sequence[Path],
+    target: Path,
+    muxer: str,
+    *,
+    faststart: bool,
+) -> list[str]:
+    """The ffmpeg argument list muxing ``inputs`` (one per track) into ``target``."""
+    base = min(track.first_start for track in tracks)
+    offset = f"{-base:.6f}"
+    cmd = [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostats",
+        # Progress as key=value lines on stdout: the last out_time_us is the output's duration.
+        "-progress",
+        "pipe:1",
+        # The target is our own temporary name; a leftover from an interrupted merge is stale.
+        "-y",
+        # Keep each input's tfdt-based timestamps instead of shifting every file to zero alone.
+        "-copyts",
+    ]
+    for inp in inputs:
+        # use_tfdt: fragment times come from tfdt (default in ffmpeg >= 4, stated because the
+        # gaps and the A/V offset depend on it). The same -itsoffset on every input moves the
+        # earliest track to zero and keeps the others where they are relative to it.
+        cmd += ["-use_tfdt", "1", "-itsoffset", offset, "-i", str(inp)]
+    for index, track in enumerate(tracks):
+        selector = "v" if track.kind == "video" else "a"
+        cmd += ["-map", f"{index}:{selector}:0"]
+    cmd += ["-c", "copy"]
+    if faststart:
+        cmd += ["-movflags", "+faststart"]
+    cmd += ["-f", muxer, str(target)]
+    return cmd
+
+
+def _select_tracks(tracks: Sequence[TrackInput], container: _Container) -> list[TrackInput]:
+    for track in tracks:
+        if track.kind not in ("video", "audio"):
+            raise ValueError(f"unknown track kind {track.kind!r}")
+    selected = [t for t in tracks if t.segments]
+    for track in tracks:
+        if not track.segments:
+            logger.warning(
+                "no %s segment was recorded: the output has no %s", track.kind, track.kind
+            )
+    if container.audio_only:
+        if any(t.kind == "video" for t in selected):
+            logger.info("audio-only output: the video track is left out")
+        selected = [t for t in selected if t.kind == "audio"]
+        if not selected:
+            raise MergeError("nothing to write to an audio-only output: no audio was recorded")
+    if not selected:
+        raise MergeError("nothing to merge: no segment was recorded")
+    return selected
+
+
+async def merge_tracks(
+    tracks: Sequence[TrackInput],
+    output: Path,
+    *,
+    ffmpeg: str,
+    work_dir: Path,
+    overwrite: bool,
+) -> MergeResult:
+    """Mux the recorded tracks into ``output`` with one ffmpeg stream-copy call.
+
+    The output appears under its final name only once complete (written to a ``.part`` name in
+    the same directory, then renamed). Cancelling terminates ffmpeg and removes the partial file.
+    """
+    container = _container(output)
+    if not overwrite and await asyncio.to_thread(output.exists):
+        raise UsageError(f"{output} already exists: pass --overwrite or choose another output")
+    selected = _select_tracks(tracks, container)
+    # In a thread: hours of segments are gigabytes and the event loop must stay responsive.
+    inputs = await asyncio.to_thread(_prepare_inputs, selected, work_dir)
+    target = part_path(output)
+    cmd = build_command(
+        ffmpeg, selected, inputs, target, container.muxer, faststart=container.faststart
+    )
+    logger.debug("running %s", " ".join(cmd))
+    try:
+        duration = await _run_ffmpeg(cmd)
+        size = _publish(target, output)
+    except BaseException:
+        # Never leave a half-written file behind, whatever stopped us (error or cancellation).
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        raise
+    logger.info("wrote %s (%d bytes)", output, size)
+    return MergeResult(output=output, size=size, duration=duration)
+
+
+def _publish(target: Path, output: Path) -> int:
+    """Check ffmpeg's result and give it its final name atomically; returns its size."""
+    try:
+        size = target.stat().st_size
+    except FileNotFoundError:
+        raise MergeError("ffmpeg exited without writing the output") from None
+    if size == 0:
+        raise MergeError("ffmpeg wrote an empty output")
+    try:
+        os.replace(target, output)
+    except OSError as exc:
+        raise StorageError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    return size
+
+
+async def _run_ffmpeg(cmd: Sequence[str]) -> float | None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise FFmpegNotFoundError(
+            f"cannot run {cmd[0]}: {exc.strerror or exc}: {FFMPEG_FIX}"
+        ) from exc
+    try:
+        stdout, stderr = await proc.communicate()
+    except asyncio.CancelledError:
+        await _stop(proc)
+        raise
+    if proc.returncode != 0:
+        lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+        last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+        raise MergeError(f"ffmpeg failed: {last}")
+    return _progress_duration(stdout)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Terminate ffmpeg, then kill it if it has not exited after TERMINATE_TIMEOUT."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), TERMINATE_TIMEOUT)
+    except TimeoutError:
+        logger.warning("ffmpeg did not exit after SIGTERM, killing it")
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def _progress_duration(stdout: bytes) -> float | None:
+    """The last ``out_time_us`` of ffmpeg's -progress report, in seconds."""
+    duration: float | None = None
+    for line in stdout.decode(errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        if key == "out_time_us":
+            with contextlib.suppress(ValueError):
+                micros = int(value)
+                if micros >= 0:
+                    duration = micros / 1_000_000
+    return duration
