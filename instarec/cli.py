@@ -1,0 +1,687 @@
+"""The command line: arguments to :class:`Options`, then dispatch, then an exit code.
+
+``main()`` is the only place that decides the process exit status, and it never
+raises: every :class:`InstarecError` becomes one line on stderr and its exit code,
+argparse mistakes exit 2 with one line, Ctrl+C exits 130, and anything unexpected
+exits 1 with one line (the traceback only with ``-v``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
+
+from instarec import __version__
+from instarec.errors import EXIT_INTERRUPTED, EXIT_OK, InstarecError, StorageError, UsageError
+from instarec.options import DEFAULT_EXTENSION, OUTPUT_EXTENSIONS, Options
+
+if TYPE_CHECKING:
+    from instarec.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+EXIT_UNEXPECTED = 1
+
+_USAGE = (
+    "%(prog)s [options] MPD_URL OUTPUT\n"
+    "       %(prog)s -F|-J [options] MPD_URL\n"
+    "       %(prog)s --demo OUTPUT"
+)
+
+_DESCRIPTION = """\
+Record an MPEG-DASH livestream from its very beginning: every past segment the
+server still has, then the live edge until the broadcast ends, merged into
+OUTPUT with ffmpeg (stream copy, no re-encoding). Rerun the same command to
+resume an interrupted recording."""
+
+_EPILOG = """\
+exit codes:
+  0    done
+  1    unexpected error
+  2    invalid command line or options
+  3    the manifest is not a usable MPD
+  4    network error, or the manifest answered 401/403/404/410
+  5    unsupported stream (DRM, no video and no audio)
+  6    ffmpeg failed to merge the segments
+  7    ffmpeg not found
+  8    storage error (output not writable, disk full)
+  130  interrupted (Ctrl+C)
+"""
+
+# RFC 9110 token: what a header name may contain.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_PROXY_SCHEMES = ("http", "https", "socks4", "socks5", "socks5h")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing usage and exiting.
+
+    ``main`` turns the error into the one-line message every other failure gets.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows ``(default: X)`` only where a default means something."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        if (
+            "default:" not in help_text
+            and "%(default)" not in help_text
+            and action.option_strings
+            and default not in (None, False, argparse.SUPPRESS, (), [])
+        ):
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not _HEADER_NAME.match(name):
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+    if "\r" in value or "\n" in value:
+        raise argparse.ArgumentTypeError(f"header value must be one line: {text!r}")
+    return name, value.strip()
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 date and time such as 2024-05-01T12:00:00Z, got {text!r}"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone: add Z (UTC) or an offset such as +02:00"
+        )
+    return value.astimezone(UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="instarec",
+        usage=_USAGE,
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "mpd_url",
+        nargs="?",
+        metavar="MPD_URL",
+        help="the stream's .mpd manifest URL (or a local .mpd file, see --base-url)",
+    )
+    parser.add_argument(
+        "output",
+        nargs="?",
+        metavar="OUTPUT",
+        help=f"the file to write; its extension picks the container: "
+        f"{' '.join(OUTPUT_EXTENSIONS)} (none: {DEFAULT_EXTENSION} is added)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="record the built-in simulated livestream into OUTPUT (takes no MPD_URL): "
+        "checks that an installation works",
+    )
+
+    net = parser.add_argument_group("network")
+    net.add_argument("--proxy", metavar="URL", help="http://, https:// or socks5:// proxy")
+    net.add_argument(
+        "-H",
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header,
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra HTTP header sent with every request (repeatable)",
+    )
+    net.add_argument("--user-agent", metavar="UA", help="User-Agent header")
+    net.add_argument("--cookies", metavar="FILE", type=Path, help="Netscape cookies.txt file")
+    net.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="when MPD_URL is a local file: the URL it was downloaded from, against which "
+        "its relative segment addresses resolve (default for -F/-J: the file itself)",
+    )
+    net.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="parallel segment downloads",
+    )
+    net.add_argument(
+        "--download-retries",
+        type=_non_negative_int,
+        default=5,
+        metavar="N",
+        help="retries of a failed segment download",
+    )
+    net.add_argument(
+        "--download-retry-delay",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="first delay between download retries; doubles at each retry",
+    )
+    net.add_argument(
+        "--check-url-retries",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+        help="retries of a failed URL check (HEAD request) on transient errors",
+    )
+
+    sel = parser.add_argument_group("stream selection")
+    sel.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="choose the video and audio quality from a list (overrides --*-quality)",
+    )
+    sel.add_argument(
+        "--video-quality",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="video representation ids in order of preference (default: highest bandwidth)",
+    )
+    sel.add_argument(
+        "--audio-quality",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="audio representation ids in order of preference (default: highest bandwidth)",
+    )
+    inspect_group = sel.add_mutually_exclusive_group()
+    inspect_group.add_argument(
+        "-F",
+        "--list-formats",
+        action="store_true",
+        help="list the stream's representations, best first, and exit",
+    )
+    inspect_group.add_argument(
+        "-J",
+        "--dump-json",
+        action="store_true",
+        help="print the parsed manifest and its segments as JSON and exit",
+    )
+    sel.add_argument(
+        "--now",
+        type=_instant,
+        metavar="ISO8601",
+        help="with -F/-J: the instant at which a live manifest is evaluated, "
+        "e.g. 2024-05-01T12:00:00Z (default: the current time)",
+    )
+
+    live = parser.add_argument_group("live following")
+    live.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between manifest refreshes (default: the manifest's "
+        "minimumUpdatePeriod if it has one, else 2.0)",
+    )
+    live.add_argument(
+        "--live-end-timeout",
+        type=_positive_float,
+        default=180.0,
+        metavar="SECONDS",
+        help="seconds without a new live segment before the broadcast is taken as ended",
+    )
+
+    search = parser.add_argument_group("archive search")
+    search.add_argument(
+        "--no-past",
+        action="store_true",
+        help="do not recover past segments: start at the live edge",
+    )
+    search.add_argument(
+        "--max-search-requests",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="concurrent requests while searching for past segments",
+    )
+    search.add_argument(
+        "--search-chunk-size",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="segment addresses checked per batch while searching",
+    )
+    search.add_argument(
+        "--end-stream-miss-threshold",
+        type=_positive_int,
+        default=30000,
+        metavar="N",
+        help="consecutive missing addresses before the past search stops",
+    )
+    search.add_argument(
+        "--past-segment-delay",
+        type=_non_negative_float,
+        default=0.1,
+        metavar="SECONDS",
+        help="minimum time between the starts of two past segment downloads",
+    )
+
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it exists, and discard segments kept from a different recording",
+    )
+    out.add_argument(
+        "--keep-segments",
+        action="store_true",
+        help="keep the OUTPUT.segments directory after a successful merge",
+    )
+    out.add_argument("--ffmpeg-path", default="ffmpeg", metavar="PATH", help="ffmpeg executable")
+    out.add_argument("--ffprobe-path", default="ffprobe", metavar="PATH", help="ffprobe executable")
+    out.add_argument(
+        "--summary-file",
+        type=Path,
+        metavar="PATH",
+        help="also write the final summary to PATH as JSON",
+    )
+
+    log = parser.add_argument_group("logging")
+    verbosity = log.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logs, with the task each comes from; tracebacks on errors",
+    )
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    log.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="write full debug logs to PATH (whatever -q/-v say)",
+    )
+    return parser
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def _is_http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _check_parent_dir(path: Path, what: str) -> None:
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{what} {str(path)!r}: directory {str(parent)!r} does not exist")
+
+
+def _output_path(text: str, overwrite: bool) -> Path:
+    path = Path(os.path.expanduser(text))
+    if path.name in ("", ".", ".."):
+        raise UsageError(f"OUTPUT {text!r} is not a file name")
+    if not path.suffix:
+        # As the original tool does: no extension means Matroska, which takes any codec.
+        path = path.with_name(path.name + DEFAULT_EXTENSION)
+    if path.suffix.lower() not in OUTPUT_EXTENSIONS:
+        raise UsageError(
+            f"OUTPUT extension {path.suffix!r} is not supported: "
+            f"use one of {', '.join(OUTPUT_EXTENSIONS)}"
+        )
+    _check_parent_dir(path, "OUTPUT")
+    if path.is_dir():
+        raise UsageError(f"OUTPUT {str(path)!r} is a directory")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{str(path)!r} already exists: pass --overwrite or choose another name")
+    if not os.access(path.parent, os.W_OK):
+        raise StorageError(f"cannot write to directory {str(path.parent)!r}")
+    return path
+
+
+def options_from_args(ns: argparse.Namespace) -> Options:
+    """Validate the parsed arguments and build the :class:`Options` (``UsageError`` if bad)."""
+    inspecting = ns.list_formats or ns.dump_json
+    mpd_arg: str | None = ns.mpd_url
+    out_arg: str | None = ns.output
+
+    if ns.demo:
+        if inspecting:
+            raise UsageError("--demo cannot be combined with -F/-J")
+        if mpd_arg is not None and out_arg is not None:
+            raise UsageError("--demo takes only OUTPUT, not MPD_URL")
+        out_arg = mpd_arg if out_arg is None else out_arg
+        mpd_arg = None
+        if out_arg is None:
+            raise UsageError("--demo needs OUTPUT, e.g. instarec --demo demo.mkv")
+    elif mpd_arg is None:
+        raise UsageError("MPD_URL is missing (see 'instarec --help')")
+    elif out_arg is None and not inspecting:
+        raise UsageError("OUTPUT is missing (or pass -F/-J to only inspect the stream)")
+
+    if ns.now is not None and not inspecting:
+        raise UsageError("--now only applies to -F/-J")
+
+    base_url: str | None = ns.base_url
+    if base_url is not None and not _is_http_url(base_url):
+        raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
+
+    mpd_url = ""
+    manifest_file: Path | None = None
+    if mpd_arg is not None:
+        if _is_http_url(mpd_arg):
+            if base_url is not None:
+                raise UsageError("--base-url only applies when MPD_URL is a local file")
+            mpd_url = mpd_arg
+        elif urlsplit(mpd_arg).scheme.lower() in ("http", "https"):
+            raise UsageError(f"MPD_URL {mpd_arg!r} has no host name")
+        else:
+            path = Path(os.path.expanduser(mpd_arg))
+            if not path.is_file():
+                raise UsageError(
+                    f"MPD_URL {mpd_arg!r} is neither an http(s) URL nor an existing file"
+                )
+            manifest_file = path
+            if base_url is not None:
+                mpd_url = base_url
+            elif inspecting:
+                mpd_url = path.resolve().as_uri()
+            else:
+                # Segments are fetched over HTTP; file:// addresses would not download.
+                raise UsageError(
+                    "recording from a local manifest file needs --base-url URL "
+                    "(the address the manifest was downloaded from)"
+                )
+
+    output_path = None
+    if out_arg is not None and not inspecting:
+        output_path = _output_path(out_arg, ns.overwrite)
+
+    if ns.cookies is not None and not ns.cookies.is_file():
+        raise UsageError(f"cookies file {str(ns.cookies)!r} does not exist")
+    for path, what in ((ns.log_file, "--log-file"), (ns.summary_file, "--summary-file")):
+        if path is not None:
+            _check_parent_dir(path, what)
+            if path.is_dir():
+                raise UsageError(f"{what} {str(path)!r} is a directory")
+    if ns.proxy is not None:
+        parts = urlsplit(ns.proxy)
+        if parts.scheme.lower() not in _PROXY_SCHEMES or not parts.netloc:
+            raise UsageError(
+                f"--proxy must be a URL such as http://host:port or socks5://host:port, "
+                f"got {ns.proxy!r}"
+            )
+
+    return Options(
+        mpd_url=mpd_url,
+        output_path=output_path,
+        manifest_file=manifest_file,
+        interactive=ns.interactive,
+        video_quality=tuple(ns.video_quality),
+        audio_quality=tuple(ns.audio_quality),
+        list_formats=ns.list_formats,
+        dump_json=ns.dump_json,
+        now=ns.now,
+        verbose=ns.verbose,
+        quiet=ns.quiet,
+        log_file=ns.log_file,
+        poll_interval=2.0 if ns.poll_interval is None else ns.poll_interval,
+        poll_interval_explicit=ns.poll_interval is not None,
+        live_end_timeout=ns.live_end_timeout,
+        no_past=ns.no_past,
+        max_search_requests=ns.max_search_requests,
+        end_stream_miss_threshold=ns.end_stream_miss_threshold,
+        search_chunk_size=ns.search_chunk_size,
+        past_segment_delay=ns.past_segment_delay,
+        download_retries=ns.download_retries,
+        download_retry_delay=ns.download_retry_delay,
+        check_url_retries=ns.check_url_retries,
+        proxy=ns.proxy,
+        base_url=base_url,
+        headers=tuple(ns.headers),
+        user_agent=ns.user_agent,
+        cookies=ns.cookies,
+        concurrency=ns.concurrency,
+        keep_segments=ns.keep_segments,
+        overwrite=ns.overwrite,
+        ffmpeg_path=ns.ffmpeg_path,
+        ffprobe_path=ns.ffprobe_path,
+        summary_file=ns.summary_file,
+        demo=ns.demo,
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    return options_from_args(build_parser().parse_args(argv))
+
+
+# --- logging -----------------------------------------------------------------------------
+
+
+class _TaskNameFilter(logging.Filter):
+    """Adds ``task_name``: the asyncio task a record comes from (Python 3.11 has none)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running event loop
+            task = None
+        record.task_name = task.get_name() if task is not None else "main"
+        return True
+
+
+def _configure_logging(options: Options, stderr: TextIO) -> list[logging.Handler]:
+    """Install our handlers on the root logger; returns them so ``main`` can remove them."""
+    handlers: list[logging.Handler] = []
+    console = logging.StreamHandler(stderr)
+    if options.verbose:
+        console.setLevel(logging.DEBUG)
+        console.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s [%(task_name)s] %(name)s: %(message)s")
+        )
+    else:
+        console.setLevel(logging.WARNING if options.quiet else logging.INFO)
+        console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handlers.append(console)
+    if options.log_file is not None:
+        try:
+            file_handler = logging.FileHandler(options.log_file, encoding="utf-8")
+        except OSError as exc:
+            raise StorageError(f"cannot open log file {str(options.log_file)!r}: {exc}") from exc
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s [%(task_name)s] %(name)s: %(message)s")
+        )
+        handlers.append(file_handler)
+    root = logging.getLogger()
+    task_filter = _TaskNameFilter()
+    for handler in handlers:
+        handler.addFilter(task_filter)
+        root.addHandler(handler)
+    verbose_anywhere = options.verbose or options.log_file is not None
+    root.setLevel(logging.DEBUG if verbose_anywhere else console.level)
+    if not options.verbose:
+        # Third-party chatter (aiohttp access warnings, asyncio debug) stays in the log file.
+        for name in ("asyncio", "aiohttp"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return handlers
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+async def _load_manifest(options: Options) -> Manifest:
+    from instarec.manifest import parse_manifest
+
+    if options.manifest_file is not None:
+        try:
+            data = options.manifest_file.read_bytes()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read manifest file {str(options.manifest_file)!r}: {exc.strerror}"
+            ) from exc
+        return parse_manifest(data, options.mpd_url)
+
+    from instarec.http import HttpClient
+
+    async with HttpClient(options.http_config()) as http:
+        response = await http.fetch_manifest(options.mpd_url)
+    return parse_manifest(response.body, response.url)
+
+
+def _inspect(options: Options, stdout: TextIO) -> int:
+    manifest = asyncio.run(_load_manifest(options))
+    if options.dump_json:
+        from instarec.manifest import manifest_to_json
+
+        now = options.now if options.now is not None else datetime.now(UTC)
+        stdout.write(json.dumps(manifest_to_json(manifest, now), indent=2) + "\n")
+    else:
+        from instarec.selection import format_table
+
+        stdout.write(format_table(manifest))
+    return EXIT_OK
+
+
+def _resolve_interactive(options: Options, stdin: TextIO, stdout: TextIO) -> Options:
+    """Run the picker, then hand its choice to the recorder as quality preferences."""
+    from instarec.selection import pick_interactively
+
+    manifest = asyncio.run(_load_manifest(options))
+    chosen = pick_interactively(manifest, stdin, stdout)
+    return replace(
+        options,
+        video_quality=(chosen.video.id,) if chosen.video is not None else (),
+        audio_quality=(chosen.audio.id,) if chosen.audio is not None else (),
+    )
+
+
+def _record(options: Options) -> int:
+    from instarec.recorder import record
+
+    summary = asyncio.run(record(options))
+    # The recorder handles the first Ctrl+C itself (stops, merges what it has) and says so.
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+def _demo(options: Options) -> int:
+    from instarec.demo import run_demo
+
+    result = run_demo(options)
+    if inspect.isawaitable(result):
+        result = asyncio.run(result)
+    return EXIT_INTERRUPTED if getattr(result, "interrupted", False) else EXIT_OK
+
+
+def _run(options: Options, stdin: TextIO, stdout: TextIO) -> int:
+    if options.list_formats or options.dump_json:
+        return _inspect(options, stdout)
+    if options.demo:
+        return _demo(options)
+    if options.interactive:
+        options = _resolve_interactive(options, stdin, stdout)
+    return _record(options)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) or "(no details)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run instarec; return the process exit code. Never raises."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    stderr = sys.stderr
+    verbose = any(a in ("-v", "--verbose") for a in args)
+    handlers: list[logging.Handler] = []
+    try:
+        try:
+            ns = build_parser().parse_args(args)
+        except SystemExit as exc:  # --help and --version print, then exit 0
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+        options = options_from_args(ns)
+        verbose = options.verbose
+        handlers = _configure_logging(options, stderr)
+        if options.output_path is not None and ns.output and not Path(ns.output).suffix:
+            logger.info("OUTPUT has no extension: writing %s", options.output_path)
+        return _run(options, sys.stdin, sys.stdout)
+    except InstarecError as exc:
+        if verbose:
+            traceback.print_exc(file=stderr)
+        stderr.write(f"instarec: error: {_one_line(str(exc))}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        stderr.write("instarec: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the process boundary: one line, never a traceback
+        if verbose:
+            traceback.print_exc(file=stderr)
+        hint = "" if verbose else " (run with -v for details)"
+        stderr.write(
+            f"instarec: error: unexpected {type(exc).__name__}: {_one_line(str(exc))}{hint}\n"
+        )
+        return EXIT_UNEXPECTED
+    finally:
+        root = logging.getLogger()
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
