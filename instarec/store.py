@@ -1,0 +1,428 @@
+"""The ``.segments`` directory of a recording and its journal.
+
+Layout under the root the caller chooses (``<output>.segments/``)::
+
+    journal.jsonl             header line (format version + fingerprint), then one line per event
+    <track>/init.mp4
+    <track>/<key:020d>.m4s    key = $Number$ / $Time$ / list index, zero-padded (sign kept)
+
+A file is written as ``<name>.part``, fsynced and renamed by the downloader *before* its journal
+line is appended, and :meth:`SegmentStore.commit` checks the file is there with the right size,
+so after a kill -9 a journal line never points to a missing or partial file. On open, a torn last
+line is ignored (and cut off), entries whose file is absent or has the wrong size are dropped, and
+stray ``.part`` files are deleted: what is left is exactly what can be merged, and a rerun
+downloads only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from instarec.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME: Final = "journal.jsonl"
+JOURNAL_VERSION: Final = 1
+INIT_NAME: Final = "init.mp4"
+PART_SUFFIX: Final = ".part"
+_TRACK_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSegment:
+    track: str
+    key: int
+    start: float  # seconds
+    duration: float | None  # seconds
+    size: int  # bytes
+    media_time: int | None  # tfdt, in the track's media timescale
+    media_duration: int | None  # sum of sample durations, in the track's media timescale
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class MissingSegment:
+    track: str
+    key: int
+    start: float
+    duration: float | None
+
+
+class SegmentStore:
+    """Files of one recording, indexed by (track, key); use :meth:`open`."""
+
+    def __init__(self, root: Path, fingerprint: Mapping[str, str]) -> None:
+        # Use SegmentStore.open(): it creates or loads the directory.
+        self._root = root
+        self._fingerprint = dict(fingerprint)
+        self._journal = root / JOURNAL_NAME
+        self._segments: dict[str, dict[int, StoredSegment]] = {}
+        self._missing: dict[str, dict[int, MissingSegment]] = {}
+        self._inits: dict[str, int] = {}
+        self._track_dirs: set[str] = set()
+        self.resumed = False
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, root: Path, fingerprint: Mapping[str, str]) -> SegmentStore:
+        """Create ``root`` or resume from its journal.
+
+        ``fingerprint`` identifies the recording (manifest URL without query, representation
+        ids...): a journal with another fingerprint raises StorageError rather than mixing two
+        recordings in one file.
+        """
+        store = cls(root, fingerprint)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the segment directory {root}: {exc.strerror or exc}"
+            ) from exc
+        if not root.is_dir():
+            raise StorageError(f"{root} exists and is not a directory")
+        try:
+            if store._journal.exists():
+                store._load()
+            else:
+                store._create()
+            store._delete_part_files()
+        except OSError as exc:
+            raise StorageError(
+                f"cannot use the segment directory {root}: {exc.strerror or exc}"
+            ) from exc
+        return store
+
+    def _create(self) -> None:
+        if self._data_files():
+            raise StorageError(
+                f"{self._root} already holds files but no {JOURNAL_NAME}: it is not a recording "
+                "that can be resumed; pass --overwrite or choose another output"
+            )
+        header = {"type": "header", "version": JOURNAL_VERSION, "fingerprint": self._fingerprint}
+        self._append(header)
+
+    def _load(self) -> None:
+        # Fail now, not at the first commit, when the directory cannot be written.
+        with self._journal.open("ab"):
+            pass
+        data = self._journal.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline
+        good_end = len(data) - len(tail)
+        records: list[dict[str, Any]] = []
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            record = _decode(raw)
+            if record is None:
+                log.warning("journal %s: skipping unreadable line %d", self._journal, number)
+                continue
+            records.append(record)
+        if tail.strip():
+            record = _decode(tail)
+            if record is None:
+                # Torn by a kill -9 in the middle of a write: cut it off so the next line we
+                # append starts on a line of its own.
+                log.info("journal %s: ignoring a truncated last line", self._journal)
+                with self._journal.open("r+b") as fh:
+                    fh.truncate(good_end)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            else:
+                records.append(record)
+                with self._journal.open("ab") as fh:
+                    fh.write(b"\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        if not records or records[0].get("type") != "header":
+            if not records and not self._data_files():
+                # Killed while writing the header: nothing was recorded yet, start afresh.
+                self._journal.unlink()
+                self._create()
+                return
+            raise StorageError(
+                f"{self._journal} is not an instarec journal; pass --overwrite or choose "
+                "another output"
+            )
+        header = records[0]
+        if header.get("version") != JOURNAL_VERSION:
+            raise StorageError(
+                f"{self._root} was written by another version of instarec (journal version "
+                f"{header.get('version')}); pass --overwrite or choose another output"
+            )
+        if header.get("fingerprint") != self._fingerprint:
+            raise StorageError(
+                f"{self._root} holds segments of a different recording (another manifest or "
+                "other tracks); pass --overwrite or choose another output"
+            )
+        self.resumed = True
+        for record in records[1:]:
+            try:
+                self._apply(record)
+            except (KeyError, TypeError, ValueError):
+                log.warning("journal %s: skipping malformed entry %r", self._journal, record)
+        self._verify_files()
+
+    def _apply(self, record: Mapping[str, Any]) -> None:
+        kind = record["type"]
+        track = _check_track(str(record["track"]))
+        if kind == "init":
+            self._inits[track] = int(record["size"])
+        elif kind == "segment":
+            key = int(record["key"])
+            self._segments.setdefault(track, {})[key] = StoredSegment(
+                track=track,
+                key=key,
+                start=float(record["start"]),
+                duration=_opt_float(record.get("duration")),
+                size=int(record["size"]),
+                media_time=_opt_int(record.get("media_time")),
+                media_duration=_opt_int(record.get("media_duration")),
+                path=self.segment_path(track, key, create=False),
+            )
+            self._missing.get(track, {}).pop(key, None)
+        elif kind == "missing":
+            key = int(record["key"])
+            if key not in self._segments.get(track, {}):
+                self._missing.setdefault(track, {})[key] = MissingSegment(
+                    track=track,
+                    key=key,
+                    start=float(record["start"]),
+                    duration=_opt_float(record.get("duration")),
+                )
+        else:
+            raise ValueError(f"unknown journal entry type {kind!r}")
+
+    def _verify_files(self) -> None:
+        for track, size in list(self._inits.items()):
+            if _file_size(self.init_path(track, create=False)) != size:
+                log.warning(
+                    "init segment of %s is missing or damaged: it will be fetched again", track
+                )
+                del self._inits[track]
+        dropped = 0
+        for segments in self._segments.values():
+            for key, seg in list(segments.items()):
+                if _file_size(seg.path) != seg.size:
+                    del segments[key]
+                    dropped += 1
+        if dropped:
+            log.warning(
+                "%d journaled segment(s) missing or damaged on disk: fetching them again", dropped
+            )
+
+    def _data_files(self) -> list[Path]:
+        """Files other than the journal and interrupted downloads."""
+        return [
+            p
+            for p in self._root.rglob("*")
+            if p.is_file() and p != self._journal and p.suffix != PART_SUFFIX
+        ]
+
+    def _delete_part_files(self) -> None:
+        for part in self._root.rglob("*" + PART_SUFFIX):
+            log.debug("deleting interrupted download %s", part)
+            part.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def journal_path(self) -> Path:
+        return self._journal
+
+    @property
+    def fingerprint(self) -> Mapping[str, str]:
+        return dict(self._fingerprint)
+
+    def init_path(self, track: str, *, create: bool = True) -> Path:
+        return self._track_dir(track, create) / INIT_NAME
+
+    def segment_path(self, track: str, key: int, *, create: bool = True) -> Path:
+        """Final path of a segment (the downloader writes ``<path>.part`` then renames)."""
+        return self._track_dir(track, create) / f"{key:020d}.m4s"
+
+    def _track_dir(self, track: str, create: bool) -> Path:
+        path = self._root / _check_track(track)
+        if create and track not in self._track_dirs:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from exc
+            self._track_dirs.add(track)
+        return path
+
+    # ------------------------------------------------------------------ queries
+
+    def has_init(self, track: str) -> bool:
+        return track in self._inits
+
+    def has(self, track: str, key: int) -> bool:
+        return key in self._segments.get(track, {})
+
+    def tracks(self) -> list[str]:
+        return sorted(set(self._segments) | set(self._inits) | set(self._missing))
+
+    def segments(self, track: str) -> list[StoredSegment]:
+        """Committed segments of ``track`` in timeline order (start, then key)."""
+        return sorted(self._segments.get(track, {}).values(), key=lambda s: (s.start, s.key))
+
+    def missing(self, track: str) -> list[MissingSegment]:
+        """Segments recorded as missing and never committed since, in timeline order."""
+        return sorted(self._missing.get(track, {}).values(), key=lambda s: (s.start, s.key))
+
+    # ------------------------------------------------------------------ updates
+
+    def commit_init(self, track: str) -> None:
+        """Journal the init segment already renamed into :meth:`init_path`."""
+        path = self.init_path(track)
+        size = self._require_file(path)
+        self._append({"type": "init", "track": track, "size": size})
+        self._inits[track] = size
+
+    def commit(
+        self,
+        track: str,
+        key: int,
+        *,
+        start: float,
+        duration: float | None,
+        size: int,
+        media_time: int | None,
+        media_duration: int | None,
+    ) -> None:
+        """Journal a segment already renamed into :meth:`segment_path` (one fsynced line)."""
+        path = self.segment_path(track, key)
+        actual = self._require_file(path)
+        if actual != size:
+            raise StorageError(f"cannot commit {path}: {actual} bytes on disk, expected {size}")
+        self._append(
+            {
+                "type": "segment",
+                "track": track,
+                "key": key,
+                "start": start,
+                "duration": duration,
+                "size": size,
+                "media_time": media_time,
+                "media_duration": media_duration,
+            }
+        )
+        self._segments.setdefault(track, {})[key] = StoredSegment(
+            track=track,
+            key=key,
+            start=start,
+            duration=duration,
+            size=size,
+            media_time=media_time,
+            media_duration=media_duration,
+            path=path,
+        )
+        self._missing.get(track, {}).pop(key, None)
+
+    def record_missing(self, track: str, key: int, *, start: float, duration: float | None) -> None:
+        """Journal a segment the server no longer has (404/410): a gap in the timeline."""
+        _check_track(track)
+        if self.has(track, key):
+            return
+        self._append(
+            {"type": "missing", "track": track, "key": key, "start": start, "duration": duration}
+        )
+        self._missing.setdefault(track, {})[key] = MissingSegment(
+            track=track, key=key, start=start, duration=duration
+        )
+
+    def remove(self) -> None:
+        """Delete the whole directory (after a successful merge)."""
+        try:
+            shutil.rmtree(self._root)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self._root}: {exc.strerror or exc}") from exc
+        self._segments.clear()
+        self._missing.clear()
+        self._inits.clear()
+        self._track_dirs.clear()
+
+    # ------------------------------------------------------------------ internals
+
+    def _require_file(self, path: Path) -> int:
+        size = _file_size(path)
+        if size is None:
+            raise StorageError(f"cannot commit {path}: the file is not there")
+        # The rename must be durable before a journal line can point at it.
+        _fsync_dir(path.parent)
+        return size
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        try:
+            # One write of a whole line, then fsync: a kill -9 leaves at worst a torn last line.
+            with self._journal.open("ab") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot write {self._journal}: {exc.strerror or exc}") from exc
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _check_track(track: str) -> str:
+    # Track names become directory names: no separators, no "..".
+    if not _TRACK_RE.fullmatch(track):
+        raise ValueError(f"invalid track name {track!r}")
+    return track
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return st.st_size
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return  # directories cannot be opened for fsync on Windows
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot sync {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
