@@ -216,9 +216,10 @@ def build_command(
         "-copyts",
     ]
     for inp in inputs:
-        # use_tfdt: fragment times come from tfdt (default in ffmpeg >= 4, stated because the
-        # gaps and the A/V offset depend on it). The same -itsoffset on every input moves the
-        # earliest track to zero and keeps the others where they are relative to it.
+        # use_tfdt: fragment times come from each tfdt, which is what keeps gaps and the A/V
+        # offset. It is the default (and a plain concatenation reads the same without it), but
+        # segments carrying a sidx would otherwise let the sidx times win. The same -itsoffset
+        # on every input moves the earliest track to zero and keeps the others where they are.
         cmd += ["-use_tfdt", "1", "-itsoffset", offset, "-i", str(inp)]
     for index, track in enumerate(tracks):
         selector = "v" if track.kind == "video" else "a"
