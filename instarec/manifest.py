@@ -1100,9 +1100,9 @@ def _expand_number_duration(
         values["Number"] = number
         values["Time"] = int(time)
         start = period.start + k * seg
+        # The last segment may be cut by the Period end; its duration stays the nominal one,
+        # which is what the media holds (the Period end only truncates presentation).
         duration = seg
-        if period.end is not None and start + seg > period.end:
-            duration = period.end - start  # the short last segment
         out.append(
             MediaSegment(
                 url=urljoin(rep.base_url, expand(values)),
