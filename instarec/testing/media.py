@@ -1,0 +1,525 @@
+"""Real test media for the simulated origin: H.264 + AAC fragmented MP4, made by ffmpeg once.
+
+The video is encoded with keyframes forced at the planned segment boundaries and written by
+ffmpeg as fragmented MP4 (one moof+mdat per keyframe), so each video fragment *is* a segment.
+The audio is encoded separately and its AAC frames are regrouped into segments whose edges
+are the AAC frames nearest to the video edges, so video segment i and audio segment i cover
+the same span (within half an AAC frame).
+
+The source length is a whole number of both video frames and AAC frames (16 frames at 30 fps
+and 48 kHz), so a looped timeline has no drift: loop k simply adds k * source duration to every
+tfdt, in both tracks. ``LoopedMedia`` computes segment i of an arbitrarily long timeline from
+``i % source_count`` without encoding or storing anything per segment.
+
+Everything produced is cached on disk, keyed by the spec and ``FORMAT_VERSION``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from instarec import mp4
+from instarec.errors import FFmpegNotFoundError
+from instarec.testing import fmp4
+
+logger = logging.getLogger(__name__)
+
+# Bump when the produced bytes or the cache layout change, so stale caches are not reused.
+FORMAT_VERSION = 1
+
+AAC_FRAME = 1024  # samples per AAC-LC frame
+AUDIO_CODECS = "mp4a.40.2"
+
+# Variable segment durations, like Instagram's irregular keyframe spacing.
+VARIABLE_MIN = 1.8
+VARIABLE_MAX = 2.3
+
+_encode_runs = 0
+
+
+def encode_runs() -> int:
+    """How many times this process ran ffmpeg to make media (lets tests see cache hits)."""
+    return _encode_runs
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSpec:
+    duration: float = 30.0  # seconds of source media to encode (looped for longer timelines)
+    segment_durations: str = "variable"  # "variable" (1.8–2.3 s, seeded) | "constant"
+    segment_duration: float = 2.0  # target for "constant"
+    seed: int = 1
+    width: int = 640
+    height: int = 360
+    fps: int = 30
+    audio_rate: int = 48000
+    video: bool = True
+    audio: bool = True
+
+    def cache_key(self) -> str:
+        text = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    t: int  # tfdt, in the track's media timescale
+    d: int  # duration in the track's media timescale
+    size: int  # bytes
+    sample_count: int = 0  # video frames or AAC frames
+
+
+@dataclass(frozen=True, slots=True)
+class TrackMedia:
+    kind: str  # "video" | "audio"
+    timescale: int
+    codecs: str
+    bandwidth: int  # bits/s, the peak over segments (what an MPD @bandwidth promises)
+    init: bytes
+    segments: tuple[SegmentInfo, ...]  # source segments
+    track_id: int = 1
+    data: bytes = field(default=b"", repr=False)  # every source segment, back to back
+    offsets: tuple[int, ...] = field(default=(), repr=False)  # start of segment i in data
+
+    def segment_data(self, i: int) -> bytes:
+        """Bytes of source segment i."""
+        start = self.offsets[i]
+        return self.data[start : start + self.segments[i].size]
+
+    @property
+    def duration(self) -> int:
+        """Length of the source in ticks (what one loop adds to every tfdt)."""
+        return sum(s.d for s in self.segments)
+
+
+@dataclass(frozen=True, slots=True)
+class TestMedia:
+    __test__ = False  # not a pytest test class despite the name
+
+    spec: MediaSpec
+    video: TrackMedia | None
+    audio: TrackMedia | None
+    source_count: int  # number of source segments
+    directory: Path | None = None  # where the cached files live
+
+    def track(self, kind: str) -> TrackMedia:
+        track = self.video if kind == "video" else self.audio if kind == "audio" else None
+        if track is None:
+            raise KeyError(f"no {kind} track in this media")
+        return track
+
+    def tracks(self) -> tuple[TrackMedia, ...]:
+        return tuple(t for t in (self.video, self.audio) if t is not None)
+
+    def looped(self, count: int) -> LoopedMedia:
+        """``count`` segments: the source looped with continuous time."""
+        return LoopedMedia(self, count)
+
+
+class LoopedMedia:
+    """An arbitrarily long timeline made of the source segments repeated.
+
+    Segment i is source segment ``i % source_count`` of loop ``i // source_count``; its tfdt is
+    the source tfdt plus ``loop * source duration``. Nothing is stored per segment.
+    """
+
+    def __init__(self, media: TestMedia, count: int) -> None:
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        self.media = media
+        self.count = count
+        self._n = media.source_count
+        # per track: source start times relative to the first one, and the loop period
+        self._starts: dict[str, list[int]] = {}
+        self._period: dict[str, int] = {}
+        for track in media.tracks():
+            first = track.segments[0].t
+            self._starts[track.kind] = [s.t - first for s in track.segments]
+            self._period[track.kind] = track.duration
+        self._clock = "video" if media.video is not None else "audio"
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self.count:
+            raise IndexError(f"segment {i} outside 0..{self.count - 1}")
+        return divmod(i, self._n)
+
+    def segment_info(self, kind: str, i: int) -> SegmentInfo:
+        """t, d, size of segment i on the continuous timeline."""
+        loop, j = self._locate(i)
+        src = self.media.track(kind).segments[j]
+        return SegmentInfo(src.t + loop * self._period[kind], src.d, src.size, src.sample_count)
+
+    def segment_bytes(self, kind: str, i: int) -> bytes:
+        """Source bytes with tfdt moved to the looped time and mfhd sequence = i + 1."""
+        loop, j = self._locate(i)
+        track = self.media.track(kind)
+        data = track.segment_data(j)
+        if loop == 0:
+            return fmp4.rewrite_fragment(data, sequence_number=i + 1)
+        t = track.segments[j].t + loop * self._period[kind]
+        return fmp4.rewrite_fragment(data, base_media_decode_time=t, sequence_number=i + 1)
+
+    def index_for_time(self, kind: str, t: int) -> int | None:
+        """Index of the segment whose tfdt is exactly ``t`` (a $Time$ value), else None."""
+        track = self.media.track(kind)
+        rel = t - track.segments[0].t
+        if rel < 0:
+            return None
+        loop, rest = divmod(rel, self._period[kind])
+        starts = self._starts[kind]
+        j = bisect.bisect_left(starts, rest)
+        if j == len(starts) or starts[j] != rest:
+            return None
+        i = loop * self._n + j
+        return i if i < self.count else None
+
+    def index_at(self, seconds: float) -> int:
+        """Index of the segment covering ``seconds`` on the video clock (clamped to the range)."""
+        track = self.media.track(self._clock)
+        ticks = math.floor(seconds * track.timescale) + track.segments[0].t
+        rel = max(0, ticks - track.segments[0].t)
+        loop, rest = divmod(rel, self._period[self._clock])
+        j = bisect.bisect_right(self._starts[self._clock], rest) - 1
+        return min(loop * self._n + j, self.count - 1)
+
+    def start_seconds(self, i: int) -> float:
+        """Start of segment i (video clock, or audio when there is no video)."""
+        track = self.media.track(self._clock)
+        return self.segment_info(self._clock, i).t / track.timescale
+
+    def duration_seconds(self, i: int) -> float:
+        track = self.media.track(self._clock)
+        return self.segment_info(self._clock, i).d / track.timescale
+
+    def end_seconds(self, i: int) -> float:
+        return self.start_seconds(i) + self.duration_seconds(i)
+
+    def video_frames(self, i: int) -> int:
+        """Frames in segment i (0 without a video track)."""
+        if self.media.video is None:
+            return 0
+        return self.segment_info("video", i).sample_count
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def find_ffmpeg() -> str:
+    """$INSTAREC_FFMPEG, then ffmpeg on PATH, then imageio-ffmpeg's binary if installed."""
+    env = os.environ.get("INSTAREC_FFMPEG")
+    if env:
+        return env
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        pass
+    else:
+        try:
+            return str(imageio_ffmpeg.get_ffmpeg_exe())
+        except RuntimeError:
+            pass
+    raise FFmpegNotFoundError("ffmpeg not found: install it or set INSTAREC_FFMPEG")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("INSTAREC_MEDIA_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "instarec" / "test-media"
+
+
+def plan_segments(spec: MediaSpec) -> list[int]:
+    """Frames in each source segment, summing to a whole number of AAC frames."""
+    if spec.fps <= 0 or spec.duration <= 0:
+        raise ValueError("fps and duration must be positive")
+    # smallest frame count whose length is a whole number of AAC frames: loops then add
+    # exactly the same time to both tracks and never drift apart
+    unit = 1
+    if spec.audio:
+        period = spec.fps * AAC_FRAME
+        unit = period // math.gcd(spec.audio_rate, period)
+    total_target = spec.duration * spec.fps
+    if spec.segment_durations == "constant":
+        per = max(1, round(spec.segment_duration * spec.fps))
+        count = max(1, round(spec.duration / spec.segment_duration))
+        while (count * per) % unit:
+            count += 1
+        return [per] * count
+    if spec.segment_durations != "variable":
+        raise ValueError(f"unknown segment_durations {spec.segment_durations!r}")
+    lo = math.ceil(VARIABLE_MIN * spec.fps)
+    hi = math.floor(VARIABLE_MAX * spec.fps)
+    rng = random.Random(spec.seed)
+    count = max(1, round(total_target / ((lo + hi) / 2)))
+    frames = [rng.randint(lo, hi) for _ in range(count)]
+    total = sum(frames)
+    goal = max(unit, round(total / unit) * unit)
+    # spread the correction one frame at a time, staying inside [lo, hi] while possible
+    step = 1 if goal > total else -1
+    k = 0
+    stuck = 0
+    while total != goal:
+        j = k % count
+        k += 1
+        if lo <= frames[j] + step <= hi or stuck >= count:
+            frames[j] += step
+            total += step
+            stuck = 0
+        else:
+            stuck += 1
+    return frames
+
+
+def _run(cmd: list[str]) -> None:
+    global _encode_runs
+    _encode_runs += 1
+    logger.debug("running %s", " ".join(cmd))
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _encode_video(ffmpeg: str, spec: MediaSpec, frames: list[int], out: Path) -> None:
+    total = sum(frames)
+    # a key frame at the first frame of each segment (ffmpeg rounds each listed time to the
+    # nearest frame of the encoder's 1/fps time base, so microsecond precision is exact)
+    edges, acc = [], 0
+    for n in frames[:-1]:
+        acc += n
+        edges.append(f"{acc / spec.fps:.6f}")
+    source = f"testsrc2=size={spec.width}x{spec.height}:rate={spec.fps}"
+    text = (
+        ",drawtext=text='%{frame_num}':x=24:y=24:fontsize=48"
+        ":fontcolor=white:box=1:boxcolor=black@0.6"
+    )
+    common = [
+        "-frames:v",
+        str(total),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "28",
+        "-profile:v",
+        "baseline",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "100000",
+        "-keyint_min",
+        "100000",
+        "-sc_threshold",
+        "0",
+        "-force_key_frames",
+        ",".join(["0", *edges]),
+        "-f",
+        "mp4",
+        "-movflags",
+        "+frag_keyframe+empty_moov+default_base_moof",
+        str(out),
+    ]
+    base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]
+    try:
+        _run([*base, source + text, *common])
+    except subprocess.CalledProcessError as exc:
+        # drawtext needs libfreetype and a font; without them a plain test pattern will do
+        logger.info("drawtext unavailable (%s), encoding without frame counter", exc.stderr[-200:])
+        _run([*base, source, *common])
+
+
+def _encode_audio(ffmpeg: str, spec: MediaSpec, seconds: float, out: Path) -> None:
+    _run(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:beep_factor=4:sample_rate={spec.audio_rate}",
+            # a little extra so the cut at the last boundary never runs short
+            "-t",
+            f"{seconds + 0.5:.6f}",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-f",
+            "mp4",
+            "-movflags",
+            "+empty_moov+default_base_moof",
+            "-frag_duration",
+            "1000000",
+            str(out),
+        ]
+    )
+
+
+def _bandwidth(segments: list[SegmentInfo], timescale: int) -> int:
+    return max(math.ceil(s.size * 8 * timescale / s.d) for s in segments if s.d > 0)
+
+
+def _video_track(path: Path, frames: list[int]) -> tuple[dict, bytes]:
+    raw = path.read_bytes()
+    init, spans = fmp4.split_fragmented(raw)
+    info = mp4.parse_init(init)
+    if len(spans) != len(frames):
+        raise RuntimeError(f"ffmpeg made {len(spans)} video fragments, {len(frames)} were planned")
+    parts = []
+    for start, end in spans:
+        parts.append(fmp4.styp() + raw[start:end])
+    meta = {"kind": "video", "codecs": fmp4.avc_codecs(init)}
+    return _track_meta(meta, init, parts, frames, info), b"".join(parts)
+
+
+def _audio_track(path: Path, spec: MediaSpec, frames: list[int]) -> tuple[dict, bytes]:
+    raw = path.read_bytes()
+    init, _ = fmp4.split_fragmented(raw)
+    info = mp4.parse_init(init)
+    samples = fmp4.read_samples(raw, info.default_sample_duration)
+    # audio edge for each video edge: the AAC frame nearest to it
+    edges, acc = [0], 0
+    for n in frames:
+        acc += n
+        edges.append(round(acc * spec.audio_rate / (spec.fps * AAC_FRAME)))
+    if edges[-1] > len(samples):
+        raise RuntimeError(f"ffmpeg made {len(samples)} AAC frames, {edges[-1]} are needed")
+    parts = []
+    t = 0
+    for i in range(len(frames)):
+        chunk = samples[edges[i] : edges[i + 1]]
+        payload = b"".join(raw[s.offset : s.offset + s.size] for s in chunk)
+        durations = [s.duration for s in chunk]
+        parts.append(
+            fmp4.build_fragment(
+                track_id=info.track_id,
+                sequence_number=i + 1,
+                base_media_decode_time=t,
+                durations=durations,
+                sizes=[s.size for s in chunk],
+                flags=[fmp4.SYNC_SAMPLE_FLAGS] * len(chunk),
+                payload=payload,
+                with_styp=True,
+            )
+        )
+        t += sum(durations)
+    meta = {"kind": "audio", "codecs": AUDIO_CODECS}
+    counts = [edges[i + 1] - edges[i] for i in range(len(frames))]
+    return _track_meta(meta, init, parts, counts, info), b"".join(parts)
+
+
+def _track_meta(
+    meta: dict, init: bytes, parts: list[bytes], counts: list[int], info: mp4.InitInfo
+) -> dict:
+    segments = []
+    for part, count in zip(parts, counts, strict=True):
+        # t and d come from reading the bytes back, not from the plan
+        frag = mp4.parse_fragment(part, default_sample_duration=info.default_sample_duration)
+        if frag.sample_count != count or frag.base_media_decode_time is None:
+            raise RuntimeError(
+                f"{meta['kind']} segment has {frag.sample_count} samples, not {count}"
+            )
+        segments.append(
+            SegmentInfo(frag.base_media_decode_time, frag.duration, len(part), frag.sample_count)
+        )
+    return {
+        **meta,
+        "timescale": info.timescale,
+        "track_id": info.track_id,
+        "bandwidth": _bandwidth(segments, info.timescale),
+        "segments": [[s.t, s.d, s.size, s.sample_count] for s in segments],
+        "init_size": len(init),
+    }
+
+
+def _build(spec: MediaSpec, directory: Path) -> None:
+    ffmpeg = find_ffmpeg()
+    frames = plan_segments(spec)
+    seconds = sum(frames) / spec.fps
+    tracks = []
+    with tempfile.TemporaryDirectory(dir=directory.parent) as scratch_name:
+        scratch = Path(scratch_name)
+        if spec.video:
+            _encode_video(ffmpeg, spec, frames, scratch / "video.mp4")
+            tracks.append(_video_track(scratch / "video.mp4", frames))
+        if spec.audio:
+            _encode_audio(ffmpeg, spec, seconds, scratch / "audio.mp4")
+            tracks.append(_audio_track(scratch / "audio.mp4", spec, frames))
+        out = scratch / "out"
+        out.mkdir()
+        for meta, data in tracks:
+            kind = meta["kind"]
+            init = (scratch / f"{kind}.mp4").read_bytes()[: meta["init_size"]]
+            (out / f"{kind}-init.mp4").write_bytes(init)
+            (out / f"{kind}-segments.bin").write_bytes(data)
+        meta_all = {
+            "format": FORMAT_VERSION,
+            "spec": asdict(spec),
+            "tracks": [m for m, _ in tracks],
+        }
+        (out / "meta.json").write_text(json.dumps(meta_all, indent=1))
+        try:
+            # atomic publish: readers see a complete directory or none
+            out.rename(directory)
+        except OSError:
+            if not (directory / "meta.json").exists():
+                raise
+            logger.debug("another process cached %s first", directory)
+
+
+def _load(spec: MediaSpec, directory: Path) -> TestMedia:
+    meta_all = json.loads((directory / "meta.json").read_text())
+    tracks: dict[str, TrackMedia] = {}
+    for meta in meta_all["tracks"]:
+        kind = meta["kind"]
+        segments = tuple(SegmentInfo(*row) for row in meta["segments"])
+        offsets, pos = [], 0
+        for s in segments:
+            offsets.append(pos)
+            pos += s.size
+        tracks[kind] = TrackMedia(
+            kind=kind,
+            timescale=meta["timescale"],
+            codecs=meta["codecs"],
+            bandwidth=meta["bandwidth"],
+            init=(directory / f"{kind}-init.mp4").read_bytes(),
+            segments=segments,
+            track_id=meta["track_id"],
+            data=(directory / f"{kind}-segments.bin").read_bytes(),
+            offsets=tuple(offsets),
+        )
+    counts = {len(t.segments) for t in tracks.values()}
+    if len(counts) != 1:
+        raise RuntimeError(f"cached media at {directory} has tracks of different lengths")
+    return TestMedia(spec, tracks.get("video"), tracks.get("audio"), counts.pop(), directory)
+
+
+def generate_media(spec: MediaSpec = MediaSpec(), cache_dir: Path | None = None) -> TestMedia:
+    """Media for ``spec``, from the cache or made with ffmpeg (a few seconds) and cached."""
+    if not (spec.video or spec.audio):
+        raise ValueError("a MediaSpec needs video or audio")
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    directory = root / spec.cache_key()
+    if not (directory / "meta.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        _build(spec, directory)
+        logger.info("made test media %s in %.1f s", directory.name, time.monotonic() - started)
+    return _load(spec, directory)
