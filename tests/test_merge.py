@@ -581,3 +581,53 @@ async def test_cancel_stops_ffmpeg(
         os.kill(pid, 0)  # gone and reaped
     assert not (tmp_path / "out.mp4").exists()
     assert not (tmp_path / "out.part.mp4").exists()
+
+
+# --- with the project's shared test media (variable ~2 s segments, looped timeline) ------------
+
+
+@needs_ffmpeg
+async def test_shared_media_offset_and_gap_across_a_loop(tmp_path: Path) -> None:
+    media_mod = pytest.importorskip("instarec.testing.media")
+    media = media_mod.generate_media(media_mod.MediaSpec())
+    n = media.source_count
+    looped = media.looped(n + 4)
+    # A window across the loop boundary (tfdt rewritten there), one video segment missing and
+    # the audio joined one segment later than the video.
+    window = list(range(n - 3, n + 4))
+    missing = n + 1
+    video_idx = [i for i in window if i != missing]
+    audio_idx = window[1:]
+
+    def store(kind: str, indexes: list[int]) -> TrackInput:
+        track = media.track(kind)
+        directory = tmp_path / "segs"
+        directory.mkdir(exist_ok=True)
+        init = directory / f"{kind}-init.mp4"
+        init.write_bytes(track.init)
+        paths = []
+        for i in indexes:
+            path = directory / f"{kind}-{i}.m4s"
+            path.write_bytes(looped.segment_bytes(kind, i))
+            paths.append(path)
+        first = looped.segment_info(kind, indexes[0]).t / track.timescale
+        return TrackInput(kind, init, tuple(paths), first)
+
+    video = store("video", video_idx)
+    audio = store("audio", audio_idx)
+    await run_merge(tmp_path, [video, audio], "out.mp4")
+
+    p = probe(tmp_path / "out.mp4")
+    assert len(p.video_pts) == sum(looped.video_frames(i) for i in video_idx)
+    assert p.video_start == pytest.approx(0.0, abs=0.01)
+    assert p.audio_start is not None
+    offset = audio.first_start - video.first_start
+    assert offset == pytest.approx(looped.duration_seconds(window[0]), abs=0.03)
+    assert p.audio_start - p.video_start == pytest.approx(offset, abs=0.05)
+    frame = 1 / media.spec.fps
+    steps = [b - a for a, b in zip(p.video_pts, p.video_pts[1:], strict=False)]
+    jumps = [s for s in steps if s > 1.5 * frame]
+    assert jumps == [pytest.approx(looped.duration_seconds(missing) + frame, abs=0.005)]
+    # The last frame sits where the broadcast put it, relative to the first kept segment.
+    expected_last = looped.end_seconds(window[-1]) - looped.start_seconds(window[0]) - frame
+    assert p.video_pts[-1] == pytest.approx(expected_last, abs=0.005)
