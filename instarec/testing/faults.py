@@ -1,0 +1,125 @@
+"""Injected failures for the simulated origin: per-request faults, latency, manifest failures.
+
+Decisions are seeded *per URL and attempt*, not drawn from one shared random stream: the n-th
+request for a given path gets the same verdict whatever order concurrent requests arrive in, so
+a test with a seed is reproducible even with parallel downloads.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+from dataclasses import dataclass
+
+__all__ = ["Fault", "FaultConfig", "FaultPlan"]
+
+
+class Fault(enum.Enum):
+    """What can go wrong with one media (or init) request."""
+
+    ERROR_503 = "503"
+    ERROR_429 = "429"  # with a Retry-After header
+    RESET = "reset"  # TCP reset before any response byte
+    TRUNCATE = "truncate"  # headers promise Content-Length, half the body, then close
+    SLOW_FIRST_BYTE = "slow"  # the response starts after `slow_first_byte_delay` real seconds
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """Fault probabilities (each per request, summed at most 1), latency and manifest failures.
+
+    ``latency`` (real seconds) is added to every request of every kind; the other fields only
+    touch the request kinds in ``kinds`` (media and init segments by default). With
+    ``max_per_url`` set, a URL stops failing after that many injected faults, which lets a test
+    demand "every segment fails exactly once" with probability 1.0 and ``max_per_url=1``.
+    """
+
+    seed: int = 0
+    error_503: float = 0.0
+    error_429: float = 0.0
+    retry_after: int = 1  # seconds, sent in Retry-After with 429
+    reset: float = 0.0
+    truncate: float = 0.0
+    slow_first_byte: float = 0.0
+    slow_first_byte_delay: float = 2.0  # real seconds
+    max_per_url: int | None = None
+    kinds: frozenset[str] = frozenset({"media", "init"})
+    latency: float = 0.0  # real seconds added to every request
+    manifest_failure: float = 0.0  # probability that one manifest request answers an error
+    manifest_failure_status: int = 503
+
+    def __post_init__(self) -> None:
+        probabilities = (
+            self.error_503,
+            self.error_429,
+            self.reset,
+            self.truncate,
+            self.slow_first_byte,
+            self.manifest_failure,
+        )
+        if any(p < 0 or p > 1 for p in probabilities):
+            raise ValueError("fault probabilities must be between 0 and 1")
+        if self.media_fault_probability > 1 + 1e-9:
+            raise ValueError("the media fault probabilities must add up to at most 1")
+        if self.latency < 0 or self.slow_first_byte_delay < 0:
+            raise ValueError("delays must not be negative")
+
+    @property
+    def media_fault_probability(self) -> float:
+        return self.error_503 + self.error_429 + self.reset + self.truncate + self.slow_first_byte
+
+    @property
+    def any_fault(self) -> bool:
+        return self.media_fault_probability > 0 or self.manifest_failure > 0
+
+
+def _draw(seed: int, *parts: object) -> float:
+    """A uniform number in [0, 1) that depends only on the seed and the parts."""
+    key = ":".join([str(seed), *map(str, parts)]).encode()
+    digest = hashlib.blake2b(key, digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big")).random()
+
+
+class FaultPlan:
+    """Decides, request by request, which fault (if any) to inject.
+
+    Keeps per-URL attempt counters; it is used from the event loop only, so no locking.
+    """
+
+    def __init__(self, config: FaultConfig) -> None:
+        self.config = config
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._faults_per_url: dict[str, int] = {}
+        self._manifest_requests = 0
+
+    def media_fault(self, kind: str, method: str, path: str) -> Fault | None:
+        """The fault for this request of `kind` ("media"/"init") to `path`, or None."""
+        cfg = self.config
+        if kind not in cfg.kinds or cfg.media_fault_probability <= 0:
+            return None
+        attempt = self._attempts.get((method, path), 0)
+        self._attempts[(method, path)] = attempt + 1
+        if cfg.max_per_url is not None and self._faults_per_url.get(path, 0) >= cfg.max_per_url:
+            return None
+        roll = _draw(cfg.seed, method, path, attempt)
+        for fault, probability in (
+            (Fault.ERROR_503, cfg.error_503),
+            (Fault.ERROR_429, cfg.error_429),
+            (Fault.RESET, cfg.reset),
+            (Fault.TRUNCATE, cfg.truncate),
+            (Fault.SLOW_FIRST_BYTE, cfg.slow_first_byte),
+        ):
+            if roll < probability:
+                self._faults_per_url[path] = self._faults_per_url.get(path, 0) + 1
+                return fault
+            roll -= probability
+        return None
+
+    def manifest_fails(self) -> bool:
+        """Whether this manifest request answers ``manifest_failure_status``."""
+        n = self._manifest_requests
+        self._manifest_requests += 1
+        if self.config.manifest_failure <= 0:
+            return False
+        return _draw(self.config.seed, "manifest", n) < self.config.manifest_failure

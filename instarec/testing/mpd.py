@@ -1,0 +1,499 @@
+"""The broadcast timeline of the simulated origin and the MPD rendering for each shape.
+
+Pure code: no clock and no I/O. :class:`Broadcast` turns a looped test media into the
+timeline of a live broadcast (which segment exists at which virtual time, under which URL key)
+and :func:`render_manifest` writes the MPD that a CDN would serve at virtual time ``now``.
+
+Broadcast model: virtual time 0 is the start of the broadcast. Segment ``i`` becomes available
+once the virtual time reaches its end, ``start_seconds(i) + duration_seconds(i)`` (relative to
+segment 0's start). The broadcast ends with the end of its last segment. The real (wall) time
+of virtual time ``v`` is :data:`EPOCH` + ``v``: that is ``availabilityStartTime`` and what the
+``/time`` endpoint (UTCTiming, urn:mpeg:dash:utc:http-iso:2014) answers.
+
+Instagram ``$Time$`` rule
+-------------------------
+Video and audio share one ``$Time$`` value per segment, in milliseconds (``timescale="1000"``
+in the MPD for both tracks). For segment ``i`` with video ``tfdt`` ``t_i`` in the video track's
+media timescale ``ts``::
+
+    time_ms(i) = floor(t_i * 1000 / ts)                 (integer arithmetic: t_i * 1000 // ts)
+
+and since the media timeline is continuous, ``t_{i+1} = t_i + sum of segment i's sample
+durations``, so a client holding segment ``i``'s video bytes derives the next URL time as
+``(tfdt + duration) * 1000 // ts`` (tfdt and summed durations from the first ``moof``...
+every ``moof`` of the segment, as ``instarec.mp4.parse_fragment`` reports them). The MPD lists
+``<S t="time_ms(i)" d="time_ms(i+1) - time_ms(i)"/>`` with an explicit ``t`` on every entry,
+and ``publishFrameTime`` / ``firstAvTimeMs`` are ``time_ms(0)``, the time of the broadcast's
+first segment (as Facebook's live manifests do).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+from typing import Protocol
+
+from lxml import etree
+
+__all__ = [
+    "EPOCH",
+    "SHAPES",
+    "Broadcast",
+    "LoopedMediaLike",
+    "TrackDescription",
+    "format_duration",
+    "iso_time",
+    "render_manifest",
+]
+
+SHAPES = ("instagram", "time", "number_timeline", "number_duration", "static")
+DASH_NS = "urn:mpeg:dash:schema:mpd:2011"
+UTC_HTTP_ISO = "urn:mpeg:dash:utc:http-iso:2014"
+LIVE_PROFILE = "urn:mpeg:dash:profile:isoff-live:2011"
+# Wall time of virtual second 0. Fixed so that manifests do not depend on the host clock: a
+# client that wants the live edge of a $Number$+@duration stream must use the UTCTiming element.
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class LoopedMediaLike(Protocol):
+    """The part of ``instarec.testing.media.LoopedMedia`` the origin uses."""
+
+    count: int
+
+    def segment_info(self, kind: str, i: int) -> object: ...  # .t, .d, .size
+    def segment_bytes(self, kind: str, i: int) -> bytes: ...
+    def start_seconds(self, i: int) -> float: ...
+    def duration_seconds(self, i: int) -> float: ...
+    def video_frames(self, i: int) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrackDescription:
+    """What the MPD says about one track (from ``TrackMedia`` and ``MediaSpec``)."""
+
+    kind: str  # "video" | "audio"
+    rep_id: str
+    timescale: int
+    codecs: str
+    bandwidth: int
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    audio_rate: int | None = None
+
+    @property
+    def mime_type(self) -> str:
+        return f"{self.kind}/mp4"
+
+    @property
+    def extension(self) -> str:
+        # Facebook's naming: .m4v / .m4a
+        return "m4v" if self.kind == "video" else "m4a"
+
+
+def iso_time(moment: datetime) -> str:
+    """xs:dateTime in UTC with milliseconds, e.g. 2024-01-01T00:00:12.345Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_duration(seconds: float) -> str:
+    """xs:duration in seconds, e.g. PT12.345S."""
+    return f"PT{max(seconds, 0.0):.3f}S"
+
+
+def sign(secret: bytes, scope: str, expiry: str) -> str:
+    """The ``oh`` token of a signed URL: an HMAC of its scope and ``oe`` expiry."""
+    return hmac.new(secret, f"{scope}:{expiry}".encode(), sha256).hexdigest()[:32]
+
+
+class Broadcast:
+    """The timeline of one broadcast over a looped media, and the URL key of every segment."""
+
+    def __init__(
+        self,
+        media: LoopedMediaLike,
+        tracks: Sequence[TrackDescription],
+        *,
+        shape: str,
+        stream_id: str,
+        window: int,
+        retention: int | None,
+        gaps: frozenset[int],
+        start_number: int = 1,
+        minimum_update_period: float = 2.0,
+        secret: bytes | None = None,
+        expiry: str = "0",
+    ) -> None:
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
+        if not tracks:
+            raise ValueError("a broadcast needs at least one track")
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        if retention is not None and retention < 1:
+            raise ValueError("retention must be None or at least 1")
+        self.media = media
+        self.tracks = tuple(tracks)
+        self.shape = shape
+        self.stream_id = stream_id
+        self.window = window
+        self.retention = retention
+        self.gaps = frozenset(gaps)
+        self.start_number = start_number
+        self.minimum_update_period = minimum_update_period
+        self.secret = secret
+        self.expiry = expiry
+        self.count = media.count
+        self.reference = "video" if any(t.kind == "video" for t in tracks) else "audio"
+
+        origin = media.start_seconds(0)
+        self.starts = [media.start_seconds(i) - origin for i in range(self.count)]
+        self.ends = [s + media.duration_seconds(i) for i, s in enumerate(self.starts)]
+        self.duration = self.ends[-1]
+
+        # Raw (t, d) per track, in each track's own media timescale.
+        self._td: dict[str, list[tuple[int, int]]] = {}
+        for track in self.tracks:
+            infos = [media.segment_info(track.kind, i) for i in range(self.count)]
+            self._td[track.kind] = [(int(s.t), int(s.d)) for s in infos]  # type: ignore[attr-defined]
+
+        # URL keys per track and the reverse maps used to route requests.
+        self._keys: dict[str, list[int]] = {}
+        if shape == "instagram":
+            ref = self.track(self.reference)
+            t_d = self._td[ref.kind]
+            ms = [t * 1000 // ref.timescale for t, _ in t_d]
+            last_t, last_d = t_d[-1]
+            self._ms_end = (last_t + last_d) * 1000 // ref.timescale
+            self._ms = ms
+            for track in self.tracks:
+                self._keys[track.kind] = ms
+        elif shape in ("number_timeline", "number_duration"):
+            numbers = list(range(start_number, start_number + self.count))
+            for track in self.tracks:
+                self._keys[track.kind] = numbers
+        else:
+            for track in self.tracks:
+                self._keys[track.kind] = [t for t, _ in self._td[track.kind]]
+        self._index: dict[str, dict[int, int]] = {
+            kind: {key: i for i, key in enumerate(keys)} for kind, keys in self._keys.items()
+        }
+
+        if shape == "number_duration":
+            for track in self.tracks:
+                if track.kind == "video":
+                    durations = {d for _, d in self._td["video"]}
+                    if len(durations) != 1:
+                        raise ValueError(
+                            "the number_duration shape needs constant segment durations "
+                            "(MediaSpec(segment_durations='constant'))"
+                        )
+
+    # -- timeline -----------------------------------------------------------------------------
+
+    def track(self, kind: str) -> TrackDescription:
+        for track in self.tracks:
+            if track.kind == kind:
+                return track
+        raise KeyError(kind)
+
+    def available_count(self, now: float) -> int:
+        """How many segments are complete at virtual time ``now`` (static: all)."""
+        if self.shape == "static":
+            return self.count
+        return bisect.bisect_right(self.ends, now + 1e-9)
+
+    def ended(self, now: float) -> bool:
+        return self.shape == "static" or now + 1e-9 >= self.duration
+
+    def listed(self, now: float) -> range:
+        """Segment indexes the manifest lists at ``now``."""
+        available = self.available_count(now)
+        if self.shape == "static":
+            return range(self.count)
+        return range(max(0, available - self.window), available)
+
+    def retained(self, now: float) -> range:
+        """Segment indexes still stored by the server at ``now`` (gaps included)."""
+        available = self.available_count(now)
+        if self.retention is None or self.shape == "static":
+            return range(available)
+        return range(max(0, available - self.retention), available)
+
+    def fetchable(self, i: int, now: float) -> bool:
+        return i not in self.gaps and i in self.retained(now)
+
+    def key(self, kind: str, i: int) -> int:
+        """The $Time$ / $Number$ value of segment ``i`` of track ``kind`` in URLs."""
+        return self._keys[kind][i]
+
+    def index_of(self, kind: str, key: int) -> int | None:
+        return self._index[kind].get(key)
+
+    def media_time(self, kind: str, i: int) -> tuple[int, int]:
+        """(t, d) of segment ``i`` in the track's media timescale (its tfdt and duration)."""
+        return self._td[kind][i]
+
+    # -- URLs ---------------------------------------------------------------------------------
+
+    def query(self, scope: str) -> str:
+        """The signed query string (``oh``/``oe``) for URLs of ``scope``; '' when unsigned."""
+        if self.secret is None:
+            return ""
+        return f"?oh={sign(self.secret, scope, self.expiry)}&oe={self.expiry}"
+
+    def check_signature(self, scope: str, oh: str | None, oe: str | None) -> bool:
+        if self.secret is None:
+            return True
+        if not oh or not oe:
+            return False
+        return hmac.compare_digest(oh, sign(self.secret, scope, oe)) and oe == self.expiry
+
+    @property
+    def manifest_path(self) -> str:
+        if self.shape == "instagram":
+            return f"/live/{self.stream_id}/dash/{self.stream_id}.mpd"
+        return f"/live/{self.stream_id}/manifest.mpd"
+
+    def init_path(self, kind: str) -> str:
+        track = self.track(kind)
+        if self.shape == "instagram":
+            sid = self.stream_id
+            return f"/live/{sid}/{track.rep_id}/{sid}_0-init.{track.extension}"
+        return f"/live/{self.stream_id}/media/{track.rep_id}/init.mp4"
+
+    def media_path(self, kind: str, i: int) -> str:
+        track = self.track(kind)
+        key = self.key(kind, i)
+        if self.shape == "instagram":
+            sid = self.stream_id
+            return f"/live/{sid}/{track.rep_id}/{sid}_0-{key}.{track.extension}"
+        return f"/live/{self.stream_id}/media/{track.rep_id}/{self._media_name(key)}"
+
+    def _media_name(self, key: int) -> str:
+        if self.shape == "number_timeline":
+            return f"n{key:05d}.m4s"
+        if self.shape == "number_duration":
+            return f"n{key}.m4s"
+        return f"t{key}.m4s"
+
+    def _media_template(self) -> str:
+        if self.shape == "number_timeline":
+            return "$RepresentationID$/n$Number%05d$.m4s"
+        if self.shape == "number_duration":
+            return "$RepresentationID$/n$Number$.m4s"
+        return "$RepresentationID$/t$Time$.m4s"
+
+    def route(self, path: str) -> tuple[str, str | None, int | None]:
+        """Map a request path to (kind, track, segment index).
+
+        kind is "manifest", "init", "media" or "other"; the index is None for a media name
+        that names no segment of the broadcast (a wrong time or number).
+        """
+        if path == self.manifest_path:
+            return "manifest", None, None
+        for track in self.tracks:
+            if path == self.init_path(track.kind):
+                return "init", track.kind, None
+            prefix, suffix = self._media_affixes(track)
+            if path.startswith(prefix) and path.endswith(suffix):
+                digits = path[len(prefix) : len(path) - len(suffix)]
+                if not digits.isdigit():
+                    return "media", track.kind, None
+                i = self.index_of(track.kind, int(digits))
+                # Be strict about formatting (%05d, no stray zeros): a real CDN serves files by
+                # name, so "n12.m4s" is not "n00012.m4s".
+                if i is not None and self.media_path(track.kind, i) != path:
+                    i = None
+                return "media", track.kind, i
+        return "other", None, None
+
+    def _media_affixes(self, track: TrackDescription) -> tuple[str, str]:
+        sid = self.stream_id
+        if self.shape == "instagram":
+            return f"/live/{sid}/{track.rep_id}/{sid}_0-", f".{track.extension}"
+        base = f"/live/{sid}/media/{track.rep_id}/"
+        if self.shape in ("number_timeline", "number_duration"):
+            return base + "n", ".m4s"
+        return base + "t", ".m4s"
+
+    def scope_of(self, kind: str, track: str | None) -> str:
+        return "manifest" if kind == "manifest" else self.track(track or self.reference).rep_id
+
+    # -- helpers for tests ------------------------------------------------------------------
+
+    def instagram_time_ms(self, i: int) -> int:
+        """time_ms(i) of the instagram rule (see the module docstring); i == count → end."""
+        if self.shape != "instagram":
+            raise ValueError("only the instagram shape has millisecond times")
+        return self._ms_end if i == self.count else self._ms[i]
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def _el(parent: etree._Element | None, tag: str, **attrs: object) -> etree._Element:
+    values = {k.rstrip("_"): str(v) for k, v in attrs.items() if v is not None}
+    name = f"{{{DASH_NS}}}{tag}"
+    if parent is None:
+        return etree.Element(name, values, nsmap={None: DASH_NS})
+    return etree.SubElement(parent, name, values)
+
+
+def _timeline(
+    parent: etree._Element,
+    entries: Sequence[tuple[int, int]],
+    *,
+    explicit_t: bool,
+) -> None:
+    """Write <S> elements; with explicit_t=False, runs of equal d become one S with @r."""
+    timeline = _el(parent, "SegmentTimeline")
+    previous_end: int | None = None
+    run: list[int] | None = None  # [t, d, r, t written]
+    for t, d in entries:
+        if explicit_t:
+            _el(timeline, "S", t=t, d=d)
+            continue
+        if run is not None and t == previous_end and d == run[1]:
+            run[2] += 1
+        else:
+            if run is not None:
+                _flush_run(timeline, run)
+            run = [t, d, 0, 1 if t != previous_end else 0]
+        previous_end = t + d
+    if run is not None:
+        _flush_run(timeline, run)
+
+
+def _flush_run(timeline: etree._Element, run: list[int]) -> None:
+    t, d, r, needs_t = run
+    _el(timeline, "S", t=t if needs_t else None, d=d, r=r or None)
+
+
+def render_manifest(broadcast: Broadcast, now: float) -> tuple[bytes, bool]:
+    """The MPD at virtual time ``now`` and whether the broadcast-ended header applies."""
+    b = broadcast
+    ended = b.ended(now)
+    available = b.available_count(now)
+    listed = b.listed(now)
+    wall_now = EPOCH + timedelta(seconds=now)
+    static = b.shape == "static" or (ended and b.shape != "instagram")
+    max_duration = max(
+        (end - start for start, end in zip(b.starts, b.ends, strict=True)), default=2.0
+    )
+
+    root = _el(None, "MPD", profiles=LIVE_PROFILE, minBufferTime=format_duration(2.0))
+    if static:
+        root.set("type", "static")
+        root.set("mediaPresentationDuration", format_duration(b.duration))
+    else:
+        root.set("type", "dynamic")
+        root.set("availabilityStartTime", iso_time(EPOCH))
+        root.set("publishTime", iso_time(wall_now))
+        root.set("minimumUpdatePeriod", format_duration(b.minimum_update_period))
+        root.set("timeShiftBufferDepth", format_duration(b.window * max_duration))
+        root.set("suggestedPresentationDelay", format_duration(2 * max_duration))
+    if b.shape == "instagram":
+        first_ms = b.instagram_time_ms(0)
+        root.set("currentServerTimeMs", str(int((EPOCH.timestamp() + now) * 1000)))
+        root.set("firstAvTimeMs", str(first_ms))
+        root.set("publishFrameTime", str(first_ms))
+        root.set("lastVideoFrameTs", str(b.instagram_time_ms(available) if available else 0))
+        root.set("loapStreamId", b.stream_id)
+        root.set("loapStreamType", "1")
+
+    period = _el(root, "Period", id="p0", start=format_duration(0.0))
+    if b.shape != "instagram":
+        _el(period, "BaseURL").text = "media/"
+
+    for track in b.tracks:
+        adaptation = _el(period, "AdaptationSet", segmentAlignment="true")
+        if b.shape == "instagram":
+            if track.kind == "video":
+                adaptation.set("maxWidth", str(track.width))
+                adaptation.set("maxHeight", str(track.height))
+                adaptation.set("maxFrameRate", str(track.fps))
+        else:
+            adaptation.set("contentType", track.kind)
+            adaptation.set("mimeType", track.mime_type)
+        rep = _el(
+            adaptation,
+            "Representation",
+            id=track.rep_id,
+            mimeType=track.mime_type if b.shape == "instagram" else None,
+            codecs=track.codecs,
+            bandwidth=track.bandwidth,
+            width=track.width,
+            height=track.height,
+            frameRate=track.fps,
+            audioSamplingRate=track.audio_rate,
+            startWithSAP="1",
+        )
+        _render_template(rep, b, track, listed, now, static)
+
+    if not static and b.shape != "instagram":
+        _el(root, "UTCTiming", schemeIdUri=UTC_HTTP_ISO, value="/time")
+    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return body, ended and b.shape == "instagram"
+
+
+def _render_template(
+    rep: etree._Element,
+    b: Broadcast,
+    track: TrackDescription,
+    listed: range,
+    now: float,
+    static: bool,
+) -> None:
+    kind = track.kind
+    if b.shape == "instagram":
+        query = b.query(track.rep_id)
+        sid = b.stream_id
+        template = _el(
+            rep,
+            "SegmentTemplate",
+            presentationTimeOffset=0,
+            timescale=1000,
+            initialization=f"../{track.rep_id}/{sid}_0-init.{track.extension}{query}",
+            media=f"../{track.rep_id}/{sid}_0-$Time$.{track.extension}{query}",
+        )
+        entries = [
+            (b.instagram_time_ms(i), b.instagram_time_ms(i + 1) - b.instagram_time_ms(i))
+            for i in listed
+        ]
+        _timeline(template, entries, explicit_t=True)
+        return
+
+    t0 = b.media_time(kind, 0)[0]
+    template = _el(
+        rep,
+        "SegmentTemplate",
+        timescale=track.timescale,
+        presentationTimeOffset=t0 or None,
+        initialization="$RepresentationID$/init.mp4",
+        media=b._media_template(),
+    )
+    if b.shape == "number_duration":
+        template.set("startNumber", str(b.start_number))
+        template.set("duration", str(_nominal_duration(b, kind)))
+        return
+    if b.shape == "number_timeline":
+        first = listed.start if len(listed) else b.available_count(now)
+        template.set("startNumber", str(b.start_number + first))
+    entries = [b.media_time(kind, i) for i in listed]
+    _timeline(template, entries, explicit_t=False)
+
+
+def _nominal_duration(b: Broadcast, kind: str) -> int:
+    """@duration for number_duration: the (constant) video duration in this track's units."""
+    if kind == "video":
+        return b.media_time("video", 0)[1]
+    track = b.track(kind)
+    # Audio segments cannot all be exactly equal (AAC frames are 1024 samples); state the
+    # nominal duration of the video segment in audio units, as packagers do.
+    seconds = b.ends[0] - b.starts[0]
+    return round(seconds * track.timescale)

@@ -1,0 +1,719 @@
+"""A simulated live DASH origin: an aiohttp server on 127.0.0.1 over real test media.
+
+Usage in a test::
+
+    clock = ManualClock()
+    async with Origin(OriginConfig(shape="time", already_broadcast=60), clock=clock) as origin:
+        ...fetch origin.manifest_url...
+        clock.advance(10)            # ten virtual seconds later: more segments exist
+
+Without a clock the origin runs a :class:`SpeedClock` at ``config.speed``. A clock created
+without a start is set to ``config.already_broadcast`` when the origin starts.
+
+What the server does (see :mod:`instarec.testing.mpd` for the timeline and the manifests):
+
+* ``GET``/``HEAD`` of the manifest, init segments and media segments; single ``Range``
+  requests (206 + Content-Range, 416 when unsatisfiable); everything else 404/405.
+* Segment ``i`` exists once virtual time reaches its end and stays fetchable for ever
+  (``retention=None``) or while it is among the last ``retention`` broadcast segments; gap
+  indexes answer 404 for ever but are listed in the manifest as if they existed; segments
+  past the end of the broadcast never exist.
+* End of broadcast: generic shapes turn ``type="static"``; the instagram shape stays dynamic
+  and adds ``x-fb-video-broadcast-ended: 1``; the manifest answers 404 from
+  ``end_signal_manifest_404_after`` virtual seconds after the end (not the static shape).
+* Instagram shape with ``signed=True``: every URL carries ``?oh=...&oe=...``; a request
+  without it or with a wrong one gets 403.
+* Faults (:class:`FaultConfig`): 503, 429 + Retry-After, TCP reset, truncated body, slow
+  first byte, per-request latency, and manifest failures, seeded per URL and attempt.
+
+Run ``python -m instarec.testing.origin --help`` for the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import logging
+import secrets
+import socket
+import struct
+import sys
+import time
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from aiohttp import web
+
+from instarec.testing.clock import Clock, ManualClock, SpeedClock
+from instarec.testing.faults import Fault, FaultConfig, FaultPlan
+from instarec.testing.media import MediaSpec, TestMedia, generate_media
+from instarec.testing.mpd import (
+    EPOCH,
+    SHAPES,
+    Broadcast,
+    TrackDescription,
+    iso_time,
+    render_manifest,
+)
+
+__all__ = [
+    "EPOCH",
+    "SHAPES",
+    "Fault",
+    "FaultConfig",
+    "ManualClock",
+    "Origin",
+    "OriginConfig",
+    "RequestStats",
+    "SpeedClock",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+BROADCAST_ENDED_HEADER = "x-fb-video-broadcast-ended"
+
+
+@dataclass(frozen=True, slots=True)
+class OriginConfig:
+    """Everything that shapes one simulated broadcast. Times are virtual seconds."""
+
+    shape: str = (
+        "instagram"  # "instagram" | "time" | "number_timeline" | "number_duration" | "static"
+    )
+    broadcast_duration: float = 600.0  # rounded to whole segments
+    already_broadcast: float = 0.0  # virtual time when the origin starts
+    window: int = 5  # segments listed in a live manifest
+    retention: int | None = None  # None: every past segment fetchable; N: only the last N
+    gaps: frozenset[int] = frozenset()  # segment indexes that answer 404 for ever
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    speed: float = 1.0  # SpeedClock speed; ignored when a clock is passed
+    end_signal_manifest_404_after: float = 30.0
+    media: MediaSpec = field(default_factory=MediaSpec)
+    signed: bool = True  # instagram only: require the signed query string
+    start_number: int = 1  # $Number$ of segment 0 in the number shapes
+    minimum_update_period: float = 2.0
+    segment_cache: int = 32  # segments kept in memory (LRU)
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r}; expected one of {', '.join(SHAPES)}")
+        if self.broadcast_duration <= 0:
+            raise ValueError("broadcast_duration must be positive")
+        if self.already_broadcast < 0:
+            raise ValueError("already_broadcast must not be negative")
+        if self.shape == "number_duration" and self.media.segment_durations != "constant":
+            raise ValueError(
+                "the number_duration shape needs constant-duration media: "
+                "media=MediaSpec(segment_durations='constant')"
+            )
+        # Accept any iterable of ints for gaps (a set, a list) but store a frozenset.
+        object.__setattr__(self, "gaps", frozenset(int(g) for g in self.gaps))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStats:
+    """A snapshot of what the origin answered.
+
+    ``counts`` maps (method, kind, status) to a number of requests; kind is "manifest",
+    "init", "media" or "other" (the /time endpoint, unknown paths); status 0 stands for a
+    connection reset without response. ``bytes_served`` counts body bytes actually written
+    (GET only; a truncated body counts what was sent). ``faults`` counts injected faults by
+    :class:`Fault` value plus "manifest" for manifest failures.
+    """
+
+    counts: Mapping[tuple[str, str, int], int]
+    bytes_served: int
+    faults: Mapping[str, int]
+
+    def count(
+        self, method: str | None = None, kind: str | None = None, status: int | None = None
+    ) -> int:
+        """Requests matching every given criterion."""
+        return sum(
+            n
+            for (m, k, s), n in self.counts.items()
+            if (method is None or m == method)
+            and (kind is None or k == kind)
+            and (status is None or s == status)
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.counts: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        self.faults: collections.Counter[str] = collections.Counter()
+        self.bytes_served = 0
+
+    def snapshot(self) -> RequestStats:
+        return RequestStats(
+            counts=types.MappingProxyType(dict(self.counts)),
+            bytes_served=self.bytes_served,
+            faults=types.MappingProxyType(dict(self.faults)),
+        )
+
+
+class _SegmentCache:
+    """A small LRU of segment bytes: memory stays flat over long broadcasts."""
+
+    def __init__(self, media: object, size: int) -> None:
+        self._media = media
+        self._size = max(size, 1)
+        self._data: collections.OrderedDict[tuple[str, int], bytes] = collections.OrderedDict()
+
+    def get(self, kind: str, i: int) -> bytes:
+        key = (kind, i)
+        data = self._data.get(key)
+        if data is not None:
+            self._data.move_to_end(key)
+            return data
+        data = self._media.segment_bytes(kind, i)  # type: ignore[attr-defined]
+        self._data[key] = data
+        if len(self._data) > self._size:
+            self._data.popitem(last=False)
+        return data
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
+    """A single ``bytes=`` range as (first, last) inclusive.
+
+    Returns None when the header should be ignored (malformed, several ranges: serving the
+    whole body is allowed) and False when it is unsatisfiable (416).
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if not first_s:  # suffix range: the last N bytes
+            suffix = int(last_s)
+            if suffix <= 0:
+                return False
+            return max(size - suffix, 0), size - 1
+        first = int(first_s)
+        last = int(last_s) if last_s else size - 1
+    except ValueError:
+        return None
+    if first < 0 or last < first:
+        return None
+    if first >= size:
+        return False
+    return first, min(last, size - 1)
+
+
+def _describe_tracks(media: TestMedia, spec: MediaSpec, shape: str) -> list[TrackDescription]:
+    tracks = []
+    if media.video is not None:
+        tracks.append(
+            TrackDescription(
+                kind="video",
+                rep_id="live-md-v" if shape == "instagram" else "v1",
+                timescale=media.video.timescale,
+                codecs=media.video.codecs,
+                bandwidth=media.video.bandwidth,
+                width=spec.width,
+                height=spec.height,
+                fps=spec.fps,
+            )
+        )
+    if media.audio is not None:
+        tracks.append(
+            TrackDescription(
+                kind="audio",
+                rep_id="live-md-a" if shape == "instagram" else "a1",
+                timescale=media.audio.timescale,
+                codecs=media.audio.codecs,
+                bandwidth=media.audio.bandwidth,
+                audio_rate=spec.audio_rate,
+            )
+        )
+    return tracks
+
+
+def segments_for_duration(media: TestMedia, duration: float) -> int:
+    """How many looped segments make a broadcast of ``duration`` seconds.
+
+    A segment counts when its middle falls before ``duration`` (so the length is rounded to
+    whole segments, never less than one segment).
+    """
+    track = media.video if media.video is not None else media.audio
+    if track is None or not track.segments:
+        raise ValueError("the test media has no segments")
+    durations = [s.d / track.timescale for s in track.segments]
+    count = 0
+    elapsed = 0.0
+    while True:
+        d = durations[count % len(durations)]
+        if count > 0 and elapsed + d / 2 > duration:
+            return count
+        elapsed += d
+        count += 1
+
+
+class Origin:
+    """The simulated live origin; an async context manager that runs the HTTP server."""
+
+    def __init__(
+        self,
+        config: OriginConfig | None = None,
+        clock: Clock | None = None,
+        *,
+        media: TestMedia | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.config = config or OriginConfig()
+        self.clock: Clock = clock if clock is not None else SpeedClock(self.config.speed)
+        self._test_media = media
+        self._cache_dir = cache_dir
+        self._counters = _Counters()
+        self._faults = FaultPlan(self.config.faults)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.manifest_url = ""
+        self.stream_id = str(10**15 + secrets.randbelow(9 * 10**15))
+        self._broadcast: Broadcast | None = None
+        self._cache: _SegmentCache | None = None
+        self._tracks: dict[str, bytes] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Origin:
+        cfg = self.config
+        media = self._test_media
+        if media is None:
+            # ffmpeg (first run) or the cache read is blocking work: keep it off the loop.
+            media = await asyncio.to_thread(generate_media, cfg.media, self._cache_dir)
+            self._test_media = media
+        count = segments_for_duration(media, cfg.broadcast_duration)
+        looped = media.looped(count)
+        signed = cfg.shape == "instagram" and cfg.signed
+        # Expiry (oe) far in the real future, hex like the CDN's.
+        expiry = format(int(time.time()) + 7 * 86400, "x")
+        self._broadcast = Broadcast(
+            looped,
+            _describe_tracks(media, cfg.media, cfg.shape),
+            shape=cfg.shape,
+            stream_id=self.stream_id,
+            window=cfg.window,
+            retention=cfg.retention,
+            gaps=cfg.gaps,
+            start_number=cfg.start_number,
+            minimum_update_period=cfg.minimum_update_period,
+            secret=secrets.token_bytes(16) if signed else None,
+            expiry=expiry,
+        )
+        self._cache = _SegmentCache(looped, cfg.segment_cache)
+        if media.video is not None:
+            self._tracks["video"] = media.video.init
+        if media.audio is not None:
+            self._tracks["audio"] = media.audio.init
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.host, cfg.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+        self.manifest_url = self.url(
+            self._broadcast.manifest_path, self._broadcast.query("manifest")
+        )
+        self.clock.anchor(cfg.already_broadcast)
+        logger.info("origin %s serving %s", cfg.shape, self.manifest_url)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- read-only views for tests and benchmarks ----------------------------------------------
+
+    @property
+    def broadcast(self) -> Broadcast:
+        if self._broadcast is None:
+            raise RuntimeError("the origin is not started (use `async with Origin(...)`)")
+        return self._broadcast
+
+    @property
+    def media(self) -> object:
+        """The LoopedMedia behind the broadcast."""
+        return self.broadcast.media
+
+    @property
+    def test_media(self) -> TestMedia | None:
+        return self._test_media
+
+    @property
+    def stats(self) -> RequestStats:
+        return self._counters.snapshot()
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
+
+    @property
+    def ended(self) -> bool:
+        return self.broadcast.ended(self.clock.now())
+
+    @property
+    def segment_count(self) -> int:
+        """Segments in the whole broadcast."""
+        return self.broadcast.count
+
+    @property
+    def duration(self) -> float:
+        """Virtual length of the broadcast (whole segments)."""
+        return self.broadcast.duration
+
+    @property
+    def broadcast_start(self) -> datetime:
+        """Wall-clock time of virtual 0 (the manifests' availabilityStartTime)."""
+        return EPOCH
+
+    @property
+    def gaps(self) -> frozenset[int]:
+        return self.broadcast.gaps
+
+    def wall_time(self, virtual: float | None = None) -> datetime:
+        """Wall-clock time the origin reports for virtual time ``virtual`` (default: now)."""
+        return EPOCH + timedelta(seconds=self.clock.now() if virtual is None else virtual)
+
+    def broadcast_segments(self, since: float | None = None) -> list[int]:
+        """Indexes of the segments complete so far (gaps included: they were broadcast).
+
+        With ``since``, only those that became complete after virtual time ``since``
+        (end > since).
+        """
+        b = self.broadcast
+        available = b.available_count(self.clock.now())
+        first = 0 if since is None else b.available_count(since)
+        return list(range(first, available))
+
+    def listed_segments(self) -> list[int]:
+        """Indexes the manifest lists right now."""
+        return list(self.broadcast.listed(self.clock.now()))
+
+    def retained_segments(self) -> list[int]:
+        """Indexes fetchable right now (retention applied, gaps removed)."""
+        b = self.broadcast
+        now = self.clock.now()
+        return [i for i in b.retained(now) if i not in b.gaps]
+
+    def expected_frames(self, first_index: int, last_index: int) -> int:
+        """Video frames in segments first_index..last_index inclusive, gaps excluded."""
+        media = self.broadcast.media
+        return sum(
+            media.video_frames(i)
+            for i in range(first_index, last_index + 1)
+            if i not in self.broadcast.gaps
+        )
+
+    def segment_start(self, i: int) -> float:
+        """Virtual start (seconds since broadcast start) of segment i."""
+        return self.broadcast.starts[i]
+
+    def segment_end(self, i: int) -> float:
+        return self.broadcast.ends[i]
+
+    def segment_key(self, kind: str, i: int) -> int:
+        """$Time$ or $Number$ of segment i of track kind, as in URLs."""
+        return self.broadcast.key(kind, i)
+
+    def url(self, path: str, query: str = "") -> str:
+        return f"{self.base_url}{path}{query}"
+
+    def init_url(self, kind: str) -> str:
+        b = self.broadcast
+        return self.url(b.init_path(kind), b.query(b.track(kind).rep_id))
+
+    def segment_url(self, kind: str, i: int) -> str:
+        b = self.broadcast
+        return self.url(b.media_path(kind, i), b.query(b.track(kind).rep_id))
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        faults = self.config.faults
+        if faults.latency > 0:
+            await asyncio.sleep(faults.latency)
+        b = self.broadcast
+        method = request.method
+        path = request.path
+        if path == "/time":
+            return self._reply(method, "other", web.Response(text=iso_time(self.wall_time())))
+        kind, track, index = b.route(path)
+        if kind == "other":
+            return self._reply(method, kind, web.Response(status=404, text="not found"))
+        if method not in ("GET", "HEAD"):
+            return self._reply(
+                method, kind, web.Response(status=405, headers={"Allow": "GET, HEAD"})
+            )
+        scope = b.scope_of(kind, track)
+        if not b.check_signature(scope, request.query.get("oh"), request.query.get("oe")):
+            return self._reply(
+                method, kind, web.Response(status=403, text="URL signature mismatch")
+            )
+        if kind == "manifest":
+            return self._manifest(method)
+
+        fault = self._faults.media_fault(kind, method, path)
+        if fault is not None:
+            self._counters.faults[fault.value] += 1
+            early = await self._early_fault(request, method, kind, fault)
+            if early is not None:
+                return early
+        now = self.clock.now()
+        assert track is not None
+        if kind == "init":
+            body = self._tracks[track]
+        elif index is None or not b.fetchable(index, now):
+            return self._reply(method, kind, web.Response(status=404, text="no such segment"))
+        else:
+            assert self._cache is not None
+            body = self._cache.get(track, index)
+        return await self._body(request, method, kind, track, body, fault)
+
+    def _manifest(self, method: str) -> web.StreamResponse:
+        b = self.broadcast
+        now = self.clock.now()
+        if self._faults.manifest_fails():
+            self._counters.faults["manifest"] += 1
+            status = self.config.faults.manifest_failure_status
+            return self._reply(method, "manifest", web.Response(status=status, text="try later"))
+        if b.shape != "static" and now >= b.duration + self.config.end_signal_manifest_404_after:
+            return self._reply(method, "manifest", web.Response(status=404, text="broadcast over"))
+        body, ended_header = render_manifest(b, now)
+        headers = {"Cache-Control": "no-cache"}
+        if ended_header:
+            headers[BROADCAST_ENDED_HEADER] = "1"
+        response = web.Response(body=body, content_type="application/dash+xml", headers=headers)
+        return self._reply(method, "manifest", response, len(body))
+
+    async def _early_fault(
+        self, request: web.Request, method: str, kind: str, fault: Fault
+    ) -> web.StreamResponse | None:
+        """Faults that replace the response; None for those applied while sending the body."""
+        if fault is Fault.ERROR_503:
+            return self._reply(method, kind, web.Response(status=503, text="overloaded"))
+        if fault is Fault.ERROR_429:
+            headers = {"Retry-After": str(self.config.faults.retry_after)}
+            return self._reply(method, kind, web.Response(status=429, headers=headers))
+        if fault is Fault.RESET:
+            transport = request.transport
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    # SO_LINGER 0: close() sends RST, the client sees ECONNRESET.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            self._counters.counts[(method, kind, 0)] += 1
+            return web.Response(status=500)  # never written: the transport is gone
+        if fault is Fault.SLOW_FIRST_BYTE:
+            await asyncio.sleep(self.config.faults.slow_first_byte_delay)
+        return None
+
+    async def _body(
+        self,
+        request: web.Request,
+        method: str,
+        kind: str,
+        track: str,
+        body: bytes,
+        fault: Fault | None,
+    ) -> web.StreamResponse:
+        size = len(body)
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "max-age=3600"}
+        content_type = f"{track}/mp4"
+        status = 200
+        range_header = request.headers.get("Range")
+        if range_header:
+            parsed = _parse_range(range_header, size)
+            if parsed is False:
+                headers["Content-Range"] = f"bytes */{size}"
+                return self._reply(method, kind, web.Response(status=416, headers=headers))
+            if parsed:
+                first, last = parsed
+                body = body[first : last + 1]
+                headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+                status = 206
+        if method == "HEAD":
+            # aiohttp sends the Content-Length of the body but not the body itself on HEAD.
+            response = web.Response(status=status, body=body, headers=headers)
+            response.content_type = content_type
+            return self._reply(method, kind, response)
+        if fault is Fault.TRUNCATE:
+            return await self._truncated(request, method, kind, status, headers, content_type, body)
+        response = web.Response(status=status, body=body, headers=headers)
+        response.content_type = content_type
+        return self._reply(method, kind, response, len(body))
+
+    async def _truncated(
+        self,
+        request: web.Request,
+        method: str,
+        kind: str,
+        status: int,
+        headers: dict[str, str],
+        content_type: str,
+        body: bytes,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_type = content_type
+        response.content_length = len(body)
+        await response.prepare(request)
+        sent = body[: len(body) // 2]
+        await response.write(sent)
+        self._counters.counts[(method, kind, status)] += 1
+        self._counters.bytes_served += len(sent)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    def _reply(
+        self, method: str, kind: str, response: web.StreamResponse, sent: int = 0
+    ) -> web.StreamResponse:
+        self._counters.counts[(method, kind, response.status)] += 1
+        if method != "HEAD":
+            self._counters.bytes_served += sent
+        return response
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def _gaps(text: str) -> frozenset[int]:
+    """'3,7,10-12' -> {3, 7, 10, 11, 12}"""
+    gaps: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, _, last = part.partition("-")
+        gaps.update(range(int(first), int(last or first) + 1))
+    return frozenset(gaps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m instarec.testing.origin",
+        description="Serve a simulated live DASH broadcast on 127.0.0.1 until Ctrl+C.",
+    )
+    add = parser.add_argument
+    add("--shape", choices=SHAPES, default="instagram")
+    add("--duration", type=float, default=600.0, help="broadcast length, seconds (default 600)")
+    add("--already", type=float, default=0.0, help="seconds already broadcast at start")
+    add("--speed", type=float, default=1.0, help="virtual seconds per real second")
+    add("--window", type=int, default=5, help="segments listed in the manifest")
+    add("--retention", type=int, default=None, help="keep only the last N segments")
+    add("--gaps", type=_gaps, default=frozenset(), help="segment indexes that 404, e.g. 3,7,10-12")
+    add("--end-404-after", type=float, default=30.0, help="manifest 404 this long after the end")
+    add("--unsigned", action="store_true", help="instagram: do not require oh/oe")
+    add("--start-number", type=int, default=1)
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=0, help="0 picks a free port")
+    add("--media-duration", type=float, default=30.0, help="seconds of source media to encode")
+    add(
+        "--constant", action="store_true", help="constant 2 s segments (implied by number_duration)"
+    )
+    add("--no-audio", action="store_true")
+    add("--no-video", action="store_true")
+    add("--cache-dir", type=Path, default=None, help="test media cache directory")
+    faults = parser.add_argument_group("faults (probabilities per media request)")
+    faults.add_argument("--seed", type=int, default=0)
+    faults.add_argument("--p503", type=float, default=0.0)
+    faults.add_argument("--p429", type=float, default=0.0)
+    faults.add_argument("--retry-after", type=int, default=1)
+    faults.add_argument("--preset", type=float, default=0.0, help="connection reset")
+    faults.add_argument("--ptruncate", type=float, default=0.0)
+    faults.add_argument("--pslow", type=float, default=0.0, help="slow first byte")
+    faults.add_argument("--slow-delay", type=float, default=2.0)
+    faults.add_argument("--latency", type=float, default=0.0, help="real seconds per request")
+    faults.add_argument("--manifest-failure", type=float, default=0.0)
+    add("-v", "--verbose", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> OriginConfig:
+    constant = args.constant or args.shape == "number_duration"
+    media = MediaSpec(
+        duration=args.media_duration,
+        segment_durations="constant" if constant else "variable",
+        video=not args.no_video,
+        audio=not args.no_audio,
+    )
+    faults = FaultConfig(
+        seed=args.seed,
+        error_503=args.p503,
+        error_429=args.p429,
+        retry_after=args.retry_after,
+        reset=args.preset,
+        truncate=args.ptruncate,
+        slow_first_byte=args.pslow,
+        slow_first_byte_delay=args.slow_delay,
+        latency=args.latency,
+        manifest_failure=args.manifest_failure,
+    )
+    return OriginConfig(
+        shape=args.shape,
+        broadcast_duration=args.duration,
+        already_broadcast=args.already,
+        window=args.window,
+        retention=args.retention,
+        gaps=args.gaps,
+        faults=faults,
+        speed=args.speed,
+        end_signal_manifest_404_after=args.end_404_after,
+        media=media,
+        signed=not args.unsigned,
+        start_number=args.start_number,
+        host=args.host,
+        port=args.port,
+    )
+
+
+async def _serve(config: OriginConfig, cache_dir: Path | None) -> None:
+    async with Origin(config, cache_dir=cache_dir) as origin:
+        print(origin.manifest_url, flush=True)
+        print(
+            f"{config.shape} broadcast of {origin.segment_count} segments "
+            f"({origin.duration:.1f} s) at {config.speed}x, "
+            f"now at {origin.now:.1f} s; Ctrl+C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        announced_end = False
+        while True:
+            await asyncio.sleep(1.0)
+            if origin.ended and not announced_end:
+                announced_end = True
+                print("broadcast ended", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config, args.cache_dir))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
