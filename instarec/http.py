@@ -198,7 +198,8 @@ def load_cookies_file(path: Path) -> tuple[_Cookie, ...]:
     now = time.time()
     cookies = []
     for c in jar:
-        if c.value is None or c.is_expired(now):
+        # Browser exports write 0 for session cookies; MozillaCookieJar reads it as "expired".
+        if c.value is None or (c.expires and c.expires < now):
             continue
         cookies.append(
             _Cookie(
@@ -336,7 +337,12 @@ class HttpClient:
             scheme = "https" if c.secure else "http"
             jar.update_cookies({c.name: morsel}, URL.build(scheme=scheme, host=c.domain))
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=headers, cookie_jar=jar
+            connector=connector,
+            timeout=timeout,
+            headers=headers,
+            cookie_jar=jar,
+            # Follow Location exactly as sent: re-quoting a signed query can break its signature.
+            requote_redirect_url=False,
         )
         return self
 
@@ -444,18 +450,25 @@ class HttpClient:
         *,
         byte_range: ByteRange | None = None,
         on_chunk: Callable[[bytes], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
     ) -> int:
         """Stream ``url`` (or ``byte_range`` of it) to ``dest``; return the size in bytes.
 
         The body goes to ``<dest>.part``, is checked against Content-Length (and Content-Range),
         fsynced and renamed to ``dest``, so ``dest`` only ever holds a complete body. A failed
         or cancelled attempt deletes the ``.part``. ``on_chunk`` sees each chunk as it arrives,
-        from the first byte again after a retry.
+        from the first byte again after a retry; ``on_restart`` is called before each retry so
+        a caller accumulating chunks (to read a moof early) can start over.
         """
         target = _to_url(url)
         part = dest.with_name(dest.name + ".part")
+        attempts = 0
 
         async def attempt() -> int:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and on_restart is not None:
+                on_restart()
             done = False
             try:
                 size = await self._download_once(target, dest, part, byte_range, on_chunk)
