@@ -381,6 +381,8 @@ def _output_path(text: str, overwrite: bool) -> Path:
     path = Path(os.path.expanduser(text))
     if path.name in ("", ".", ".."):
         raise UsageError(f"OUTPUT {text!r} is not a file name")
+    if path.is_dir():
+        raise UsageError(f"OUTPUT {str(path)!r} is a directory")
     if not path.suffix:
         # As the original tool does: no extension means Matroska, which takes any codec.
         path = path.with_name(path.name + DEFAULT_EXTENSION)
@@ -665,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.info("OUTPUT has no extension: writing %s", options.output_path)
         return _run(options, sys.stdin, sys.stdout)
     except InstarecError as exc:
-        if verbose:
+        # A usage error is the user's to fix, not a bug: no traceback even with -v.
+        if verbose and not isinstance(exc, UsageError):
             traceback.print_exc(file=stderr)
         stderr.write(f"instarec: error: {_one_line(str(exc))}\n")
         return exc.exit_code
