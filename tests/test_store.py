@@ -1,0 +1,269 @@
+"""SegmentStore: layout, journal, resume after Ctrl+C or kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from instarec.errors import StorageError
+from instarec.store import JOURNAL_NAME, MissingSegment, SegmentStore
+
+FP = {"mpd": "https://cdn.example/live/manifest.mpd", "video": "v1080", "audio": "a128"}
+
+
+def write_segment(store: SegmentStore, track: str, key: int, data: bytes) -> Path:
+    """What the downloader does: <path>.part, then rename."""
+    path = store.segment_path(track, key)
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    os.replace(part, path)
+    return path
+
+
+def add(store: SegmentStore, track: str, key: int, start: float, data: bytes) -> None:
+    write_segment(store, track, key, data)
+    store.commit(
+        track,
+        key,
+        start=start,
+        duration=2.0,
+        size=len(data),
+        media_time=key,
+        media_duration=180_000,
+    )
+
+
+def journal_lines(root: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (root / JOURNAL_NAME).read_text().splitlines()]
+
+
+def test_layout_and_header(tmp_path: Path) -> None:
+    root = tmp_path / "out.mp4.segments"
+    store = SegmentStore.open(root, FP)
+    assert store.segment_path("video", 1234) == root / "video" / "00000000000000001234.m4s"
+    assert store.init_path("audio") == root / "audio" / "init.mp4"
+    assert (root / "video").is_dir()
+    header = journal_lines(root)[0]
+    assert header["type"] == "header"
+    assert header["fingerprint"] == FP
+    assert store.resumed is False
+
+
+def test_commit_then_resume(tmp_path: Path) -> None:
+    root = tmp_path / "rec.segments"
+    store = SegmentStore.open(root, FP)
+    store.init_path("video").write_bytes(b"INIT")
+    store.commit_init("video")
+    add(store, "video", 4000, 4.0, b"b" * 20)
+    add(store, "video", 2000, 2.0, b"a" * 10)
+    add(store, "audio", 2000, 2.0, b"c" * 5)
+    assert store.has("video", 2000)
+    assert not store.has("audio", 4000)
+
+    again = SegmentStore.open(root, dict(FP))
+    assert again.resumed is True
+    assert again.has_init("video")
+    assert not again.has_init("audio")
+    video = again.segments("video")
+    assert [(s.key, s.start, s.size) for s in video] == [(2000, 2.0, 10), (4000, 4.0, 20)]
+    assert video[0].path.read_bytes() == b"a" * 10
+    assert video[0].media_duration == 180_000
+    assert [s.key for s in again.segments("audio")] == [2000]
+    # commit appended exactly one line each
+    assert len(journal_lines(root)) == 1 + 1 + 3
+
+
+def test_segments_ordered_by_start_then_key(tmp_path: Path) -> None:
+    store = SegmentStore.open(tmp_path / "s", FP)
+    add(store, "video", 30, 6.0, b"x")
+    add(store, "video", 20, 4.0, b"x")
+    add(store, "video", 11, 4.0, b"x")
+    add(store, "video", 10, 2.0, b"x")
+    assert [s.key for s in store.segments("video")] == [10, 11, 20, 30]
+    assert store.segments("audio") == []
+
+
+def test_negative_key_is_a_valid_file_name(tmp_path: Path) -> None:
+    # ffmpeg's dash muxer can name the first audio segment by a negative time.
+    store = SegmentStore.open(tmp_path / "s", FP)
+    add(store, "audio", -1024, 0.0, b"aac")
+    add(store, "audio", 0, 0.02, b"aac")
+    assert [s.key for s in SegmentStore.open(tmp_path / "s", FP).segments("audio")] == [-1024, 0]
+
+
+def test_truncated_last_line_is_ignored_and_cut(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    add(store, "video", 1, 2.0, b"one")
+    add(store, "video", 2, 4.0, b"two")
+    journal = root / JOURNAL_NAME
+    data = journal.read_bytes()
+    # kill -9 in the middle of writing the last line
+    journal.write_bytes(data[: len(data) - 15])
+
+    resumed = SegmentStore.open(root, FP)
+    assert [s.key for s in resumed.segments("video")] == [1]
+    # the next commit starts on a line of its own
+    add(resumed, "video", 3, 6.0, b"three")
+    assert [line.get("key") for line in journal_lines(root)] == [None, 1, 3]
+    assert [s.key for s in SegmentStore.open(root, FP).segments("video")] == [1, 3]
+
+
+def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    add(store, "video", 1, 2.0, b"one")
+    journal = root / JOURNAL_NAME
+    journal.write_bytes(journal.read_bytes().rstrip(b"\n"))
+    resumed = SegmentStore.open(root, FP)
+    assert resumed.has("video", 1)
+    add(resumed, "video", 2, 4.0, b"two")
+    assert [s.key for s in SegmentStore.open(root, FP).segments("video")] == [1, 2]
+
+
+def test_kill_9_simulation_torn_journal_and_part_files(tmp_path: Path) -> None:
+    """A journal written by hand as a killed process would leave it."""
+    root = tmp_path / "s"
+    (root / "video").mkdir(parents=True)
+    (root / "video" / f"{100:020d}.m4s").write_bytes(b"A" * 7)
+    (root / "video" / f"{200:020d}.m4s").write_bytes(b"B" * 9)
+    # renamed, but killed before its journal line was complete
+    (root / "video" / f"{300:020d}.m4s").write_bytes(b"C" * 4)
+    # killed mid-download
+    (root / "video" / f"{400:020d}.m4s.part").write_bytes(b"D")
+    lines = [
+        json.dumps({"type": "header", "version": 1, "fingerprint": FP}),
+        json.dumps({"type": "segment", "track": "video", "key": 100, "start": 0.0,
+                    "duration": 2.0, "size": 7, "media_time": 0, "media_duration": 2}),
+        json.dumps({"type": "segment", "track": "video", "key": 200, "start": 2.0,
+                    "duration": 2.0, "size": 9, "media_time": 2, "media_duration": 2}),
+        '{"type":"segment","track":"video","key":300,"sta',
+    ]  # fmt: skip
+    (root / JOURNAL_NAME).write_text("\n".join(lines))
+
+    store = SegmentStore.open(root, FP)
+    assert [s.key for s in store.segments("video")] == [100, 200]
+    assert not store.has("video", 300)
+    assert not (root / "video" / f"{400:020d}.m4s.part").exists()
+
+
+def test_entries_with_missing_or_wrong_size_file_are_dropped(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    store.init_path("video").write_bytes(b"INIT")
+    store.commit_init("video")
+    add(store, "video", 1, 2.0, b"one")
+    add(store, "video", 2, 4.0, b"two")
+    add(store, "video", 3, 6.0, b"three")
+    store.segment_path("video", 1).unlink()
+    store.segment_path("video", 3).write_bytes(b"thr")  # damaged
+    store.init_path("video").unlink()
+
+    resumed = SegmentStore.open(root, FP)
+    assert [s.key for s in resumed.segments("video")] == [2]
+    assert not resumed.has("video", 1)
+    assert not resumed.has_init("video")
+
+
+def test_fingerprint_mismatch_is_storage_error(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    add(SegmentStore.open(root, FP), "video", 1, 0.0, b"x")
+    other = {**FP, "video": "v720"}
+    with pytest.raises(StorageError, match="--overwrite"):
+        SegmentStore.open(root, other)
+    # nothing was touched
+    assert SegmentStore.open(root, FP).has("video", 1)
+
+
+def test_foreign_directory_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(StorageError, match="--overwrite"):
+        SegmentStore.open(root, FP)
+
+
+def test_torn_header_starts_afresh(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / JOURNAL_NAME).write_text('{"type":"header","vers')
+    store = SegmentStore.open(root, FP)
+    assert store.resumed is False
+    add(store, "video", 1, 0.0, b"x")
+    assert SegmentStore.open(root, FP).has("video", 1)
+
+
+def test_record_missing_then_commit(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    store.record_missing("video", 5, start=10.0, duration=2.0)
+    store.record_missing("video", 3, start=6.0, duration=None)
+    assert store.missing("video") == [
+        MissingSegment("video", 3, 6.0, None),
+        MissingSegment("video", 5, 10.0, 2.0),
+    ]
+    add(store, "video", 5, 10.0, b"late")
+    assert [m.key for m in store.missing("video")] == [3]
+
+    resumed = SegmentStore.open(root, FP)
+    assert [m.key for m in resumed.missing("video")] == [3]
+    assert resumed.has("video", 5)
+    # a segment already kept is never recorded as missing
+    resumed.record_missing("video", 5, start=10.0, duration=2.0)
+    assert [m.key for m in SegmentStore.open(root, FP).missing("video")] == [3]
+
+
+def test_commit_requires_the_file(tmp_path: Path) -> None:
+    store = SegmentStore.open(tmp_path / "s", FP)
+    with pytest.raises(StorageError, match="not there"):
+        store.commit("video", 9, start=0.0, duration=None, size=3, media_time=None,
+                     media_duration=None)  # fmt: skip
+    write_segment(store, "video", 9, b"abcd")
+    with pytest.raises(StorageError, match="expected 3"):
+        store.commit("video", 9, start=0.0, duration=None, size=3, media_time=None,
+                     media_duration=None)  # fmt: skip
+    assert len(journal_lines(tmp_path / "s")) == 1
+
+
+def test_invalid_track_name(tmp_path: Path) -> None:
+    store = SegmentStore.open(tmp_path / "s", FP)
+    with pytest.raises(ValueError):
+        store.segment_path("../escape", 1)
+
+
+def test_remove_deletes_the_directory(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    add(store, "video", 1, 0.0, b"x")
+    store.remove()
+    assert not root.exists()
+    assert store.segments("video") == []
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or (hasattr(os, "geteuid") and os.geteuid() == 0),
+    reason="permissions are not enforced for root",
+)
+def test_non_writable_location_is_storage_error(tmp_path: Path) -> None:
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        with pytest.raises(StorageError):
+            SegmentStore.open(parent / "s", FP)
+    finally:
+        parent.chmod(0o700)
+
+
+def test_location_under_a_file_is_storage_error(tmp_path: Path) -> None:
+    # Works as root too: a path below a regular file can never be created.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError):
+        SegmentStore.open(blocker / "s", FP)
+    with pytest.raises(StorageError):
+        SegmentStore.open(blocker, FP)
