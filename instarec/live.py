@@ -1,0 +1,179 @@
+"""Following the live edge: manifest refreshes, new segments, and the end of the broadcast."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from instarec.errors import ManifestError, ManifestUnavailableError, NetworkError
+from instarec.http import HttpClient
+from instarec.manifest import Addressing, Manifest, MediaSegment, Representation, parse_manifest
+
+log = logging.getLogger(__name__)
+
+BROADCAST_ENDED_HEADER = "x-fb-video-broadcast-ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One successful manifest refresh."""
+
+    manifest: Manifest
+    now: datetime  # the instant the manifest is evaluated at (server clock when known)
+    ended: str | None  # why this refresh says the broadcast is over, or None
+
+
+class ManifestSource:
+    """Fetches and parses the manifest, following ``Location`` and tracking the server clock."""
+
+    def __init__(self, http: HttpClient, url: str) -> None:
+        self._http = http
+        self._url = url
+        self._clock_offset: timedelta | None = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def fetch(self) -> Snapshot:
+        response = await self._http.fetch_manifest(self._url)
+        manifest = parse_manifest(response.body, response.url)
+        if manifest.location and manifest.location != self._url:
+            log.debug("manifest moved to %s", manifest.location)
+            self._url = manifest.location
+        now = await self._server_now(manifest)
+        ended: str | None = None
+        if manifest.type == "static":
+            ended = "the manifest became static"
+        elif response.headers.get(BROADCAST_ENDED_HEADER):
+            ended = "the server says the broadcast ended"
+        return Snapshot(manifest, now, ended)
+
+    async def _server_now(self, manifest: Manifest) -> datetime:
+        # Re-sync at every refresh: cheap, and it keeps $Number$+@duration live edges right even
+        # when the server clock runs at another rate than ours (simulated origins do).
+        local = datetime.now(UTC)
+        for timing in manifest.utc_timing:
+            try:
+                server = await self._http.server_time(timing)
+            except NetworkError as exc:
+                log.debug("UTCTiming %s failed: %s", timing.scheme, exc)
+                continue
+            if server is not None:
+                self._clock_offset = server - local
+                break
+        return local + self._clock_offset if self._clock_offset else local
+
+
+def segment_key(segment: MediaSegment, rep: Representation) -> int:
+    """The key that names a segment on disk and orders it: its $Time$ or its number."""
+    if rep.addressing is Addressing.TIME_TIMELINE and segment.time is not None:
+        return segment.time
+    if segment.number is not None:
+        return segment.number
+    if segment.time is not None:
+        return segment.time
+    return 0
+
+
+def find_representation(manifest: Manifest, wanted: Representation) -> Representation | None:
+    """The representation of a refreshed manifest that continues ``wanted``."""
+    fallback = None
+    for rep in manifest.representations():
+        if rep.id == wanted.id:
+            if rep.period_index == wanted.period_index:
+                return rep
+            fallback = fallback or rep
+    return fallback
+
+
+@dataclass(frozen=True, slots=True)
+class LivePolicy:
+    poll_interval: float
+    poll_interval_explicit: bool
+    live_end_timeout: float
+
+
+class LiveFollower:
+    """Refreshes the manifest until the broadcast ends, handing each refresh to ``on_snapshot``.
+
+    ``on_snapshot`` returns how many segments it had not seen before; when no new segment shows
+    up for ``live_end_timeout`` seconds the broadcast is considered over (some packagers, such as
+    nginx-rtmp, never signal the end).
+    """
+
+    def __init__(
+        self,
+        source: ManifestSource,
+        policy: LivePolicy,
+        on_snapshot: Callable[[Snapshot], int],
+        stop: asyncio.Event,
+    ) -> None:
+        self._source = source
+        self._policy = policy
+        self._on_snapshot = on_snapshot
+        self._stop = stop
+
+    async def run(self, first: Snapshot) -> str:
+        """Follow until the end; return the reason it ended."""
+        snapshot = first
+        last_new = time.monotonic()
+        last_ok = last_new
+        while True:
+            if self._on_snapshot(snapshot):
+                last_new = time.monotonic()
+            if snapshot.ended:
+                return snapshot.ended
+            if time.monotonic() - last_new > self._policy.live_end_timeout:
+                return f"no new segment for {self._policy.live_end_timeout:g} s"
+            if await self._sleep(self._interval(snapshot.manifest)):
+                return "stopped by the user"
+            while True:
+                try:
+                    snapshot = await self._source.fetch()
+                    last_ok = time.monotonic()
+                    break
+                except ManifestUnavailableError as exc:
+                    if exc.status in (404, 410):
+                        return f"the manifest is gone (HTTP {exc.status})"
+                    raise
+                except (NetworkError, ManifestError) as exc:
+                    # A refresh failing now and then is normal for live CDNs: keep what we have.
+                    log.warning("manifest refresh failed: %s", exc)
+                    if time.monotonic() - last_ok > self._policy.live_end_timeout:
+                        return f"the manifest failed for {self._policy.live_end_timeout:g} s"
+                    if await self._sleep(self._policy.poll_interval):
+                        return "stopped by the user"
+
+    def _interval(self, manifest: Manifest) -> float:
+        if not self._policy.poll_interval_explicit and manifest.minimum_update_period:
+            return max(0.1, min(manifest.minimum_update_period, 30.0))
+        return self._policy.poll_interval
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on stop; True when stopped."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+def listed_segments(
+    snapshot: Snapshot, reps: Sequence[Representation]
+) -> list[tuple[Representation, list[MediaSegment]]]:
+    """Each representation of ``reps`` as found again in ``snapshot``, with its listed segments."""
+    from instarec.manifest import expand_segments
+
+    result = []
+    for wanted in reps:
+        rep = find_representation(snapshot.manifest, wanted)
+        if rep is None:
+            log.warning("representation %s vanished from the manifest", wanted.id)
+            continue
+        result.append((rep, expand_segments(snapshot.manifest, rep, snapshot.now)))
+    return result

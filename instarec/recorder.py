@@ -1,0 +1,822 @@
+"""The orchestration of one recording.
+
+One ``asyncio.TaskGroup`` holds: the live follower (manifest refreshes), the archive search (past
+segments), the download workers, and the progress reporter. Producers hand ``SegmentRef``s to
+``Timeline.offer``; the first offer of a key queues a download; workers stream bodies into the
+``SegmentStore``. At the end (or on the first Ctrl+C) what is on disk is merged by ffmpeg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from instarec.archive import (
+    SearchLimits,
+    StepResult,
+    TimeChain,
+    TimelineGap,
+    find_first_number,
+    find_first_time,
+)
+from instarec.errors import InstarecError, NetworkError, UsageError
+from instarec.http import HttpClient, SegmentMissing
+from instarec.live import (
+    LiveFollower,
+    LivePolicy,
+    ManifestSource,
+    Snapshot,
+    listed_segments,
+    segment_key,
+)
+from instarec.manifest import Addressing, MediaSegment, Representation
+from instarec.merge import TrackInput, find_ffmpeg, merge_tracks
+from instarec.mp4 import FragmentInfo, InitInfo, Mp4Error, moof_end, parse_fragment, parse_init
+from instarec.options import Options
+from instarec.segments import SegmentRef, TrackKind
+from instarec.selection import SelectedTracks, select_tracks
+from instarec.store import SegmentStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GapRange:
+    """A stretch of a track's timeline with no media, in seconds."""
+
+    track: str
+    start: float
+    end: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSummary:
+    kind: str
+    representation_id: str
+    codecs: str | None
+    segments: int
+    missing: int
+    start: float | None  # seconds, first recorded segment
+    end: float | None  # seconds, end of the last recorded segment
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSummary:
+    output: Path | None  # None when nothing was merged
+    segments_dir: Path
+    size: int
+    duration: float
+    tracks: tuple[TrackSummary, ...]
+    gaps: tuple[GapRange, ...]
+    wall_time: float
+    end_reason: str
+    archive_start: float | None  # where past recovery started, seconds; None without it
+    archive_complete: bool  # the archive reaches the broadcast's first segment
+    interrupted: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-track timeline state
+
+
+@dataclass(slots=True)
+class Timeline:
+    """The keys of one track known so far (listed, found by the archive, or on disk)."""
+
+    kind: TrackKind
+    rep: Representation
+    period_start: float = 0.0
+    init: InitInfo | None = None
+    keys: list[int] = field(default_factory=list)
+    key_set: set[int] = field(default_factory=set)
+    listed_end: int | None = None  # end (ticks) of the last listed $Time$ segment
+    listed_max_number: int | None = None
+
+    def add(self, key: int) -> bool:
+        if key in self.key_set:
+            return False
+        self.key_set.add(key)
+        bisect.insort(self.keys, key)
+        return True
+
+    def next_known(self, key: int) -> int | None:
+        index = bisect.bisect_left(self.keys, key)
+        return self.keys[index] if index < len(self.keys) else None
+
+    @property
+    def timescale(self) -> int:
+        template = self.rep.template
+        return template.timescale if template else 1
+
+    def seconds(self, ticks: int) -> float:
+        template = self.rep.template
+        offset = template.presentation_time_offset if template else 0
+        return self.period_start + (ticks - offset) / self.timescale
+
+
+@dataclass(order=True, slots=True)
+class _Job:
+    priority: tuple[int, float]
+    sequence: int
+    ref: SegmentRef = field(compare=False)
+    first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
+
+
+class _FirstMoof:
+    """Collects a download's first bytes and resolves a future once the first moof is whole.
+
+    This is what lets the $Time$ chain take its next step while the body still streams in.
+    """
+
+    def __init__(self, future: asyncio.Future[FragmentInfo | None], default: int | None) -> None:
+        self._future = future
+        self._default = default
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        if self._future.done():
+            return
+        self._buffer += chunk
+        try:
+            end = moof_end(self._buffer)
+            if end is None:
+                return
+            info = parse_fragment(self._buffer[:end], default_sample_duration=self._default)
+        except Mp4Error:
+            return  # the full parse after the download decides
+        self._future.set_result(info)
+        self._buffer = bytearray()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Recording:
+    """One run of ``instarec URL OUTPUT``: owns the queues, the timelines and the store."""
+
+    def __init__(
+        self,
+        options: Options,
+        http: HttpClient,
+        store: SegmentStore,
+        source: ManifestSource,
+        first: Snapshot,
+        selected: SelectedTracks,
+        stop: asyncio.Event,
+    ) -> None:
+        self.options = options
+        self.http = http
+        self.store = store
+        self.source = source
+        self.stop = stop
+        self.limits = SearchLimits(
+            max_in_flight=options.max_search_requests,
+            chunk_size=options.search_chunk_size,
+            miss_threshold=options.end_stream_miss_threshold,
+        )
+        self.timelines: dict[TrackKind, Timeline] = {}
+        for kind, rep in (("video", selected.video), ("audio", selected.audio)):
+            if rep is not None:
+                period_start = first.manifest.periods[rep.period_index].start
+                self.timelines[kind] = Timeline(kind, rep, period_start)  # type: ignore[arg-type,index]
+        self.queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
+        self._sequence = itertools.count()
+        self.gaps: list[GapRange] = []
+        self.archive_start: float | None = None
+        self.archive_complete = False
+        self._archive_pacing = asyncio.Lock()
+        self._last_archive_download = 0.0
+        self.downloaded = 0
+        self.missing = 0
+        self.bytes = 0
+        self.first_listing = {
+            rep.id: segments
+            for rep, segments in listed_segments(first, [t.rep for t in self.timelines.values()])
+        }
+        # Instagram lists the same $Time$ values for video and audio: chain one, derive the other.
+        self.shared_times = self._shared_time_tracks(self.first_listing)
+
+    # -- producers' entry point ----------------------------------------------------------------
+
+    def offer(
+        self,
+        ref: SegmentRef,
+        *,
+        first_fragment: asyncio.Future[FragmentInfo | None] | None = None,
+        urgent: bool = False,
+    ) -> bool:
+        """Queue ``ref`` unless its key is known; a chain step always gets its future answered."""
+        timeline = self.timelines[ref.track]
+        new = timeline.add(ref.key)
+        if not new and first_fragment is None:
+            return False
+        priority = (0 if urgent else 1, ref.start)
+        self.queue.put_nowait(_Job(priority, next(self._sequence), ref, first_fragment))
+        return new
+
+    # -- live ---------------------------------------------------------------------------------
+
+    def on_snapshot(self, snapshot: Snapshot, group: asyncio.TaskGroup) -> int:
+        new = 0
+        reps = [timeline.rep for timeline in self.timelines.values()]
+        for rep, segments in listed_segments(snapshot, reps):
+            timeline = next(t for t in self.timelines.values() if t.rep.id == rep.id)
+            timeline.rep = rep
+            new += self._offer_listed(timeline, segments, group, snapshot)
+        return new
+
+    def _offer_listed(
+        self,
+        timeline: Timeline,
+        segments: list[MediaSegment],
+        group: asyncio.TaskGroup,
+        snapshot: Snapshot,
+    ) -> int:
+        rep = timeline.rep
+        new = 0
+        if not segments:
+            return 0
+        keys = [segment_key(segment, rep) for segment in segments]
+        if rep.addressing is Addressing.TIME_TIMELINE:
+            previous_end = timeline.listed_end
+            if (
+                previous_end is not None
+                and previous_end < keys[0]
+                and previous_end not in timeline.key_set
+                and snapshot.ended != "the manifest became static"
+            ):
+                # The window moved further than one refresh: chain through the media to reach it.
+                log.info(
+                    "%s: window skipped past %d; chaining to fill the hole",
+                    timeline.kind,
+                    previous_end,
+                )
+                group.create_task(self.chain_from(timeline, previous_end, origin="live"))
+            last = segments[-1]
+            if last.time is not None and last.duration is not None:
+                timeline.listed_end = last.time + round(last.duration * timeline.timescale)
+        elif rep.addressing in (Addressing.NUMBER_TIMELINE, Addressing.NUMBER_DURATION):
+            previous = timeline.listed_max_number
+            if previous is not None and keys[0] > previous + 1:
+                log.info(
+                    "%s: numbers %d-%d scrolled out between refreshes",
+                    timeline.kind,
+                    previous + 1,
+                    keys[0] - 1,
+                )
+                for number in range(previous + 1, keys[0]):
+                    new += self.offer(self._number_ref(timeline, number, "live"))
+            timeline.listed_max_number = max(keys[-1], previous or keys[-1])
+        for segment, key in zip(segments, keys, strict=True):
+            ref = SegmentRef(
+                timeline.kind,
+                key,
+                segment.url,
+                segment.byte_range,
+                segment.start,
+                segment.duration,
+                "live",
+            )
+            new += self.offer(ref)
+        return new
+
+    # -- archive ------------------------------------------------------------------------------
+
+    async def recover_past(self, first: Snapshot) -> None:
+        async with asyncio.TaskGroup() as group:
+            for timeline in self.timelines.values():
+                segments = self.first_listing.get(timeline.rep.id) or []
+                if not segments:
+                    continue
+                if self.shared_times and timeline.kind == "audio":
+                    continue  # derived from the video chain: Instagram shares $Time$ values
+                addressing = timeline.rep.addressing
+                if addressing in (Addressing.NUMBER_TIMELINE, Addressing.NUMBER_DURATION):
+                    group.create_task(self._recover_numbers(timeline, segments))
+                elif addressing is Addressing.TIME_TIMELINE:
+                    group.create_task(self._recover_times(timeline, segments, first))
+        log.info("past recovery finished")
+
+    def _shared_time_tracks(self, listed: dict[str, list[MediaSegment]]) -> bool:
+        if set(self.timelines) != {"video", "audio"}:
+            return False
+        video, audio = self.timelines["video"], self.timelines["audio"]
+        if not all(t.rep.addressing is Addressing.TIME_TIMELINE for t in (video, audio)):
+            return False
+        if video.timescale != audio.timescale:
+            return False
+        video_times = [s.time for s in listed.get(video.rep.id, [])]
+        audio_times = [s.time for s in listed.get(audio.rep.id, [])]
+        return bool(video_times) and video_times == audio_times
+
+    async def _recover_numbers(self, timeline: Timeline, segments: list[MediaSegment]) -> None:
+        template = timeline.rep.template
+        assert template is not None
+        first_listed = segment_key(segments[0], timeline.rep)
+        durations = [s.duration for s in segments if s.duration]
+        typical = sum(durations) / len(durations) if durations else 2.0
+        # --end-stream-miss-threshold counts timeline milliseconds: as numbers, that much media.
+        guard = max(1, math.ceil(self.limits.miss_threshold / 1000 / typical))
+        first = await find_first_number(
+            lambda n: self._probe(timeline.rep.media_url(number=n)),
+            start_number=template.start_number,
+            first_listed=first_listed,
+            guard=guard,
+            max_in_flight=self.limits.max_in_flight,
+        )
+        if first is None:
+            log.info("%s: no past segment before the window", timeline.kind)
+            self._note_archive_start(segments[0].start, first_listed == template.start_number)
+            return
+        self._note_archive_start(
+            self._number_ref(timeline, first, "archive").start, first == template.start_number
+        )
+        log.info("%s: recovering numbers %d-%d", timeline.kind, first, first_listed - 1)
+        for number in range(first, first_listed):
+            self.offer(self._number_ref(timeline, number, "archive"))
+
+    def _number_ref(self, timeline: Timeline, number: int, origin: str) -> SegmentRef:
+        rep = timeline.rep
+        template = rep.template
+        assert template is not None
+        start = timeline.period_start
+        duration: float | None = None
+        if template.duration:
+            duration = template.duration / template.timescale
+            start += (number - template.start_number) * duration
+        return SegmentRef(
+            timeline.kind, number, rep.media_url(number=number), None, start, duration, origin
+        )  # type: ignore[arg-type]
+
+    async def _recover_times(
+        self, timeline: Timeline, segments: list[MediaSegment], first: Snapshot
+    ) -> None:
+        template = timeline.rep.template
+        assert template is not None
+        first_listed = segments[0].time
+        assert first_listed is not None
+        typical = _typical_ticks(segments, template.timescale)
+        hints = list(self._start_hints(first, template.timescale))
+        frame = await self._frame_ticks(timeline, segments[0])
+        start = await find_first_time(
+            lambda t: self._probe(timeline.rep.media_url(time=t)),
+            hints=hints,
+            first_listed=first_listed,
+            typical_duration=typical,
+            frame_ticks=frame,
+            limits=self.limits,
+        )
+        self._note_archive_start(timeline.seconds(start), start in hints or start == 0)
+        if start >= first_listed:
+            log.info("%s: no past segment before the window", timeline.kind)
+            return
+        log.info("%s: recovering the past from time %d", timeline.kind, start)
+        await self.chain_from(timeline, start, origin="archive", frame_ticks=frame)
+
+    def _start_hints(self, first: Snapshot, timescale: int) -> Iterator[int]:
+        attributes = first.manifest.attributes
+        for name in ("publishFrameTime", "firstAvTimeMs"):
+            value = attributes.get(name)
+            if value is None:
+                continue
+            with contextlib.suppress(ValueError):
+                yield round(float(value) * timescale / 1000)
+        yield 0
+
+    async def _frame_ticks(self, timeline: Timeline, segment: MediaSegment) -> float | None:
+        if segment.time is None:
+            return None
+        future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+        ref = self._time_ref(timeline, segment.time, "live")
+        self.offer(ref, first_fragment=future, urgent=True)
+        info = await future
+        if info is None or not info.sample_count or timeline.init is None:
+            return None
+        return info.duration / info.sample_count * timeline.timescale / timeline.init.timescale
+
+    def _note_archive_start(self, start: float, complete: bool) -> None:
+        if self.archive_start is None or start < self.archive_start:
+            self.archive_start = start
+            self.archive_complete = complete
+
+    # -- the $Time$ chain -----------------------------------------------------------------------
+
+    async def chain_from(
+        self, timeline: Timeline, start: int, *, origin: str, frame_ticks: float | None = None
+    ) -> None:
+        derived = [
+            t for t in self.timelines.values() if t is not timeline and self._derives(timeline, t)
+        ]
+        gaps: list[TimelineGap] = []
+        pending_alternatives: dict[int, tuple[int, ...]] = {}
+
+        async def step(time_value: int) -> StepResult | None:
+            future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+            ref = self._time_ref(timeline, time_value, origin)
+            self.offer(ref, first_fragment=future, urgent=True)
+            for other in derived:
+                self.offer(self._time_ref(other, time_value, origin))
+            info = await future
+            if info is None:
+                for alternative in pending_alternatives.pop(time_value, ()):
+                    if timeline.next_known(alternative) != alternative and await self._probe(
+                        timeline.rep.media_url(time=alternative)
+                    ):
+                        return StepResult(alternative, None)
+                return None
+            return self._next_step(timeline, info, pending_alternatives)
+
+        chain = TimeChain(
+            step=step,
+            probe=lambda t: self._probe(timeline.rep.media_url(time=t)),
+            next_known=timeline.next_known,
+            limits=self.limits,
+            typical_duration=max(1, round(2.0 * timeline.timescale)),
+            gaps=gaps,
+        )
+        await chain.run(start, frame_ticks=frame_ticks)
+        for gap in gaps:
+            for kind in [timeline.kind] + [t.kind for t in derived]:
+                self.gaps.append(
+                    GapRange(
+                        kind,
+                        timeline.seconds(gap.start),
+                        timeline.seconds(gap.end) if gap.end is not None else None,
+                    )
+                )
+
+    def _derives(self, leader: Timeline, other: Timeline) -> bool:
+        return (
+            leader.kind == "video"
+            and other.rep.addressing is Addressing.TIME_TIMELINE
+            and other.timescale == leader.timescale
+            and other.rep.template is not None
+            and self.shared_times
+        )
+
+    def _next_step(
+        self, timeline: Timeline, info: FragmentInfo, alternatives: dict[int, tuple[int, ...]]
+    ) -> StepResult:
+        init = timeline.init
+        if init is None or info.base_media_decode_time is None:
+            raise InstarecError(f"{timeline.kind}: segment without tfdt; cannot chain $Time$")
+        end_media = info.base_media_decode_time + info.duration
+        exact = Fraction(end_media * timeline.timescale, init.timescale)
+        frame = None
+        if info.sample_count:
+            frame = info.duration / info.sample_count * timeline.timescale / init.timescale
+        if exact.denominator == 1:
+            return StepResult(int(exact), frame)
+        chosen = round(exact)
+        others = tuple(v for v in (math.floor(exact), math.ceil(exact)) if v != chosen)
+        alternatives[chosen] = others
+        return StepResult(chosen, frame)
+
+    def _time_ref(self, timeline: Timeline, time_value: int, origin: str) -> SegmentRef:
+        return SegmentRef(
+            timeline.kind,
+            time_value,
+            timeline.rep.media_url(time=time_value),
+            None,
+            timeline.seconds(time_value),
+            None,
+            origin,  # type: ignore[arg-type]
+        )
+
+    async def _probe(self, url: str) -> bool:
+        try:
+            return await self.http.probe(url)
+        except NetworkError as exc:
+            log.debug("probe failed for %s: %s", url, exc)
+            return False
+
+    # -- downloads ----------------------------------------------------------------------------
+
+    async def fetch_inits(self) -> None:
+        for timeline in self.timelines.values():
+            init = timeline.rep.init_segment()
+            if init is None:
+                continue
+            path = self.store.init_path(timeline.kind)
+            if not self.store.has_init(timeline.kind):
+                await self.http.download(init.url, path, byte_range=init.byte_range)
+                self.store.commit_init(timeline.kind)
+            try:
+                timeline.init = parse_init(path.read_bytes())
+            except Mp4Error as exc:
+                raise InstarecError(
+                    f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
+                    "only fMP4 DASH streams can be recorded"
+                ) from exc
+
+    async def worker(self) -> None:
+        while True:
+            job = await self.queue.get()
+            try:
+                await self._run_job(job)
+            finally:
+                self.queue.task_done()
+
+    async def _run_job(self, job: _Job) -> None:
+        ref = job.ref
+        future = job.first_fragment
+        timeline = self.timelines[ref.track]
+        default = timeline.init.default_sample_duration if timeline.init else None
+        if self.store.has(ref.track, ref.key):
+            if future is not None and not future.done():
+                future.set_result(
+                    self._parse_file(self.store.segment_path(ref.track, ref.key), default)
+                )
+            return
+        if ref.origin == "archive" and self.options.past_segment_delay > 0:
+            await self._pace_archive()
+        path = self.store.segment_path(ref.track, ref.key)
+        watcher = _FirstMoof(future, default) if future is not None else None
+        try:
+            size = await self.http.download(
+                ref.url, path, byte_range=ref.byte_range, on_chunk=watcher.feed if watcher else None
+            )
+        except SegmentMissing:
+            self._record_missing(ref, future)
+            return
+        except NetworkError as exc:
+            log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
+            self._record_missing(ref, future)
+            return
+        info = self._parse_file(path, default)
+        media_time = info.base_media_decode_time if info else None
+        media_duration = info.duration if info else None
+        start = ref.start
+        duration = ref.duration
+        if info is not None and timeline.init is not None and media_time is not None:
+            start = media_time / timeline.init.timescale
+            duration = info.duration / timeline.init.timescale
+        self.store.commit(
+            ref.track,
+            ref.key,
+            start=start,
+            duration=duration,
+            size=size,
+            media_time=media_time,
+            media_duration=media_duration,
+        )
+        self.downloaded += 1
+        self.bytes += size
+        if future is not None and not future.done():
+            future.set_result(info)
+
+    def _record_missing(
+        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
+    ) -> None:
+        self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
+        self.missing += 1
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    @staticmethod
+    def _parse_file(path: Path, default: int | None) -> FragmentInfo | None:
+        try:
+            return parse_fragment(path.read_bytes(), default_sample_duration=default)
+        except Mp4Error as exc:
+            log.warning("%s: not a media segment (%s)", path.name, exc)
+            return None
+
+    async def _pace_archive(self) -> None:
+        async with self._archive_pacing:
+            wait = self._last_archive_download + self.options.past_segment_delay - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_archive_download = time.monotonic()
+
+
+def _typical_ticks(segments: list[MediaSegment], timescale: int) -> int:
+    durations = sorted(s.duration for s in segments if s.duration)
+    if not durations:
+        return 2 * timescale
+    return max(1, round(durations[len(durations) // 2] * timescale))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def segments_dir_for(output: Path) -> Path:
+    return output.with_name(output.name + ".segments")
+
+
+def _fingerprint(options: Options, selected: SelectedTracks) -> dict[str, str]:
+    parts = urlsplit(options.mpd_url)
+    return {
+        "manifest": f"{parts.scheme}://{parts.netloc}{parts.path}",
+        "video": selected.video.id if selected.video else "",
+        "audio": selected.audio.id if selected.audio else "",
+    }
+
+
+async def record(
+    options: Options,
+    *,
+    stop: asyncio.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> RecordingSummary:
+    """Record ``options.mpd_url`` into ``options.output_path`` until the broadcast ends."""
+    started = time.monotonic()
+    output = options.output_path
+    if output is None:
+        raise UsageError("an output path is required")
+    if output.exists() and not options.overwrite:
+        raise UsageError(f"{output} already exists: pass --overwrite or choose another output")
+    ffmpeg = find_ffmpeg(options.ffmpeg_path)
+    stop = stop or asyncio.Event()
+    interrupts = 0
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            log.warning("stopping: merging what is recorded (press Ctrl+C again to quit at once)")
+            stop.set()
+        elif main_task is not None:
+            main_task.cancel()
+
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    if install_signal_handlers:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal)
+                handled.append(signum)
+    try:
+        return await _record(options, output, ffmpeg, stop, started)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def _record(
+    options: Options, output: Path, ffmpeg: str, stop: asyncio.Event, started: float
+) -> RecordingSummary:
+    async with HttpClient(options.http_config()) as http:
+        source = ManifestSource(http, options.mpd_url)
+        first = await source.fetch()
+        selected = _select(options, first)
+        store = SegmentStore.open(segments_dir_for(output), _fingerprint(options, selected))
+        recording = Recording(options, http, store, source, first, selected, stop)
+        await recording.fetch_inits()
+        end_reason = await _run(recording, first)
+        interrupted = stop.is_set()
+        return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
+
+
+def _select(options: Options, first: Snapshot) -> SelectedTracks:
+    if options.interactive:
+        import sys
+
+        from instarec.selection import pick_interactively
+
+        return pick_interactively(first.manifest, sys.stdin, sys.stderr)
+    return select_tracks(first.manifest, options)
+
+
+async def _run(recording: Recording, first: Snapshot) -> str:
+    options = recording.options
+    policy = LivePolicy(
+        poll_interval=options.poll_interval,
+        poll_interval_explicit=options.poll_interval_explicit,
+        live_end_timeout=options.live_end_timeout,
+    )
+    end_reason = "unknown"
+    try:
+        async with asyncio.TaskGroup() as group:
+            workers = [group.create_task(recording.worker()) for _ in range(options.concurrency)]
+
+            async def produce() -> None:
+                nonlocal end_reason
+                async with asyncio.TaskGroup() as producers:
+                    follower = LiveFollower(
+                        recording.source,
+                        policy,
+                        lambda snapshot: recording.on_snapshot(snapshot, producers),
+                        recording.stop,
+                    )
+                    live = producers.create_task(follower.run(first))
+                    if not options.no_past and first.manifest.type == "dynamic":
+                        producers.create_task(recording.recover_past(first))
+                    end_reason = await live
+                log.info("recording ends: %s", end_reason)
+                await recording.queue.join()
+
+            producer = group.create_task(produce())
+            stopper = group.create_task(recording.stop.wait())
+            await asyncio.wait({producer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if recording.stop.is_set():
+                end_reason = "stopped by the user"
+                producer.cancel()
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+            for task in workers:
+                task.cancel()
+    except BaseExceptionGroup as group_error:
+        raise _first_instarec_error(group_error) from None
+    return end_reason
+
+
+def _first_instarec_error(group_error: BaseExceptionGroup) -> BaseException:
+    for exc in group_error.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_instarec_error(exc)
+        if isinstance(exc, InstarecError):
+            return exc
+    return group_error.exceptions[0]
+
+
+async def _finish(
+    recording: Recording,
+    output: Path,
+    ffmpeg: str,
+    end_reason: str,
+    interrupted: bool,
+    started: float,
+) -> RecordingSummary:
+    store = recording.store
+    inputs: list[TrackInput] = []
+    summaries: list[TrackSummary] = []
+    for timeline in recording.timelines.values():
+        stored = store.segments(timeline.kind)
+        missing = store.missing(timeline.kind)
+        if stored:
+            inputs.append(
+                TrackInput(
+                    timeline.kind,
+                    store.init_path(timeline.kind),
+                    tuple(s.path for s in stored),
+                    stored[0].start,
+                )
+            )
+        last = stored[-1] if stored else None
+        summaries.append(
+            TrackSummary(
+                timeline.kind,
+                timeline.rep.id,
+                timeline.rep.codecs,
+                len(stored),
+                len(missing),
+                stored[0].start if stored else None,
+                (last.start + (last.duration or 0.0)) if last else None,
+            )
+        )
+        for entry in missing:
+            if not any(
+                g.track == timeline.kind and g.start <= entry.start < (g.end or math.inf)
+                for g in recording.gaps
+            ):
+                recording.gaps.append(
+                    GapRange(
+                        timeline.kind,
+                        entry.start,
+                        entry.start + entry.duration if entry.duration else None,
+                    )
+                )
+    size = 0
+    duration = 0.0
+    merged: Path | None = None
+    if inputs:
+        result = await merge_tracks(
+            inputs,
+            output,
+            ffmpeg=ffmpeg,
+            work_dir=store.root,
+            overwrite=recording.options.overwrite,
+        )
+        merged = result.output
+        size = result.size
+        duration = result.duration or 0.0
+        if not recording.options.keep_segments:
+            store.remove()
+    else:
+        log.warning("no segment was recorded: nothing to merge")
+    return RecordingSummary(
+        output=merged,
+        segments_dir=store.root,
+        size=size,
+        duration=duration,
+        tracks=tuple(summaries),
+        gaps=tuple(sorted(recording.gaps, key=lambda g: (g.start, g.track))),
+        wall_time=time.monotonic() - started,
+        end_reason=end_reason,
+        archive_start=recording.archive_start,
+        archive_complete=recording.archive_complete,
+        interrupted=interrupted,
+    )
