@@ -7,6 +7,7 @@ import email.utils
 import os
 import socket
 import struct
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -670,3 +671,20 @@ async def test_server_time_garbage_is_network_error(server: Server) -> None:
     async with client() as http:
         with pytest.raises(NetworkError, match="not a date"):
             await http.server_time(UTCTiming("urn:mpeg:dash:utc:http-iso:2014", url))
+
+
+async def test_socks_proxy_builds_a_proxy_connector() -> None:
+    from aiohttp_socks import ProxyConnector
+
+    async with client(proxy="socks5://127.0.0.1:1080") as http:
+        assert isinstance(http.session.connector, ProxyConnector)
+
+
+async def test_socks_proxy_without_the_extra_is_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None in sys.modules makes the import fail as if the package were not installed.
+    monkeypatch.setitem(sys.modules, "aiohttp_socks", None)
+    with pytest.raises(UsageError, match="socks"):
+        async with client(proxy="socks5://127.0.0.1:1080"):
+            pass
