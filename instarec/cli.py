@@ -611,8 +611,10 @@ def _resolve_interactive(options: Options, stdin: TextIO, stdout: TextIO) -> Opt
 
     manifest = asyncio.run(_load_manifest(options))
     chosen = pick_interactively(manifest, stdin, stdout)
+    # interactive=False: the choice is made, the recorder must not ask a second time.
     return replace(
         options,
+        interactive=False,
         video_quality=(chosen.video.id,) if chosen.video is not None else (),
         audio_quality=(chosen.audio.id,) if chosen.audio is not None else (),
     )
@@ -655,6 +657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = sys.stderr
     verbose = any(a in ("-v", "--verbose") for a in args)
     handlers: list[logging.Handler] = []
+    # main() may run several times in one process (tests, embedding): put logging back as found.
+    saved_levels = {name: logging.getLogger(name).level for name in ("", "asyncio", "aiohttp")}
     try:
         try:
             ns = build_parser().parse_args(args)
@@ -688,3 +692,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)

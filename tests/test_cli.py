@@ -501,6 +501,7 @@ async def test_interactive_choice_reaches_the_recorder(
     assert "Choose audio" not in out  # a single audio choice is taken without asking
     assert calls[0].video_quality == ("v360",)
     assert calls[0].audio_quality == ("a128",)
+    assert calls[0].interactive is False  # already chosen: the recorder must not ask again
 
 
 async def test_interactive_end_of_input_cancels(capsys, monkeypatch, mpd_server, fake_recorder):
