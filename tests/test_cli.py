@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import subprocess
 import sys
 import types
@@ -513,3 +514,49 @@ async def test_interactive_end_of_input_cancels(capsys, monkeypatch, mpd_server,
     assert code == 2
     assert_one_error_line(err, "cancelled")
     assert calls == []
+
+
+@pytest.fixture
+def chatty_recorder(monkeypatch):
+    async def record(options: Options) -> FakeSummary:
+        log = logging.getLogger("instarec.recorder")
+        log.debug("debug-line")
+        log.info("info-line")
+        log.warning("warning-line")
+        return FakeSummary()
+
+    module = types.ModuleType("instarec.recorder")
+    module.record = record  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "instarec.recorder", module)
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown", "hidden"),
+    [
+        ([], ["info-line", "warning-line"], ["debug-line"]),
+        (["-q"], ["warning-line"], ["info-line", "debug-line"]),
+        (["-v"], ["debug-line", "info-line", "warning-line"], []),
+    ],
+)
+def test_verbosity_flags(capsys, tmp_path, chatty_recorder, flags, shown, hidden):
+    code, _, err = run(capsys, *flags, URL, str(tmp_path / "o.mkv"))
+    assert code == 0
+    for text in shown:
+        assert text in err
+    for text in hidden:
+        assert text not in err
+
+
+def test_verbose_logs_name_the_task(capsys, tmp_path, chatty_recorder):
+    _, _, err = run(capsys, "-v", URL, str(tmp_path / "o.mkv"))
+    line = next(line for line in err.splitlines() if "debug-line" in line)
+    assert "[Task-" in line  # asyncio.run's main task: the record() coroutine
+
+
+def test_log_file_gets_debug_even_with_quiet(capsys, tmp_path, chatty_recorder):
+    log_file = tmp_path / "rec.log"
+    code, _, err = run(capsys, "-q", "--log-file", str(log_file), URL, str(tmp_path / "o.mkv"))
+    assert code == 0
+    assert "debug-line" not in err
+    text = log_file.read_text()
+    assert "debug-line" in text and "info-line" in text and "warning-line" in text
