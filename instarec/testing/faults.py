@@ -94,7 +94,10 @@ class FaultPlan:
         self._manifest_requests = 0
 
     def media_fault(self, kind: str, method: str, path: str) -> Fault | None:
-        """The fault for this request of `kind` ("media"/"init") to `path`, or None."""
+        """The fault for this request of `kind` ("media"/"init") to `path`, or None.
+
+        `path` is any stable name of the resource (the origin passes "track/index").
+        """
         cfg = self.config
         if kind not in cfg.kinds or cfg.media_fault_probability <= 0:
             return None

@@ -374,8 +374,13 @@ def _flush_run(timeline: etree._Element, run: list[int]) -> None:
     _el(timeline, "S", t=t if needs_t else None, d=d, r=r or None)
 
 
-def render_manifest(broadcast: Broadcast, now: float) -> tuple[bytes, bool]:
-    """The MPD at virtual time ``now`` and whether the broadcast-ended header applies."""
+def render_manifest(
+    broadcast: Broadcast, now: float, *, time_url: str = "/time"
+) -> tuple[bytes, bool]:
+    """The MPD at virtual time ``now`` and whether the broadcast-ended header applies.
+
+    ``time_url``: the (absolute) URL of the clock endpoint for the UTCTiming element.
+    """
     b = broadcast
     ended = b.ended(now)
     available = b.available_count(now)
@@ -436,7 +441,7 @@ def render_manifest(broadcast: Broadcast, now: float) -> tuple[bytes, bool]:
         _render_template(rep, b, track, listed, now, static)
 
     if not static and b.shape != "instagram":
-        _el(root, "UTCTiming", schemeIdUri=UTC_HTTP_ISO, value="/time")
+        _el(root, "UTCTiming", schemeIdUri=UTC_HTTP_ISO, value=time_url)
     body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return body, ended and b.shape == "instagram"
 

@@ -206,10 +206,10 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
         last = int(last_s) if last_s else size - 1
     except ValueError:
         return None
-    if first < 0 or last < first:
-        return None
     if first >= size:
         return False
+    if first < 0 or last < first:
+        return None
     return first, min(last, size - 1)
 
 
@@ -470,7 +470,10 @@ class Origin:
         if kind == "manifest":
             return self._manifest(method)
 
-        fault = self._faults.media_fault(kind, method, path)
+        # Faults are drawn per (track, segment) rather than per path: the path holds the
+        # random stream id, and the same seed must give the same faults on every origin.
+        fault_key = f"{track}/{'init' if kind == 'init' else index if index is not None else path}"
+        fault = self._faults.media_fault(kind, method, fault_key)
         if fault is not None:
             self._counters.faults[fault.value] += 1
             early = await self._early_fault(request, method, kind, fault)
@@ -496,7 +499,7 @@ class Origin:
             return self._reply(method, "manifest", web.Response(status=status, text="try later"))
         if b.shape != "static" and now >= b.duration + self.config.end_signal_manifest_404_after:
             return self._reply(method, "manifest", web.Response(status=404, text="broadcast over"))
-        body, ended_header = render_manifest(b, now)
+        body, ended_header = render_manifest(b, now, time_url=self.url("/time"))
         headers = {"Cache-Control": "no-cache"}
         if ended_header:
             headers[BROADCAST_ENDED_HEADER] = "1"
