@@ -70,37 +70,39 @@ async def find_first_number(
         return None
     if await probe(start_number):
         return start_number
-
+    floor = start_number  # known absent, and nothing below it can exist
+    if start_number == 0 and first_listed > 1:
+        # A timeline's startNumber numbers its first listed S; the broadcast itself usually
+        # started at 1 (some packagers count from 0, which was just probed).
+        if await probe(1):
+            return 1
+        floor = 1
     hit = first_listed  # known present
-    miss = start_number  # known absent
-    step = 1
     while True:
-        candidate = hit - step
-        if candidate <= miss:
-            break
-        if await probe(candidate):
-            hit = candidate
-            step *= 2
-        else:
-            miss = candidate
-            break
-    while hit - miss > 1:
-        middle = (hit + miss) // 2
-        if await probe(middle):
-            hit = middle
-        else:
-            miss = middle
-
-    while True:
-        low = max(start_number + 1, hit - 1 - guard)
-        below = range(hit - 2, low - 1, -1)  # hit - 1 is the known miss
+        miss = floor
+        step = 1
+        while hit - step > floor:
+            if await probe(hit - step):
+                hit -= step
+                step *= 2
+            else:
+                miss = hit - step
+                break
+        while hit - miss > 1:
+            middle = (hit + miss) // 2
+            if await probe(middle):
+                hit = middle
+            else:
+                miss = middle
+        # hit - 1 is absent (or the floor). A lost segment looks the same as the end of
+        # retention: look ``guard`` numbers further down before believing it.
+        below = range(hit - 2, max(floor + 1, hit - 1 - guard) - 1, -1)
         if not below:
             break
         found = await probe_many(probe, below, max_in_flight)
         hits = [number for number, present in found.items() if present]
         if not hits:
             break
-        # Something older survives below a gap: continue the search from the oldest hit.
         hit = min(hits)
         log.debug("archive search: segment %d exists below a gap", hit)
     return hit if hit < first_listed else None
@@ -169,6 +171,9 @@ class StepResult:
 
     next_time: int
     frame_ticks: float | None = None  # one video frame (or audio frame) in template ticks
+    # Other roundings of the next time, tried (HEAD) before a miss at ``next_time`` counts as a
+    # gap: media and template timescales rarely divide each other.
+    alternatives: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +208,7 @@ class TimeChain:
         """Walk from ``start``; return the number of segments stepped through."""
         time = start
         steps = 0
+        alternatives: tuple[int, ...] = ()
         while True:
             bound = self.next_known(time)
             if bound is not None and time >= bound:
@@ -216,13 +222,29 @@ class TimeChain:
                     log.warning("segment at %d does not advance the timeline; chain stops", time)
                     return steps
                 time = result.next_time
+                alternatives = result.alternatives
                 frame_ticks = result.frame_ticks or frame_ticks
+                continue
+            rounded = await self._try_alternatives(alternatives, bound)
+            alternatives = ()
+            if rounded is not None:
+                time = rounded
                 continue
             found = await self._search_after_gap(time, bound, frame_ticks)
             self.gaps.append(TimelineGap(time, found if found is not None else bound))
             if found is None:
                 return steps
             time = found
+
+    async def _try_alternatives(
+        self, alternatives: tuple[int, ...], bound: int | None
+    ) -> int | None:
+        for value in alternatives:
+            if bound is not None and value >= bound:
+                continue
+            if await self.probe(value):
+                return value
+        return None
 
     async def _search_after_gap(
         self, missing: int, bound: int | None, frame_ticks: float | None

@@ -6,12 +6,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urljoin
 
-from instarec.errors import ManifestError, ManifestUnavailableError, NetworkError
+from instarec.errors import ManifestError, ManifestUnavailableError, NetworkError, UsageError
 from instarec.http import HttpClient
-from instarec.manifest import Addressing, Manifest, MediaSegment, Representation, parse_manifest
+from instarec.manifest import (
+    Addressing,
+    Manifest,
+    MediaSegment,
+    Representation,
+    expand_segments,
+    parse_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +66,12 @@ class ManifestSource:
         # when the server clock runs at another rate than ours (simulated origins do).
         local = datetime.now(UTC)
         for timing in manifest.utc_timing:
+            if "direct" not in timing.scheme:
+                # Relative references happen; resolve them like any URL of the document.
+                timing = replace(timing, value=urljoin(manifest.url, timing.value))
             try:
                 server = await self._http.server_time(timing)
-            except NetworkError as exc:
+            except (NetworkError, UsageError) as exc:
                 log.debug("UTCTiming %s failed: %s", timing.scheme, exc)
                 continue
             if server is not None:
@@ -167,8 +178,6 @@ def listed_segments(
     snapshot: Snapshot, reps: Sequence[Representation]
 ) -> list[tuple[Representation, list[MediaSegment]]]:
     """Each representation of ``reps`` as found again in ``snapshot``, with its listed segments."""
-    from instarec.manifest import expand_segments
-
     result = []
     for wanted in reps:
         rep = find_representation(snapshot.manifest, wanted)

@@ -16,7 +16,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -102,6 +102,33 @@ class Timeline:
     key_set: set[int] = field(default_factory=set)
     listed_end: int | None = None  # end (ticks) of the last listed $Time$ segment
     listed_max_number: int | None = None
+    rounding: str = "round"  # how this server turns media time into $Time$ values
+
+    def roundings(self, exact: Fraction) -> tuple[int, ...]:
+        """The $Time$ values ``exact`` may be published as, the learned rounding first."""
+        if exact.denominator == 1:
+            return (int(exact),)
+        values = {"floor": math.floor(exact), "round": round(exact), "ceil": math.ceil(exact)}
+        ordered = [values[self.rounding]] + [values[m] for m in ("floor", "round", "ceil")]
+        return tuple(dict.fromkeys(ordered))
+
+    def learn_rounding(self, key: int, media_time: int) -> None:
+        """Learn the server's rounding from a segment whose $Time$ and tfdt are both known."""
+        if self.init is None:
+            return
+        exact = Fraction(media_time * self.timescale, self.init.timescale)
+        if exact.denominator == 1:
+            return
+        for mode, value in (
+            ("floor", math.floor(exact)),
+            ("round", round(exact)),
+            ("ceil", math.ceil(exact)),
+        ):
+            if value == key:
+                if mode != self.rounding:
+                    log.debug("%s: $Time$ values are the %s of the media time", self.kind, mode)
+                    self.rounding = mode
+                return
 
     def add(self, key: int) -> bool:
         if key in self.key_set:
@@ -109,6 +136,12 @@ class Timeline:
         self.key_set.add(key)
         bisect.insort(self.keys, key)
         return True
+
+    def discard(self, key: int) -> None:
+        """Forget a key that turned out not to exist (a wrong guess of the chain)."""
+        if key in self.key_set:
+            self.key_set.remove(key)
+            self.keys.pop(bisect.bisect_left(self.keys, key))
 
     def next_known(self, key: int) -> int | None:
         index = bisect.bisect_left(self.keys, key)
@@ -139,9 +172,19 @@ class _FirstMoof:
     This is what lets the $Time$ chain take its next step while the body still streams in.
     """
 
-    def __init__(self, future: asyncio.Future[FragmentInfo | None], default: int | None) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[FragmentInfo | None],
+        default: int | None,
+        on_info: Callable[[FragmentInfo], None],
+    ) -> None:
         self._future = future
         self._default = default
+        self._on_info = on_info
+        self._buffer = bytearray()
+
+    def restart(self) -> None:
+        """A retry starts the body over: forget the bytes of the failed attempt."""
         self._buffer = bytearray()
 
     def feed(self, chunk: bytes) -> None:
@@ -155,6 +198,7 @@ class _FirstMoof:
             info = parse_fragment(self._buffer[:end], default_sample_duration=self._default)
         except Mp4Error:
             return  # the full parse after the download decides
+        self._on_info(info)
         self._future.set_result(info)
         self._buffer = bytearray()
 
@@ -328,19 +372,24 @@ class Recording:
         typical = sum(durations) / len(durations) if durations else 2.0
         # --end-stream-miss-threshold counts timeline milliseconds: as numbers, that much media.
         guard = max(1, math.ceil(self.limits.miss_threshold / 1000 / typical))
+        # With a timeline, startNumber numbers the first listed S, not the broadcast's first
+        # segment: the past lies below it, from 0 or 1.
+        lowest = (
+            0 if timeline.rep.addressing is Addressing.NUMBER_TIMELINE else template.start_number
+        )
         first = await find_first_number(
             lambda n: self._probe(timeline.rep.media_url(number=n)),
-            start_number=template.start_number,
+            start_number=lowest,
             first_listed=first_listed,
             guard=guard,
             max_in_flight=self.limits.max_in_flight,
         )
         if first is None:
             log.info("%s: no past segment before the window", timeline.kind)
-            self._note_archive_start(segments[0].start, first_listed == template.start_number)
+            self._note_archive_start(segments[0].start, first_listed <= lowest + 1)
             return
         self._note_archive_start(
-            self._number_ref(timeline, first, "archive").start, first == template.start_number
+            self._number_ref(timeline, first, "archive").start, first <= lowest + 1
         )
         log.info("%s: recovering numbers %d-%d", timeline.kind, first, first_listed - 1)
         for number in range(first, first_listed):
@@ -419,23 +468,19 @@ class Recording:
             t for t in self.timelines.values() if t is not timeline and self._derives(timeline, t)
         ]
         gaps: list[TimelineGap] = []
-        pending_alternatives: dict[int, tuple[int, ...]] = {}
 
         async def step(time_value: int) -> StepResult | None:
             future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
             ref = self._time_ref(timeline, time_value, origin)
             self.offer(ref, first_fragment=future, urgent=True)
-            for other in derived:
-                self.offer(self._time_ref(other, time_value, origin))
             info = await future
             if info is None:
-                for alternative in pending_alternatives.pop(time_value, ()):
-                    if timeline.next_known(alternative) != alternative and await self._probe(
-                        timeline.rep.media_url(time=alternative)
-                    ):
-                        return StepResult(alternative, None)
+                # Maybe only a wrong rounding of the time: the chain decides if it is a gap.
+                timeline.discard(time_value)
                 return None
-            return self._next_step(timeline, info, pending_alternatives)
+            for other in derived:
+                self.offer(self._time_ref(other, time_value, origin))
+            return self._next_step(timeline, info)
 
         chain = TimeChain(
             step=step,
@@ -465,23 +510,18 @@ class Recording:
             and self.shared_times
         )
 
-    def _next_step(
-        self, timeline: Timeline, info: FragmentInfo, alternatives: dict[int, tuple[int, ...]]
-    ) -> StepResult:
+    def _next_step(self, timeline: Timeline, info: FragmentInfo) -> StepResult:
         init = timeline.init
         if init is None or info.base_media_decode_time is None:
             raise InstarecError(f"{timeline.kind}: segment without tfdt; cannot chain $Time$")
-        end_media = info.base_media_decode_time + info.duration
-        exact = Fraction(end_media * timeline.timescale, init.timescale)
+        exact = Fraction(
+            (info.base_media_decode_time + info.duration) * timeline.timescale, init.timescale
+        )
         frame = None
         if info.sample_count:
             frame = info.duration / info.sample_count * timeline.timescale / init.timescale
-        if exact.denominator == 1:
-            return StepResult(int(exact), frame)
-        chosen = round(exact)
-        others = tuple(v for v in (math.floor(exact), math.ceil(exact)) if v != chosen)
-        alternatives[chosen] = others
-        return StepResult(chosen, frame)
+        roundings = timeline.roundings(exact)
+        return StepResult(roundings[0], frame, roundings[1:])
 
     def _time_ref(self, timeline: Timeline, time_value: int, origin: str) -> SegmentRef:
         return SegmentRef(
@@ -542,13 +582,27 @@ class Recording:
         if ref.origin == "archive" and self.options.past_segment_delay > 0:
             await self._pace_archive()
         path = self.store.segment_path(ref.track, ref.key)
-        watcher = _FirstMoof(future, default) if future is not None else None
+        watcher = None
+        if future is not None:
+            watcher = _FirstMoof(
+                future,
+                default,
+                lambda info: self._learn(timeline, ref.key, info),
+            )
         try:
             size = await self.http.download(
-                ref.url, path, byte_range=ref.byte_range, on_chunk=watcher.feed if watcher else None
+                ref.url,
+                path,
+                byte_range=ref.byte_range,
+                on_chunk=watcher.feed if watcher else None,
+                on_restart=watcher.restart if watcher else None,
             )
         except SegmentMissing:
-            self._record_missing(ref, future)
+            if future is not None:
+                # A chain step: the chain knows whether this is a gap or a wrong guess.
+                future.set_result(None)
+            else:
+                self._record_missing(ref, None)
             return
         except NetworkError as exc:
             log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
@@ -556,6 +610,8 @@ class Recording:
             return
         info = self._parse_file(path, default)
         media_time = info.base_media_decode_time if info else None
+        if info is not None:
+            self._learn(timeline, ref.key, info)
         media_duration = info.duration if info else None
         start = ref.start
         duration = ref.duration
@@ -575,6 +631,14 @@ class Recording:
         self.bytes += size
         if future is not None and not future.done():
             future.set_result(info)
+
+    @staticmethod
+    def _learn(timeline: Timeline, key: int, info: FragmentInfo) -> None:
+        if (
+            info.base_media_decode_time is not None
+            and timeline.rep.addressing is Addressing.TIME_TIMELINE
+        ):
+            timeline.learn_rounding(key, info.base_media_decode_time)
 
     def _record_missing(
         self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
