@@ -16,7 +16,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -44,11 +44,14 @@ from instarec.manifest import Addressing, MediaSegment, Representation
 from instarec.merge import TrackInput, find_ffmpeg, merge_tracks
 from instarec.mp4 import FragmentInfo, InitInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
+from instarec.progress import ProgressSnapshot
 from instarec.segments import SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
 from instarec.store import SegmentStore
 
 log = logging.getLogger(__name__)
+
+Reporter = Callable[[Callable[[], ProgressSnapshot]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,13 +244,21 @@ class Recording:
         self.archive_complete = False
         self._archive_pacing = asyncio.Lock()
         self._last_archive_download = 0.0
+        self.started = time.monotonic()
         self.downloaded = 0
         self.missing = 0
         self.bytes = 0
+        self.recorded_seconds = {"archive": 0.0, "live": 0.0}
+        self.queued = {"archive": 0, "live": 0}
+        self.archive_active = False
+        self.newest_listed_end: float | None = None
+        self.newest_recorded_end: float | None = None
         self.first_listing = {
             rep.id: segments
             for rep, segments in listed_segments(first, [t.rep for t in self.timelines.values()])
         }
+        # Durations are counted on one track so that video and audio are not added up.
+        self._clock_track = "video" if "video" in self.timelines else "audio"
         # Instagram lists the same $Time$ values for video and audio: chain one, derive the other.
         self.shared_times = self._shared_time_tracks(self.first_listing)
 
@@ -267,7 +278,25 @@ class Recording:
             return False
         priority = (0 if urgent else 1, ref.start)
         self.queue.put_nowait(_Job(priority, next(self._sequence), ref, first_fragment))
+        self.queued[ref.origin] += 1
         return new
+
+    def progress(self) -> ProgressSnapshot:
+        behind = None
+        if self.newest_listed_end is not None and self.newest_recorded_end is not None:
+            behind = max(0.0, self.newest_listed_end - self.newest_recorded_end)
+        return ProgressSnapshot(
+            elapsed=time.monotonic() - self.started,
+            archive_active=self.archive_active,
+            archive_seconds=self.recorded_seconds["archive"],
+            live_seconds=self.recorded_seconds["live"],
+            segments_done=self.downloaded,
+            segments_missing=self.missing,
+            segments_queued=self.queued["archive"] + self.queued["live"],
+            archive_queued=self.queued["archive"],
+            bytes_done=self.bytes,
+            behind_live=behind,
+        )
 
     # -- live ---------------------------------------------------------------------------------
 
@@ -322,6 +351,8 @@ class Recording:
                 for number in range(previous + 1, keys[0]):
                     new += self.offer(self._number_ref(timeline, number, "live"))
             timeline.listed_max_number = max(keys[-1], previous or keys[-1])
+        if timeline.kind == self._clock_track and segments[-1].duration is not None:
+            self.newest_listed_end = segments[-1].start + segments[-1].duration
         for segment, key in zip(segments, keys, strict=True):
             ref = SegmentRef(
                 timeline.kind,
@@ -338,6 +369,13 @@ class Recording:
     # -- archive ------------------------------------------------------------------------------
 
     async def recover_past(self, first: Snapshot) -> None:
+        self.archive_active = True
+        try:
+            await self._recover_past(first)
+        finally:
+            self.archive_active = False
+
+    async def _recover_past(self, first: Snapshot) -> None:
         async with asyncio.TaskGroup() as group:
             for timeline in self.timelines.values():
                 segments = self.first_listing.get(timeline.rep.id) or []
@@ -566,6 +604,7 @@ class Recording:
             try:
                 await self._run_job(job)
             finally:
+                self.queued[job.ref.origin] -= 1
                 self.queue.task_done()
 
     async def _run_job(self, job: _Job) -> None:
@@ -629,6 +668,11 @@ class Recording:
         )
         self.downloaded += 1
         self.bytes += size
+        if ref.track == self._clock_track:
+            self.recorded_seconds[ref.origin] += duration or 0.0
+            end = start + (duration or 0.0)
+            if self.newest_recorded_end is None or end > self.newest_recorded_end:
+                self.newest_recorded_end = end
         if future is not None and not future.done():
             future.set_result(info)
 
@@ -692,8 +736,14 @@ async def record(
     *,
     stop: asyncio.Event | None = None,
     install_signal_handlers: bool = True,
+    reporter: Reporter | None = None,
 ) -> RecordingSummary:
-    """Record ``options.mpd_url`` into ``options.output_path`` until the broadcast ends."""
+    """Record ``options.mpd_url`` into ``options.output_path`` until the broadcast ends.
+
+    ``stop`` ends the recording gracefully when set (as the first Ctrl+C does); ``reporter`` is
+    run beside the recording with a function returning the current ``ProgressSnapshot``, and
+    cancelled when the downloads are over.
+    """
     started = time.monotonic()
     output = options.output_path
     if output is None:
@@ -722,14 +772,19 @@ async def record(
                 loop.add_signal_handler(signum, on_signal)
                 handled.append(signum)
     try:
-        return await _record(options, output, ffmpeg, stop, started)
+        return await _record(options, output, ffmpeg, stop, started, reporter)
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
 
 
 async def _record(
-    options: Options, output: Path, ffmpeg: str, stop: asyncio.Event, started: float
+    options: Options,
+    output: Path,
+    ffmpeg: str,
+    stop: asyncio.Event,
+    started: float,
+    reporter: Reporter | None,
 ) -> RecordingSummary:
     async with HttpClient(options.http_config()) as http:
         source = ManifestSource(http, options.mpd_url)
@@ -738,7 +793,7 @@ async def _record(
         store = SegmentStore.open(segments_dir_for(output), _fingerprint(options, selected))
         recording = Recording(options, http, store, source, first, selected, stop)
         await recording.fetch_inits()
-        end_reason = await _run(recording, first)
+        end_reason = await _run(recording, first, reporter)
         interrupted = stop.is_set()
         return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
 
@@ -753,7 +808,7 @@ def _select(options: Options, first: Snapshot) -> SelectedTracks:
     return select_tracks(first.manifest, options)
 
 
-async def _run(recording: Recording, first: Snapshot) -> str:
+async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None) -> str:
     options = recording.options
     policy = LivePolicy(
         poll_interval=options.poll_interval,
@@ -764,6 +819,8 @@ async def _run(recording: Recording, first: Snapshot) -> str:
     try:
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(recording.worker()) for _ in range(options.concurrency)]
+            if reporter is not None:
+                workers.append(group.create_task(reporter(recording.progress)))
 
             async def produce() -> None:
                 nonlocal end_reason
