@@ -667,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options_from_args(ns)
         verbose = options.verbose
         handlers = _configure_logging(options, stderr)
-        if options.output_path is not None and ns.output and not Path(ns.output).suffix:
+        raw_output = ns.mpd_url if ns.demo and ns.output is None else ns.output
+        if options.output_path is not None and raw_output and not Path(raw_output).suffix:
             logger.info("OUTPUT has no extension: writing %s", options.output_path)
         return _run(options, sys.stdin, sys.stdout)
     except InstarecError as exc:
