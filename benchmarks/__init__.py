@@ -1,0 +1,1 @@
+"""Benchmarks for instarec (run them as modules, e.g. ``python -m benchmarks.past_recovery``)."""
