@@ -721,7 +721,11 @@ def markdown(reports: Sequence[CaseReport], settings: Settings) -> str:
             if r.note
         ]
         for r in report.runs.get("instarec", []) + report.runs.get("original", []):
-            if r.output_seconds is not None and r.output_seconds < r.broadcast_seconds - 5:
+            if (
+                case.retention is None
+                and r.output_seconds is not None
+                and r.output_seconds < r.broadcast_seconds - 5
+            ):
                 notes.append(
                     f"{r.tool}: output {r.output_seconds:.0f} s of a "
                     f"{r.broadcast_seconds:.0f} s broadcast"
