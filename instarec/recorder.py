@@ -106,6 +106,10 @@ class Timeline:
     listed_end: int | None = None  # end (ticks) of the last listed $Time$ segment
     listed_max_number: int | None = None
     rounding: str = "round"  # how this server turns media time into $Time$ values
+    # Oldest key worth fetching: the first listed one until the archive search finds older
+    # ones. A manifest turning static may list everything since the start; what lies below
+    # the floor is past the server's retention (or unwanted with --no-past).
+    floor: int | None = None
 
     def roundings(self, exact: Fraction) -> tuple[int, ...]:
         """The $Time$ values ``exact`` may be published as, the learned rounding first."""
@@ -238,6 +242,7 @@ class Recording:
                 period_start = first.manifest.periods[rep.period_index].start
                 self.timelines[kind] = Timeline(kind, rep, period_start)  # type: ignore[arg-type,index]
         self.queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
+        self._in_flight: dict[tuple[str, int], asyncio.Future[FragmentInfo | None]] = {}
         self._sequence = itertools.count()
         self.gaps: list[GapRange] = []
         self.archive_start: float | None = None
@@ -273,6 +278,8 @@ class Recording:
     ) -> bool:
         """Queue ``ref`` unless its key is known; a chain step always gets its future answered."""
         timeline = self.timelines[ref.track]
+        if first_fragment is None and timeline.floor is not None and ref.key < timeline.floor:
+            return False
         new = timeline.add(ref.key)
         if not new and first_fragment is None:
             return False
@@ -321,6 +328,8 @@ class Recording:
         if not segments:
             return 0
         keys = [segment_key(segment, rep) for segment in segments]
+        if timeline.floor is None:
+            timeline.floor = keys[0]
         if rep.addressing is Addressing.TIME_TIMELINE:
             previous_end = timeline.listed_end
             if (
@@ -429,6 +438,7 @@ class Recording:
         self._note_archive_start(
             self._number_ref(timeline, first, "archive").start, first <= lowest + 1
         )
+        timeline.floor = min(first, timeline.floor if timeline.floor is not None else first)
         log.info("%s: recovering numbers %d-%d", timeline.kind, first, first_listed - 1)
         for number in range(first, first_listed):
             self.offer(self._number_ref(timeline, number, "archive"))
@@ -468,6 +478,8 @@ class Recording:
         if start >= first_listed:
             log.info("%s: no past segment before the window", timeline.kind)
             return
+        for chained in [timeline, *self._derived(timeline)]:
+            chained.floor = min(start, chained.floor if chained.floor is not None else start)
         log.info("%s: recovering the past from time %d", timeline.kind, start)
         await self.chain_from(timeline, start, origin="archive", frame_ticks=frame)
 
@@ -502,9 +514,7 @@ class Recording:
     async def chain_from(
         self, timeline: Timeline, start: int, *, origin: str, frame_ticks: float | None = None
     ) -> None:
-        derived = [
-            t for t in self.timelines.values() if t is not timeline and self._derives(timeline, t)
-        ]
+        derived = self._derived(timeline)
         gaps: list[TimelineGap] = []
 
         async def step(time_value: int) -> StepResult | None:
@@ -538,6 +548,10 @@ class Recording:
                         timeline.seconds(gap.end) if gap.end is not None else None,
                     )
                 )
+
+    def _derived(self, leader: Timeline) -> list[Timeline]:
+        """The tracks whose segments share ``leader``'s $Time$ values (Instagram's audio)."""
+        return [t for t in self.timelines.values() if t is not leader and self._derives(leader, t)]
 
     def _derives(self, leader: Timeline, other: Timeline) -> bool:
         return (
@@ -609,15 +623,35 @@ class Recording:
 
     async def _run_job(self, job: _Job) -> None:
         ref = job.ref
-        future = job.first_fragment
+        slot = (ref.track, ref.key)
+        running = self._in_flight.get(slot)
+        if running is not None:
+            # A chain step asked for a segment already on its way: share that download.
+            info = await asyncio.shield(running)
+            if job.first_fragment is not None and not job.first_fragment.done():
+                job.first_fragment.set_result(info)
+            return
+        done: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[slot] = done
+        try:
+            info = await self._fetch(ref, job.first_fragment)
+            done.set_result(info)
+        finally:
+            if not done.done():
+                done.cancel()
+            del self._in_flight[slot]
+
+    async def _fetch(
+        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
+    ) -> FragmentInfo | None:
+        """Download one segment into the store; its fragment info, or None when missing."""
         timeline = self.timelines[ref.track]
         default = timeline.init.default_sample_duration if timeline.init else None
         if self.store.has(ref.track, ref.key):
+            stored = self._parse_file(self.store.segment_path(ref.track, ref.key), default)
             if future is not None and not future.done():
-                future.set_result(
-                    self._parse_file(self.store.segment_path(ref.track, ref.key), default)
-                )
-            return
+                future.set_result(stored)
+            return stored
         if ref.origin == "archive" and self.options.past_segment_delay > 0:
             await self._pace_archive()
         path = self.store.segment_path(ref.track, ref.key)
@@ -642,11 +676,11 @@ class Recording:
                 future.set_result(None)
             else:
                 self._record_missing(ref, None)
-            return
+            return None
         except NetworkError as exc:
             log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
             self._record_missing(ref, future)
-            return
+            return None
         info = self._parse_file(path, default)
         media_time = info.base_media_decode_time if info else None
         if info is not None:
@@ -675,6 +709,7 @@ class Recording:
                 self.newest_recorded_end = end
         if future is not None and not future.done():
             future.set_result(info)
+        return info
 
     @staticmethod
     def _learn(timeline: Timeline, key: int, info: FragmentInfo) -> None:
