@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,7 +50,7 @@ async def running_clock(
     driver = ClockDriver()
 
     async def drive() -> None:
-        while origin.stats.count(kind="manifest") == 0:
+        while origin.stats.count(kind="manifest") == 0:  # noqa: ASYNC110 - polls the origin
             await asyncio.sleep(0.002)
         driver.first_listed = origin.listed_segments()[0]
         while True:
@@ -110,7 +111,7 @@ def inspect(path: Path) -> MediaReport:
     video_pts.sort()
     gaps = []
     if frame_duration:
-        for before, after in zip(video_pts, video_pts[1:], strict=False):
+        for before, after in itertools.pairwise(video_pts):
             if after - before > 1.5 * frame_duration:
                 gaps.append((before, after - before))
     video_end = video_pts[-1] + (frame_duration or 0.0) if video_pts else None
