@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -99,7 +100,7 @@ class TimeServer:
     def __init__(self, starts: list[int], missing: set[int] = frozenset()) -> None:
         self.starts = starts
         self.present = set(starts) - missing
-        self.next = dict(zip(starts, starts[1:], strict=False))
+        self.next = dict(itertools.pairwise(starts))
         self.steps: list[int] = []
         self.probes: list[int] = []
 
