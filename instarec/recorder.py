@@ -16,7 +16,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -47,7 +47,7 @@ from instarec.options import Options
 from instarec.progress import ProgressSnapshot
 from instarec.segments import SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
-from instarec.store import SegmentStore
+from instarec.store import SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,6 @@ class Recording:
         self.queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._in_flight: dict[tuple[str, int], asyncio.Future[FragmentInfo | None]] = {}
         self._sequence = itertools.count()
-        self.gaps: list[GapRange] = []
         self.archive_start: float | None = None
         self.archive_complete = False
         self._archive_pacing = asyncio.Lock()
@@ -540,14 +539,10 @@ class Recording:
         )
         await chain.run(start, frame_ticks=frame_ticks)
         for gap in gaps:
-            for kind in [timeline.kind] + [t.kind for t in derived]:
-                self.gaps.append(
-                    GapRange(
-                        kind,
-                        timeline.seconds(gap.start),
-                        timeline.seconds(gap.end) if gap.end is not None else None,
-                    )
-                )
+            end = "the known timeline" if gap.end is None else f"{timeline.seconds(gap.end):.3f} s"
+            log.warning(
+                "%s: no segment from %.3f s to %s", timeline.kind, timeline.seconds(gap.start), end
+            )
 
     def _derived(self, leader: Timeline) -> list[Timeline]:
         """The tracks whose segments share ``leader``'s $Time$ values (Instagram's audio)."""
@@ -898,6 +893,46 @@ def _first_instarec_error(group_error: BaseExceptionGroup) -> BaseException:
     return group_error.exceptions[0]
 
 
+def _timeline_gaps(
+    kind: str, stored: Sequence[StoredSegment], missing_keys: Sequence[int]
+) -> list[GapRange]:
+    """Holes in a track's recorded timeline, measured on the media itself (tfdt times).
+
+    The media on disk is the truth: a lost segment, whatever found it missing (a 404 at the
+    live edge, a search in the archive), shows as a jump between its neighbours' times.
+    """
+    gaps: list[GapRange] = []
+    ordered = sorted(stored, key=lambda s: (s.start, s.key))
+    for before, after in itertools.pairwise(ordered):
+        end = before.start + (before.duration or 0.0)
+        if after.start - end > _GAP_TOLERANCE:
+            gaps.append(GapRange(kind, end, after.start))
+    if ordered and any(key > ordered[-1].key for key in missing_keys):
+        last = ordered[-1]
+        gaps.append(GapRange(kind, last.start + (last.duration or 0.0), None))
+    return gaps
+
+
+# tfdt-derived times are exact; a millisecond absorbs float rounding only.
+_GAP_TOLERANCE = 0.001
+
+
+def _recorded_archive_start(searched: float | None, tracks: Sequence[TrackSummary]) -> float | None:
+    """Where the file really starts: the oldest segment found may expire before its download."""
+    if searched is None:
+        return None
+    starts = [t.start for t in tracks if t.start is not None]
+    if starts and min(starts) > searched + _GAP_TOLERANCE:
+        log.warning(
+            "the oldest segments expired before they could be downloaded: the recording starts "
+            "at %.3f s instead of %.3f s",
+            min(starts),
+            searched,
+        )
+        return min(starts)
+    return searched
+
+
 async def _finish(
     recording: Recording,
     output: Path,
@@ -909,6 +944,7 @@ async def _finish(
     store = recording.store
     inputs: list[TrackInput] = []
     summaries: list[TrackSummary] = []
+    all_gaps: list[GapRange] = []
     for timeline in recording.timelines.values():
         stored = store.segments(timeline.kind)
         missing = store.missing(timeline.kind)
@@ -921,6 +957,8 @@ async def _finish(
                     stored[0].start,
                 )
             )
+        gaps = _timeline_gaps(timeline.kind, stored, [m.key for m in missing])
+        all_gaps.extend(gaps)
         last = stored[-1] if stored else None
         summaries.append(
             TrackSummary(
@@ -928,23 +966,11 @@ async def _finish(
                 timeline.rep.id,
                 timeline.rep.codecs,
                 len(stored),
-                len(missing),
+                max(len(missing), len(gaps)),
                 stored[0].start if stored else None,
                 (last.start + (last.duration or 0.0)) if last else None,
             )
         )
-        for entry in missing:
-            if not any(
-                g.track == timeline.kind and g.start <= entry.start < (g.end or math.inf)
-                for g in recording.gaps
-            ):
-                recording.gaps.append(
-                    GapRange(
-                        timeline.kind,
-                        entry.start,
-                        entry.start + entry.duration if entry.duration else None,
-                    )
-                )
     size = 0
     duration = 0.0
     merged: Path | None = None
@@ -969,10 +995,10 @@ async def _finish(
         size=size,
         duration=duration,
         tracks=tuple(summaries),
-        gaps=tuple(sorted(recording.gaps, key=lambda g: (g.start, g.track))),
+        gaps=tuple(sorted(all_gaps, key=lambda g: (g.start, g.track))),
         wall_time=time.monotonic() - started,
         end_reason=end_reason,
-        archive_start=recording.archive_start,
+        archive_start=_recorded_archive_start(recording.archive_start, summaries),
         archive_complete=recording.archive_complete,
         interrupted=interrupted,
     )

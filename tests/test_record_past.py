@@ -1,0 +1,142 @@
+"""Recording from the broadcast's first frame: past recovery while the live edge is followed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from instarec.recorder import record
+from instarec.testing.clock import ManualClock
+from instarec.testing.media import MediaSpec, TestMedia, generate_media
+from instarec.testing.origin import Origin, OriginConfig
+from tests.recording import fast_options, inspect, running_clock
+
+SHAPES = ["instagram", "time", "number_timeline", "number_duration"]
+
+
+@pytest.fixture(scope="session")
+def constant_media(media_cache_dir: Path) -> TestMedia:
+    return generate_media(MediaSpec(segment_durations="constant"), media_cache_dir)
+
+
+def pick_media(shape: str, variable: TestMedia, constant: TestMedia) -> TestMedia:
+    return constant if shape == "number_duration" else variable
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_ten_minute_broadcast_begun_eight_minutes_ago_is_recorded_whole(
+    shape: str, tmp_path: Path, test_media: TestMedia, constant_media: TestMedia
+) -> None:
+    media = pick_media(shape, test_media, constant_media)
+    config = OriginConfig(
+        shape=shape, broadcast_duration=600, already_broadcast=480, window=5, media=media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "whole.mp4"
+    async with Origin(config, clock, media=media) as origin:
+        async with running_clock(origin, clock, step=1.0) as driver:
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        assert driver.first_listed is not None and driver.first_listed > 200
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        duration = origin.duration
+        heads = origin.stats.count(method="HEAD")
+
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_start == pytest.approx(0.0, abs=0.001)
+    assert report.video_gaps == ()
+    assert report.video_duration == pytest.approx(duration, abs=0.05)
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+    assert summary.archive_start == pytest.approx(0.0, abs=0.001)
+    assert summary.archive_complete
+    assert summary.gaps == ()
+    if shape in ("instagram", "time"):
+        # The $Time$ chain walks the media itself: no probing outside gaps.
+        assert heads <= 2
+
+
+@pytest.mark.parametrize("shape", ["instagram", "number_timeline"])
+async def test_configured_gaps_are_exactly_the_reported_gaps(
+    shape: str, tmp_path: Path, test_media: TestMedia
+) -> None:
+    gaps = {3, 40, 41, 118}  # 118 is listed in the window at the start; the rest are past
+    config = OriginConfig(
+        shape=shape,
+        broadcast_duration=300,
+        already_broadcast=250,
+        window=5,
+        gaps=gaps,
+        media=test_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "gaps.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=1.0):
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        holes = [(origin.segment_start(i), origin.segment_end(i)) for i in sorted(gaps)]
+
+    report = inspect(output)
+    assert report.video_frames == expected
+    # 40 and 41 are adjacent: one hole in the file, three in all.
+    assert len(report.video_gaps) == 3
+    video_gaps = sorted(
+        (round(g.start, 2), round(g.end or -1, 2)) for g in summary.gaps if g.track == "video"
+    )
+    merged = [(round(holes[0][0], 2), round(holes[0][1], 2))]
+    merged.append((round(holes[1][0], 2), round(holes[2][1], 2)))
+    merged.append((round(holes[3][0], 2), round(holes[3][1], 2)))
+    # Each reported range covers exactly the lost segments (adjacent losses may be one range).
+    covered = sorted({(a, b) for a, b in video_gaps})
+    assert _union(covered) == merged, (summary.gaps, merged)
+    assert {g.track for g in summary.gaps} == {"video", "audio"}
+
+
+def _union(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(ranges):
+        if merged and abs(merged[-1][1] - start) < 0.02:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+@pytest.mark.parametrize("shape", ["instagram", "number_duration"])
+async def test_limited_retention_starts_at_the_oldest_retained_segment(
+    shape: str, tmp_path: Path, test_media: TestMedia, constant_media: TestMedia
+) -> None:
+    media = pick_media(shape, test_media, constant_media)
+    config = OriginConfig(
+        shape=shape,
+        broadcast_duration=260,
+        already_broadcast=240,
+        window=5,
+        retention=60,
+        media=media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "retained.mp4"
+    async with Origin(config, clock, media=media) as origin:
+        oldest_at_start = origin.retained_segments()[0]
+        async with running_clock(origin, clock, step=0.1, every=0.01):
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        assert summary.archive_start is not None
+        first = origin.media.index_at(summary.archive_start + 0.001)
+        expected = origin.expected_frames(first, origin.segment_count - 1)
+
+    # Retention moves on while the search runs: the start is the oldest segment still there
+    # when it was found, a few segments after the oldest one at the start at most.
+    assert oldest_at_start <= first <= oldest_at_start + 4
+    assert not summary.archive_complete
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert summary.gaps == ()
