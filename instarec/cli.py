@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
+import errno
 import json
 import logging
 import os
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -27,13 +28,16 @@ from urllib.parse import urlsplit
 from instarec import __version__
 from instarec.errors import EXIT_INTERRUPTED, EXIT_OK, InstarecError, StorageError, UsageError
 from instarec.options import DEFAULT_EXTENSION, OUTPUT_EXTENSIONS, Options
+from instarec.progress import StatusAwareHandler, StatusLine
 
 if TYPE_CHECKING:
     from instarec.manifest import Manifest
+    from instarec.recorder import RecordingSummary
 
 logger = logging.getLogger(__name__)
 
 EXIT_UNEXPECTED = 1
+EXIT_NOTHING_RECORDED = 1
 
 _USAGE = (
     "%(prog)s [options] MPD_URL OUTPUT\n"
@@ -50,7 +54,7 @@ resume an interrupted recording."""
 _EPILOG = """\
 exit codes:
   0    done
-  1    unexpected error
+  1    unexpected error, or nothing could be recorded
   2    invalid command line or options
   3    the manifest is not a usable MPD
   4    network error, or the manifest answered 401/403/404/410
@@ -373,8 +377,24 @@ def _is_http_url(text: str) -> bool:
 
 def _check_parent_dir(path: Path, what: str) -> None:
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise StorageError(
+            f"cannot write {what} {str(path)!r}: {str(parent)!r} is a file, not a directory"
+        )
     if not parent.is_dir():
         raise UsageError(f"{what} {str(path)!r}: directory {str(parent)!r} does not exist")
+
+
+def _check_writable_dir(directory: Path) -> None:
+    """Create and delete a file there: unlike os.access, right for root and read-only mounts too."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".instarec-write-test-"):
+            pass
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write to directory {str(directory)!r} ({exc.strerror or exc}): "
+            "choose an OUTPUT in a directory you can write to"
+        ) from exc
 
 
 def _output_path(text: str, overwrite: bool) -> Path:
@@ -396,8 +416,7 @@ def _output_path(text: str, overwrite: bool) -> Path:
         raise UsageError(f"OUTPUT {str(path)!r} is a directory")
     if path.exists() and not overwrite:
         raise UsageError(f"{str(path)!r} already exists: pass --overwrite or choose another name")
-    if not os.access(path.parent, os.W_OK):
-        raise StorageError(f"cannot write to directory {str(path.parent)!r}")
+    _check_writable_dir(path.parent)
     return path
 
 
@@ -519,6 +538,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 
 # --- logging -----------------------------------------------------------------------------
 
+_DETAILED_FORMAT = "%(asctime)s %(levelname)-7s [%(task_name)s] %(name)s: %(message)s"
+
 
 class _TaskNameFilter(logging.Filter):
     """Adds ``task_name``: the asyncio task a record comes from (Python 3.11 has none)."""
@@ -532,15 +553,21 @@ class _TaskNameFilter(logging.Filter):
         return True
 
 
-def _configure_logging(options: Options, stderr: TextIO) -> list[logging.Handler]:
-    """Install our handlers on the root logger; returns them so ``main`` can remove them."""
+def _configure_logging(
+    options: Options, stderr: TextIO, status: StatusLine | None = None
+) -> list[logging.Handler]:
+    """Install our handlers on the root logger; returns them so ``main`` can remove them.
+
+    The console shows INFO (``-q``: WARNING; ``-v``: DEBUG with the task and logger each
+    record comes from); ``--log-file`` always gets everything at DEBUG.
+    """
     handlers: list[logging.Handler] = []
-    console = logging.StreamHandler(stderr)
+    console: logging.StreamHandler = (  # type: ignore[type-arg]
+        StatusAwareHandler(stderr, status) if status is not None else logging.StreamHandler(stderr)
+    )
     if options.verbose:
         console.setLevel(logging.DEBUG)
-        console.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s [%(task_name)s] %(name)s: %(message)s")
-        )
+        console.setFormatter(logging.Formatter(_DETAILED_FORMAT))
     else:
         console.setLevel(logging.WARNING if options.quiet else logging.INFO)
         console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
@@ -549,11 +576,11 @@ def _configure_logging(options: Options, stderr: TextIO) -> list[logging.Handler
         try:
             file_handler = logging.FileHandler(options.log_file, encoding="utf-8")
         except OSError as exc:
-            raise StorageError(f"cannot open log file {str(options.log_file)!r}: {exc}") from exc
+            raise StorageError(
+                f"cannot open log file {str(options.log_file)!r}: {exc.strerror or exc}"
+            ) from exc
         file_handler.setLevel(logging.DEBUG)
-        file_handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s [%(task_name)s] %(name)s: %(message)s")
-        )
+        file_handler.setFormatter(logging.Formatter(_DETAILED_FORMAT))
         handlers.append(file_handler)
     root = logging.getLogger()
     task_filter = _TaskNameFilter()
@@ -563,13 +590,23 @@ def _configure_logging(options: Options, stderr: TextIO) -> list[logging.Handler
     verbose_anywhere = options.verbose or options.log_file is not None
     root.setLevel(logging.DEBUG if verbose_anywhere else console.level)
     if not options.verbose:
-        # Third-party chatter (aiohttp access warnings, asyncio debug) stays in the log file.
+        # Third-party chatter (aiohttp access warnings, asyncio debug) stays out of the console.
         for name in ("asyncio", "aiohttp"):
             logging.getLogger(name).setLevel(logging.WARNING)
     return handlers
 
 
 # --- commands ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Console:
+    """Where a command writes: the summary to ``stdout``, progress and logs to ``stderr``."""
+
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+    status: StatusLine | None  # the terminal status line, None when stderr is no terminal
 
 
 async def _load_manifest(options: Options) -> Manifest:
@@ -620,31 +657,105 @@ def _resolve_interactive(options: Options, stdin: TextIO, stdout: TextIO) -> Opt
     )
 
 
-def _record(options: Options) -> int:
+def _check_ffmpeg(options: Options) -> None:
+    """Fail before any download when the merge could not run at the end."""
+    from instarec.merge import find_ffmpeg
+
+    logger.debug("ffmpeg: %s", find_ffmpeg(options.ffmpeg_path))
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        text = str(seen).lower()
+        if "disk full" in text or "no space left" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _finish(summary: RecordingSummary, options: Options, console: _Console) -> int:
+    """Print the summary table, write ``--summary-file``, decide the exit code."""
+    from instarec.summary import format_summary, summary_to_json, write_summary_file
+
+    if summary.interrupted:
+        code = EXIT_INTERRUPTED
+    elif summary.output is None:
+        code = EXIT_NOTHING_RECORDED
+    else:
+        code = EXIT_OK
+    if not options.quiet:
+        console.stdout.write(format_summary(summary))
+        console.stdout.flush()
+    if options.summary_file is not None:
+        document = summary_to_json(summary, manifest_url=options.mpd_url or None, exit_code=code)
+        write_summary_file(options.summary_file, document)
+        logger.info("summary written to %s", options.summary_file)
+    if code == EXIT_NOTHING_RECORDED:
+        raise InstarecError(
+            "no segment could be recorded: nothing was written "
+            "(run with -v, or see --log-file, to find out why)"
+        )
+    return code
+
+
+def _recording_failed(exc: InstarecError, options: Options) -> InstarecError:
+    """Add what to do next to an error that stopped a recording with segments on disk."""
+    segments = options.segments_dir
+    if segments is None or not segments.is_dir() or not any(segments.iterdir()):
+        return exc
+    if _disk_full(exc):
+        message = (
+            f"disk full: recording stopped; the segments recorded so far are kept in "
+            f"{segments}. Free some space, then run the same command again: it resumes "
+            "and merges them"
+        )
+        return StorageError(message)
+    return exc
+
+
+def _record(options: Options, console: _Console) -> int:
+    from instarec.progress import make_reporter
     from instarec.recorder import record
 
-    summary = asyncio.run(record(options))
+    reporter = make_reporter(status=console.status, quiet=options.quiet)
+    try:
+        summary = asyncio.run(record(options, reporter=reporter))
+    except InstarecError as exc:
+        raised = _recording_failed(exc, options)
+        if raised is exc:
+            raise
+        raise raised from exc
     # The recorder handles the first Ctrl+C itself (stops, merges what it has) and says so.
-    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+    return _finish(summary, options, console)
 
 
-def _demo(options: Options) -> int:
+def _demo(options: Options, console: _Console) -> int:
     from instarec.demo import run_demo
+    from instarec.progress import make_reporter
 
-    result = run_demo(options)
-    if inspect.isawaitable(result):
-        result = asyncio.run(result)
-    return EXIT_INTERRUPTED if getattr(result, "interrupted", False) else EXIT_OK
+    reporter = make_reporter(status=console.status, quiet=options.quiet)
+    summary = asyncio.run(run_demo(options, reporter=reporter))
+    code = _finish(summary, options, console)
+    if summary.output is not None:
+        console.stdout.write(
+            f"\nThe demo recording is {summary.output}: play it with any video player "
+            f"(e.g. ffplay or mpv). Now try a real stream: instarec MPD_URL OUTPUT\n"
+        )
+    return code
 
 
-def _run(options: Options, stdin: TextIO, stdout: TextIO) -> int:
+def _run(options: Options, console: _Console) -> int:
     if options.list_formats or options.dump_json:
-        return _inspect(options, stdout)
+        return _inspect(options, console.stdout)
+    _check_ffmpeg(options)
     if options.demo:
-        return _demo(options)
+        return _demo(options, console)
     if options.interactive:
-        options = _resolve_interactive(options, stdin, stdout)
-    return _record(options)
+        options = _resolve_interactive(options, console.stdin, console.stdout)
+    return _record(options, console)
 
 
 def _one_line(message: str) -> str:
@@ -657,6 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = sys.stderr
     verbose = any(a in ("-v", "--verbose") for a in args)
     handlers: list[logging.Handler] = []
+    status: StatusLine | None = None
     # main() may run several times in one process (tests, embedding): put logging back as found.
     saved_levels = {name: logging.getLogger(name).level for name in ("", "asyncio", "aiohttp")}
     try:
@@ -666,19 +778,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else EXIT_OK
         options = options_from_args(ns)
         verbose = options.verbose
-        handlers = _configure_logging(options, stderr)
+        if not options.quiet and _is_terminal(stderr):
+            status = StatusLine(stderr)
+        handlers = _configure_logging(options, stderr, status)
         raw_output = ns.mpd_url if ns.demo and ns.output is None else ns.output
         if options.output_path is not None and raw_output and not Path(raw_output).suffix:
             logger.info("OUTPUT has no extension: writing %s", options.output_path)
-        return _run(options, sys.stdin, sys.stdout)
+        return _run(options, _Console(sys.stdin, sys.stdout, stderr, status))
     except InstarecError as exc:
         # A usage error is the user's to fix, not a bug: no traceback even with -v.
         if verbose and not isinstance(exc, UsageError):
             traceback.print_exc(file=stderr)
         stderr.write(f"instarec: error: {_one_line(str(exc))}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        stderr.write("instarec: interrupted\n")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # KeyboardInterrupt: Ctrl+C before the recorder took over the signal; CancelledError:
+        # the recorder's second Ctrl+C, which stops at once and keeps the segments.
+        stderr.write("instarec: interrupted (segments on disk are kept: rerun to resume)\n")
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the process boundary: one line, never a traceback
         if verbose:
@@ -689,9 +805,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_UNEXPECTED
     finally:
+        if status is not None:
+            status.forget()
         root = logging.getLogger()
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
         for name, level in saved_levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+# --- the README's options table ------------------------------------------------------------
+
+
+def options_markdown(parser: argparse.ArgumentParser | None = None) -> str:
+    """Every option of the parser as Markdown tables, one per group (README.md holds a copy)."""
+    parser = parser or build_parser()
+    lines: list[str] = []
+    for group in parser._action_groups:
+        actions = [
+            a
+            for a in group._group_actions
+            if a.option_strings and a.help is not argparse.SUPPRESS and a.dest != "help"
+        ]
+        if not actions:
+            continue
+        title = "general" if group.title == "options" else group.title
+        lines += [f"**{title}**", "", "| option | default | meaning |", "| --- | --- | --- |"]
+        for action in actions:
+            names = ", ".join(f"`{name}`" for name in action.option_strings)
+            if action.metavar is not None and action.nargs != 0:
+                suffix = " ..." if action.nargs == "+" else ""
+                names += f" `{action.metavar}{suffix}`"
+            default = action.default
+            if isinstance(default, bool) or default in (None, [], (), argparse.SUPPRESS):
+                shown = ""
+            else:
+                shown = f"`{default}`"
+            meaning = (action.help or "").replace("|", "\\|").replace("%%", "%")
+            lines.append(f"| {names} | {shown} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
