@@ -51,6 +51,9 @@ from instarec.store import SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
 
+# After the first Ctrl+C, downloads in flight get this long to finish before the merge.
+DRAIN_TIMEOUT = 15.0
+
 Reporter = Callable[[Callable[[], ProgressSnapshot]], Awaitable[None]]
 
 
@@ -169,7 +172,7 @@ class Timeline:
 class _Job:
     priority: tuple[int, float]
     sequence: int
-    ref: SegmentRef = field(compare=False)
+    ref: SegmentRef | None = field(compare=False)  # None: a worker's signal to stop
     first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
 
 
@@ -610,11 +613,20 @@ class Recording:
     async def worker(self) -> None:
         while True:
             job = await self.queue.get()
+            if job.ref is None:  # drain: downloads in flight are done, nothing new starts
+                self.queue.task_done()
+                return
             try:
                 await self._run_job(job)
             finally:
                 self.queued[job.ref.origin] -= 1
                 self.queue.task_done()
+
+    async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
+        """Let the downloads in flight finish (bounded), start no other: what Ctrl+C asks."""
+        for _ in workers:
+            self.queue.put_nowait(_Job((-1, 0.0), next(self._sequence), None))
+        await asyncio.wait(workers, timeout=grace)
 
     async def _run_job(self, job: _Job) -> None:
         ref = job.ref
@@ -849,8 +861,9 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
     try:
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(recording.worker()) for _ in range(options.concurrency)]
+            helpers = []
             if reporter is not None:
-                workers.append(group.create_task(reporter(recording.progress)))
+                helpers.append(group.create_task(reporter(recording.progress)))
 
             async def produce() -> None:
                 nonlocal end_reason
@@ -877,7 +890,9 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
-            for task in workers:
+            if recording.stop.is_set():
+                await recording.drain(workers, DRAIN_TIMEOUT)
+            for task in [*workers, *helpers]:
                 task.cancel()
     except BaseExceptionGroup as group_error:
         raise _first_instarec_error(group_error) from None

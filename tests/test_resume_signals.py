@@ -1,0 +1,157 @@
+"""The recorder as a process: kill -9 then rerun resumes; Ctrl+C merges; a second one aborts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from instarec.testing.clock import ManualClock
+from instarec.testing.faults import FaultConfig
+from instarec.testing.media import TestMedia
+from instarec.testing.origin import Origin, OriginConfig
+from tests.recording import inspect, running_clock
+
+FAST = [
+    "--poll-interval",
+    "0.05",
+    "--past-segment-delay",
+    "0",
+    "--download-retry-delay",
+    "0.01",
+    "--live-end-timeout",
+    "30",
+]
+
+
+async def start_recorder(url: str, output: Path, *extra: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "instarec",
+        url,
+        str(output),
+        *FAST,
+        *extra,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def journal_keys(segments_dir: Path) -> set[tuple[str, int]]:
+    journal = segments_dir / "journal.jsonl"
+    if not journal.exists():
+        return set()
+    keys = set()
+    for line in journal.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the torn last line of a killed process
+        if record.get("type") == "segment":
+            keys.add((record["track"], int(record["key"])))
+    return keys
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_kill_9_then_rerun_resumes_without_refetching(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="instagram", broadcast_duration=150, already_broadcast=100, media=test_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "resume.mp4"
+    segments_dir = tmp_path / "resume.mp4.segments"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.1, every=0.01):
+            first = await start_recorder(origin.manifest_url, output)
+            await wait_until(lambda: len(journal_keys(segments_dir)) >= 30)
+            first.kill()  # SIGKILL: no cleanup of any kind
+            await first.wait()
+            kept = journal_keys(segments_dir)
+            gets_before = origin.stats.count(method="GET", kind="media", status=200)
+
+            second = await start_recorder(origin.manifest_url, output)
+            _, stderr = await asyncio.wait_for(second.communicate(), timeout=120)
+            assert second.returncode == 0, stderr.decode()[-2000:]
+        gets_after = origin.stats.count(method="GET", kind="media", status=200)
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        total_segments = 2 * origin.segment_count
+
+    assert not output.with_name(output.name + ".part").exists()
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    # Nothing kept on disk was fetched again: the rerun fetched at most what was missing,
+    # plus the few downloads the kill cut short.
+    assert len(kept) >= 30
+    assert gets_after - gets_before <= total_segments - len(kept) + 16
+
+
+async def test_ctrl_c_merges_what_is_recorded(tmp_path: Path, test_media: TestMedia) -> None:
+    config = OriginConfig(
+        shape="time", broadcast_duration=3600, already_broadcast=60, media=test_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "stopped.mkv"
+    segments_dir = tmp_path / "stopped.mkv.segments"
+    origin = Origin(config, clock, media=test_media)
+    async with origin, running_clock(origin, clock, step=0.1, every=0.01):
+        proc = await start_recorder(origin.manifest_url, output)
+        await wait_until(lambda: len(journal_keys(segments_dir)) >= 50)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+
+    assert proc.returncode in (0, 130), stderr.decode()[-2000:]
+    assert b"Traceback" not in stderr
+    report = inspect(output)
+    assert report.video_frames > 25 * 30  # at least the archive's first segments
+    assert report.video_gaps == ()
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+async def test_second_ctrl_c_exits_at_once_and_keeps_segments(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    # Slow answers keep downloads in flight after the first Ctrl+C: the second one lands
+    # while the recorder waits for them.
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=3600,
+        already_broadcast=300,
+        media=test_media.spec,
+        faults=FaultConfig(latency=0.4),
+    )
+    clock = ManualClock()
+    output = tmp_path / "aborted.mp4"
+    segments_dir = tmp_path / "aborted.mp4.segments"
+    origin = Origin(config, clock, media=test_media)
+    async with origin, running_clock(origin, clock, step=0.1, every=0.01):
+        proc = await start_recorder(origin.manifest_url, output)
+        await wait_until(lambda: len(journal_keys(segments_dir)) >= 10)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert b"Traceback" not in stderr
+    assert len(journal_keys(segments_dir)) >= 10, stderr.decode()
+    assert not output.exists()
