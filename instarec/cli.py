@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from instarec import __version__
-from instarec.errors import EXIT_INTERRUPTED, EXIT_OK, InstarecError, StorageError, UsageError
+from instarec.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    InstarecError,
+    ManifestError,
+    ManifestUnavailableError,
+    NetworkError,
+    StorageError,
+    UsageError,
+)
 from instarec.options import DEFAULT_EXTENSION, OUTPUT_EXTENSIONS, Options
 from instarec.progress import StatusAwareHandler, StatusLine
 
@@ -758,6 +767,17 @@ def _run(options: Options, console: _Console) -> int:
     return _record(options, console)
 
 
+def _hint(exc: InstarecError) -> str:
+    """What to do next, where the message itself does not say."""
+    if isinstance(exc, ManifestUnavailableError):
+        return ""  # its message already says (fresh URL, broadcast ended)
+    if isinstance(exc, NetworkError):
+        return ": check the URL and the network connection (and --proxy if one is needed)"
+    if isinstance(exc, ManifestError):
+        return ": is this the stream's .mpd URL? (README: 'Finding the MPD URL')"
+    return ""
+
+
 def _one_line(message: str) -> str:
     return " ".join(message.split()) or "(no details)"
 
@@ -789,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A usage error is the user's to fix, not a bug: no traceback even with -v.
         if verbose and not isinstance(exc, UsageError):
             traceback.print_exc(file=stderr)
-        stderr.write(f"instarec: error: {_one_line(str(exc))}\n")
+        stderr.write(f"instarec: error: {_one_line(str(exc))}{_hint(exc)}\n")
         return exc.exit_code
     except (KeyboardInterrupt, asyncio.CancelledError):
         # KeyboardInterrupt: Ctrl+C before the recorder took over the signal; CancelledError:

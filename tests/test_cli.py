@@ -7,7 +7,6 @@ import logging
 import subprocess
 import sys
 import types
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,10 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import instarec.recorder
 from instarec import __version__
 from instarec.cli import main, parse_args
 from instarec.errors import NetworkError, UnsupportedStreamError
 from instarec.options import Options
+from instarec.recorder import RecordingSummary, TrackSummary
 
 URL = "https://cdn.example.test/live/manifest.mpd"
 REPO = Path(__file__).resolve().parents[1]
@@ -308,27 +309,37 @@ def test_missing_extension_defaults_to_mkv(tmp_path):
 # --- dispatch to the recorder and exit codes ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class FakeSummary:
-    interrupted: bool = False
+def fake_summary(*, interrupted: bool = False, output: Path | None = Path("out.mkv")):
+    """A RecordingSummary as the recorder returns it (one video track, nothing missing)."""
+    return RecordingSummary(
+        output=output,
+        segments_dir=Path("out.mkv.segments"),
+        size=1000,
+        duration=10.0,
+        tracks=(TrackSummary("video", "v1", "avc1", 5, 0, 0.0, 10.0),),
+        gaps=(),
+        wall_time=1.0,
+        end_reason="stopped by the user" if interrupted else "the broadcast ended",
+        archive_start=None,
+        archive_complete=False,
+        interrupted=interrupted,
+    )
 
 
 @pytest.fixture
 def fake_recorder(monkeypatch):
     """Installs an ``instarec.recorder`` whose ``record`` does what the test says."""
     calls: list[Options] = []
-    behaviour: dict[str, object] = {"result": FakeSummary()}
+    behaviour: dict[str, object] = {"result": fake_summary()}
 
-    async def record(options: Options) -> FakeSummary:
+    async def record(options: Options, **kwargs: object) -> RecordingSummary:
         calls.append(options)
         outcome = behaviour["result"]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome  # type: ignore[return-value]
 
-    module = types.ModuleType("instarec.recorder")
-    module.record = record  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "instarec.recorder", module)
+    monkeypatch.setattr(instarec.recorder, "record", record)
     return calls, behaviour
 
 
@@ -360,7 +371,7 @@ def test_record_errors_map_to_exit_codes(capsys, tmp_path, fake_recorder, exc, c
 
 def test_interrupted_recording_exits_130(capsys, tmp_path, fake_recorder):
     _, behaviour = fake_recorder
-    behaviour["result"] = FakeSummary(interrupted=True)
+    behaviour["result"] = fake_summary(interrupted=True)
     code, _, _ = run(capsys, URL, str(tmp_path / "out.mkv"))
     assert code == 130
 
@@ -383,9 +394,9 @@ def test_unexpected_error_is_one_line_and_traceback_only_with_verbose(
 def test_demo_dispatch(capsys, tmp_path, monkeypatch):
     seen: list[Options] = []
 
-    async def run_demo(options: Options) -> FakeSummary:
+    async def run_demo(options: Options, **kwargs: object) -> RecordingSummary:
         seen.append(options)
-        return FakeSummary()
+        return fake_summary(output=tmp_path / "d.mp4")
 
     module = types.ModuleType("instarec.demo")
     module.run_demo = run_demo  # type: ignore[attr-defined]
@@ -518,16 +529,14 @@ async def test_interactive_end_of_input_cancels(capsys, monkeypatch, mpd_server,
 
 @pytest.fixture
 def chatty_recorder(monkeypatch):
-    async def record(options: Options) -> FakeSummary:
+    async def record(options: Options, **kwargs: object) -> RecordingSummary:
         log = logging.getLogger("instarec.recorder")
         log.debug("debug-line")
         log.info("info-line")
         log.warning("warning-line")
-        return FakeSummary()
+        return fake_summary()
 
-    module = types.ModuleType("instarec.recorder")
-    module.record = record  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "instarec.recorder", module)
+    monkeypatch.setattr(instarec.recorder, "record", record)
 
 
 @pytest.mark.parametrize(
