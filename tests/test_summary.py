@@ -1,0 +1,172 @@
+"""The summary table and the --summary-file JSON, on hand-made summaries and a real recording."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from instarec.cli import main
+from instarec.recorder import GapRange, RecordingSummary, TrackSummary
+from instarec.summary import (
+    SCHEMA,
+    MissingRange,
+    format_summary,
+    format_timestamp,
+    missing_ranges,
+    summary_to_json,
+    write_summary_file,
+)
+from instarec.testing.clock import ManualClock
+from instarec.testing.media import TestMedia
+from instarec.testing.origin import Origin, OriginConfig
+from tests.recording import inspect
+
+
+def summary(tmp_path: Path, **changes: object) -> RecordingSummary:
+    values: dict[str, object] = {
+        "output": tmp_path / "rec.mkv",
+        "segments_dir": tmp_path / "rec.mkv.segments",
+        "size": 7_276_694,
+        "duration": 91.008,
+        "tracks": (
+            TrackSummary("video", "v720", "avc1.64001f", 44, 2, 0.0, 91.0),
+            TrackSummary("audio", "a128", "mp4a.40.2", 44, 2, 0.0, 91.0),
+        ),
+        "gaps": (
+            GapRange("video", 24.0, 26.1),
+            GapRange("audio", 24.0, 26.1),
+            GapRange("video", 26.1, 28.0),
+            GapRange("audio", 26.1, 28.0),
+        ),
+        "wall_time": 125.0,
+        "end_reason": "the server says the broadcast ended",
+        "archive_start": 0.0,
+        "archive_complete": True,
+        "interrupted": False,
+    }
+    values.update(changes)
+    return RecordingSummary(**values)  # type: ignore[arg-type]
+
+
+def test_timestamps():
+    assert format_timestamp(0) == "0:00.0"
+    assert format_timestamp(26.14) == "0:26.1"
+    assert format_timestamp(3723.55) == "1:02:03.6"
+
+
+def test_missing_ranges_join_runs_and_tracks():
+    gaps = [
+        GapRange("audio", 10.0, 12.0),
+        GapRange("video", 10.0, 12.0),
+        GapRange("video", 12.02, 14.0),  # touching: one hole
+        GapRange("audio", 12.0, 14.0),
+        GapRange("video", 30.0, 32.0),  # video only
+        GapRange("audio", 50.0, None),  # length unknown
+    ]
+    assert missing_ranges(gaps) == [
+        MissingRange(10.0, 14.0, ("video", "audio")),
+        MissingRange(30.0, 32.0, ("video",)),
+        MissingRange(50.0, None, ("audio",)),
+    ]
+
+
+def test_table_lists_every_fact(tmp_path):
+    text = format_summary(summary(tmp_path))
+    rows = dict(
+        (line[:15].strip(), line[15:].strip()) for line in text.splitlines() if line[:15].strip()
+    )
+    assert rows["Output"] == str(tmp_path / "rec.mkv")
+    assert rows["Duration"] == "1:31 (91.0 s)"
+    assert rows["Size"] == "7.28 MB (7276694 bytes)"
+    assert rows["Track video"] == "v720 avc1.64001f: 44 segments, 0:00.0–1:31.0"
+    assert rows["Track audio"] == "a128 mp4a.40.2: 44 segments, 0:00.0–1:31.0"
+    assert rows["Segments"] == "88 recorded, 4 missing"
+    assert rows["Missing"] == "0:24.0–0:28.0 (video, audio)"
+    assert rows["Past recovery"] == "from 0:00.0: reaches the start of the broadcast"
+    assert rows["Ended"] == "the server says the broadcast ended"
+    assert rows["Wall time"] == "2:05"
+    assert "Segments kept in" not in text  # the directory does not exist
+
+
+def test_table_when_nothing_merged_and_archive_incomplete(tmp_path):
+    (tmp_path / "rec.mkv.segments").mkdir()
+    text = format_summary(
+        summary(tmp_path, output=None, archive_start=120.0, archive_complete=False, gaps=())
+    )
+    assert "Output            nothing merged" in text
+    assert f"Segments kept in  {tmp_path / 'rec.mkv.segments'}" in text
+    assert "Missing           none" in text
+    assert "from 2:00.0: the server no longer has anything earlier" in text
+    text = format_summary(summary(tmp_path, archive_start=None))
+    assert "not searched" in text
+
+
+def test_json_document(tmp_path):
+    doc = summary_to_json(summary(tmp_path), manifest_url="https://x.test/m.mpd", exit_code=0)
+    assert doc["schema"] == SCHEMA == "instarec.summary/1"
+    assert doc["output"] == str(tmp_path / "rec.mkv")
+    assert doc["size_bytes"] == 7_276_694
+    assert doc["duration_seconds"] == 91.008
+    assert doc["segments_recorded"] == 88
+    assert doc["segments_missing"] == 4
+    assert doc["missing_ranges"] == [
+        {"start_seconds": 24.0, "end_seconds": 28.0, "tracks": ["video", "audio"]}
+    ]
+    assert doc["archive"] == {
+        "searched": True,
+        "start_seconds": 0.0,
+        "reaches_broadcast_start": True,
+    }
+    assert doc["tracks"][0] == {
+        "kind": "video",
+        "representation_id": "v720",
+        "codecs": "avc1.64001f",
+        "segments": 44,
+        "missing": 2,
+        "start_seconds": 0.0,
+        "end_seconds": 91.0,
+    }
+    assert doc["finished_at"].endswith("Z")
+    path = tmp_path / "s.json"
+    write_summary_file(path, doc)
+    assert json.loads(path.read_text()) == doc
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temporary left behind
+
+
+async def test_summary_of_a_real_recording_with_a_hole(capsys, tmp_path, test_media: TestMedia):
+    """The table and the JSON agree with the origin and with the file PyAV reads."""
+    config = OriginConfig(
+        shape="static", broadcast_duration=30, already_broadcast=30, gaps=frozenset({5, 6})
+    )
+    output = tmp_path / "rec.mp4"
+    summary_file = tmp_path / "summary.json"
+    async with Origin(config, ManualClock(), media=test_media) as origin:
+        argv = [
+            "--download-retry-delay", "0", "--summary-file", str(summary_file),
+            origin.manifest_url, str(output),
+        ]  # fmt: skip
+        code = await asyncio.to_thread(main, argv)
+        hole = (origin.segment_start(5), origin.segment_end(6))
+        count = origin.segment_count
+        broadcast = origin.duration
+    out = capsys.readouterr().out
+    assert code == 0
+    doc = json.loads(summary_file.read_text())
+    assert doc["output"] == str(output)
+    assert doc["size_bytes"] == output.stat().st_size
+    assert doc["segments_recorded"] == 2 * (count - 2)
+    assert doc["segments_missing"] == 4
+    assert doc["exit_code"] == 0
+    assert doc["manifest_url"] == origin.manifest_url
+    [missing] = doc["missing_ranges"]
+    assert missing["start_seconds"] == pytest.approx(hole[0], abs=0.05)
+    assert missing["end_seconds"] == pytest.approx(hole[1], abs=0.05)
+    assert sorted(missing["tracks"]) == ["audio", "video"]
+    report = inspect(output)
+    assert doc["duration_seconds"] == pytest.approx(report.video_duration, abs=0.1)
+    assert doc["duration_seconds"] == pytest.approx(broadcast, abs=0.1)
+    assert f"Missing        {format_timestamp(hole[0])}–" in out
+    assert "Size           " in out and str(doc["size_bytes"]) in out
