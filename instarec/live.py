@@ -149,9 +149,12 @@ class LiveFollower:
                     last_ok = time.monotonic()
                     break
                 except ManifestUnavailableError as exc:
+                    # 404/410 is how many servers end a broadcast; 401/403 mid-recording is a
+                    # signed URL that expired. Either way the recording so far must be kept.
                     if exc.status in (404, 410):
                         return f"the manifest is gone (HTTP {exc.status})"
-                    raise
+                    log.error("%s", exc)
+                    return f"the manifest is no longer accessible (HTTP {exc.status})"
                 except (NetworkError, ManifestError) as exc:
                     # A refresh failing now and then is normal for live CDNs: keep what we have.
                     log.warning("manifest refresh failed: %s", exc)

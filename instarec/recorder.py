@@ -383,6 +383,10 @@ class Recording:
         self.archive_active = True
         try:
             await self._recover_past(first)
+        except* (InstarecError, Mp4Error) as failure:
+            # The past is a bonus over the live recording, never a reason to lose it.
+            for exc in failure.exceptions:
+                log.error("past recovery stopped: %s", exc)
         finally:
             self.archive_active = False
 
@@ -760,10 +764,6 @@ def _typical_ticks(segments: list[MediaSegment], timescale: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def segments_dir_for(output: Path) -> Path:
-    return output.with_name(output.name + ".segments")
-
-
 def _fingerprint(options: Options, selected: SelectedTracks) -> dict[str, str]:
     parts = urlsplit(options.mpd_url)
     return {
@@ -831,23 +831,15 @@ async def _record(
     async with HttpClient(options.http_config()) as http:
         source = ManifestSource(http, options.mpd_url)
         first = await source.fetch()
-        selected = _select(options, first)
-        store = SegmentStore.open(segments_dir_for(output), _fingerprint(options, selected))
+        # The CLI runs the interactive picker and passes the choice as --*-quality ids.
+        selected = select_tracks(first.manifest, options)
+        assert options.segments_dir is not None
+        store = SegmentStore.open(options.segments_dir, _fingerprint(options, selected))
         recording = Recording(options, http, store, source, first, selected, stop)
         await recording.fetch_inits()
         end_reason = await _run(recording, first, reporter)
         interrupted = stop.is_set()
         return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
-
-
-def _select(options: Options, first: Snapshot) -> SelectedTracks:
-    if options.interactive:
-        import sys
-
-        from instarec.selection import pick_interactively
-
-        return pick_interactively(first.manifest, sys.stdin, sys.stderr)
-    return select_tracks(first.manifest, options)
 
 
 async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None) -> str:

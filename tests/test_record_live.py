@@ -147,3 +147,32 @@ async def test_audio_only_stream(tmp_path: Path, media_cache_dir: Path) -> None:
     report = inspect(output)
     assert report.video_frames == 0
     assert report.audio_duration == pytest.approx(duration, abs=0.1)
+
+
+async def test_stream_that_never_signals_its_end_stops_after_the_live_end_timeout(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    # nginx-rtmp's habit: shared $Time$ values, old fragments kept but unlisted, and no end
+    # signal at all: the manifest simply stops changing.
+    config = OriginConfig(
+        shape="instagram",
+        broadcast_duration=60,
+        already_broadcast=30,
+        signed=False,
+        signal_end=False,
+        media=test_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "nginx.mp4"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock):
+            summary = await record(
+                fast_options(origin.manifest_url, output, live_end_timeout=1.0),
+                install_signal_handlers=False,
+            )
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+
+    assert "no new segment" in summary.end_reason
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()

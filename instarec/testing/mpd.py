@@ -375,14 +375,15 @@ def _flush_run(timeline: etree._Element, run: list[int]) -> None:
 
 
 def render_manifest(
-    broadcast: Broadcast, now: float, *, time_url: str = "/time"
+    broadcast: Broadcast, now: float, *, time_url: str = "/time", signal_end: bool = True
 ) -> tuple[bytes, bool]:
     """The MPD at virtual time ``now`` and whether the broadcast-ended header applies.
 
     ``time_url``: the (absolute) URL of the clock endpoint for the UTCTiming element.
+    ``signal_end=False`` imitates nginx-rtmp: after the end the manifest just stops changing.
     """
     b = broadcast
-    ended = b.ended(now)
+    ended = b.ended(now) and (signal_end or b.shape == "static")
     available = b.available_count(now)
     listed = b.listed(now)
     wall_now = EPOCH + timedelta(seconds=now)

@@ -93,6 +93,8 @@ class OriginConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     speed: float = 1.0  # SpeedClock speed; ignored when a clock is passed
     end_signal_manifest_404_after: float = 30.0
+    # False imitates nginx-rtmp: no static type, no header, no 404: the manifest just freezes.
+    signal_end: bool = True
     media: MediaSpec = field(default_factory=MediaSpec)
     signed: bool = True  # instagram only: require the signed query string
     start_number: int = 1  # $Number$ of segment 0 in the number shapes
@@ -499,9 +501,15 @@ class Origin:
             self._counters.faults["manifest"] += 1
             status = self.config.faults.manifest_failure_status
             return self._reply(method, "manifest", web.Response(status=status, text="try later"))
-        if b.shape != "static" and now >= b.duration + self.config.end_signal_manifest_404_after:
+        if (
+            b.shape != "static"
+            and self.config.signal_end
+            and now >= b.duration + self.config.end_signal_manifest_404_after
+        ):
             return self._reply(method, "manifest", web.Response(status=404, text="broadcast over"))
-        body, ended_header = render_manifest(b, now, time_url=self.url("/time"))
+        body, ended_header = render_manifest(
+            b, now, time_url=self.url("/time"), signal_end=self.config.signal_end
+        )
         headers = {"Cache-Control": "no-cache"}
         if ended_header:
             headers[BROADCAST_ENDED_HEADER] = "1"
