@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import types
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 import instarec.recorder
 from instarec import __version__
-from instarec.cli import main, parse_args
+from instarec.cli import build_parser, main, options_markdown, parse_args
 from instarec.errors import NetworkError, UnsupportedStreamError
 from instarec.options import Options
 from instarec.recorder import RecordingSummary, TrackSummary
@@ -569,3 +570,26 @@ def test_log_file_gets_debug_even_with_quiet(capsys, tmp_path, chatty_recorder):
     assert "debug-line" not in err
     text = log_file.read_text()
     assert "debug-line" in text and "info-line" in text and "warning-line" in text
+
+
+# --- the README ----------------------------------------------------------------------------
+
+
+def test_readme_options_table_is_the_parsers():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert options_markdown() in readme, "paste instarec.cli.options_markdown() into README.md"
+    # Every option string of the parser, one by one (a clearer failure than the block above).
+    parser = build_parser()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option not in ("-h", "--help"):
+                assert f"`{option}`" in readme, option
+
+
+def test_readme_set_up_commands_match_ci():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
+    assert blocks[0] == "pip install '.[ffmpeg]' && instarec --demo demo.mp4"
+    assert blocks[1] == "pip install -e '.[test]' && python -m pytest"
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.rstrip().splitlines()[-1] == blocks[1]
