@@ -211,7 +211,9 @@ class TimeChain:
         alternatives: tuple[int, ...] = ()
         while True:
             bound = self.next_known(time)
-            if bound is not None and time >= bound:
+            # A chain may start on a key already known (a seed, a hint fetched earlier).
+            own_start = steps == 0 and time == bound
+            if bound is not None and time >= bound and not own_start:
                 if time > bound:
                     log.warning("chain overshot a known segment (%d > %d)", time, bound)
                 return steps
@@ -272,16 +274,18 @@ async def find_first_time(
     typical_duration: int,
     frame_ticks: float | None,
     limits: SearchLimits,
+    hint_probe: Probe | None = None,
 ) -> int:
     """Return the oldest segment start still served at or before ``first_listed``.
 
-    Hints (the broadcast's first frame time, 0) are probed first: when one answers, no search is
-    needed. Otherwise walk backward from the window one segment at a time, probing the times where
-    the previous segment most likely starts; stop when none answers within three typical
-    durations (or the miss threshold).
+    Hints (the broadcast's first frame time, 0) are tried first with ``hint_probe`` (by default
+    ``probe``; the recorder fetches the segment itself, which the chain needs anyway): when one
+    answers, no search is needed. Otherwise walk backward from the window one segment at a
+    time, probing the times where the previous segment most likely starts; stop when none
+    answers within three typical durations (or the miss threshold).
     """
     for hint in hints:
-        if 0 <= hint < first_listed and await probe(hint):
+        if 0 <= hint < first_listed and await (hint_probe or probe)(hint):
             return hint
     oldest = first_listed
     reach = min(3 * typical_duration, limits.miss_threshold)
@@ -311,3 +315,36 @@ def _grid_only(candidates: Iterator[int], expected: int, grid: float) -> Iterato
         offset = (value - expected) / grid
         if abs(offset - round(offset)) * grid <= 1.0:
             yield value
+
+
+def seed_targets(start: int, end: int, chains: int, frame_ticks: float | None) -> list[int]:
+    """Times splitting ``[start, end)`` into ``chains`` equal spans, on ``start``'s frame grid."""
+    targets = []
+    for index in range(1, chains):
+        target = start + (end - start) * index // chains
+        if frame_ticks:
+            target = start + round(round((target - start) / frame_ticks) * frame_ticks)
+        targets.append(target)
+    return targets
+
+
+async def find_seed(
+    probe: Probe,
+    target: int,
+    *,
+    typical_duration: int,
+    frame_ticks: float | None,
+    limits: SearchLimits,
+) -> int | None:
+    """A segment start near ``target``: any hit is exact, since only segment starts answer."""
+    return await search_times(
+        probe,
+        candidate_times(
+            target,
+            low=target - typical_duration,
+            high=target + typical_duration,
+            grid=frame_ticks,
+        ),
+        limits,
+        pick=min,
+    )

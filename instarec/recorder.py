@@ -29,6 +29,8 @@ from instarec.archive import (
     TimelineGap,
     find_first_number,
     find_first_time,
+    find_seed,
+    seed_targets,
 )
 from instarec.errors import InstarecError, NetworkError, UsageError
 from instarec.http import HttpClient, SegmentMissing
@@ -50,6 +52,11 @@ from instarec.selection import SelectedTracks, select_tracks
 from instarec.store import SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
+
+# Archives of fewer segments are walked by one chain (no probe); longer ones are split between
+# several chains, each walking at least SEGMENTS_PER_CHAIN segments.
+LONG_ARCHIVE_SEGMENTS = 600
+SEGMENTS_PER_CHAIN = 60
 
 # After the first Ctrl+C, downloads in flight get this long to finish before the merge.
 DRAIN_TIMEOUT = 15.0
@@ -472,13 +479,15 @@ class Recording:
         typical = _typical_ticks(segments, template.timescale)
         hints = list(self._start_hints(first, template.timescale))
         frame = await self._frame_ticks(timeline, segments[0])
+        probe = self._time_probe(timeline)
         start = await find_first_time(
-            lambda t: self._probe(timeline.rep.media_url(time=t)),
+            probe,
             hints=hints,
             first_listed=first_listed,
             typical_duration=typical,
             frame_ticks=frame,
             limits=self.limits,
+            hint_probe=lambda t: self._fetch_probe(timeline, t),
         )
         self._note_archive_start(timeline.seconds(start), start in hints or start == 0)
         if start >= first_listed:
@@ -486,8 +495,64 @@ class Recording:
             return
         for chained in [timeline, *self._derived(timeline)]:
             chained.floor = min(start, chained.floor if chained.floor is not None else start)
-        log.info("%s: recovering the past from time %d", timeline.kind, start)
-        await self.chain_from(timeline, start, origin="archive", frame_ticks=frame)
+        seeds = [start]
+        chains = self._chain_count((first_listed - start) / typical)
+        if chains > 1:
+            # A long archive walked by one chain costs one round trip per segment; several
+            # chains from seeds found by a short search share the work (probes: a few dozen
+            # per seed).
+            async with asyncio.TaskGroup() as group:
+                searches = [
+                    group.create_task(
+                        find_seed(
+                            probe,
+                            target,
+                            typical_duration=typical,
+                            frame_ticks=frame,
+                            limits=self.limits,
+                        )
+                    )
+                    for target in seed_targets(start, first_listed, chains, frame)
+                ]
+            found = {task.result() for task in searches} - {None}
+            seeds += sorted(t for t in found if t is not None and start < t < first_listed)
+            for seed in seeds:
+                timeline.add(seed)  # chain boundaries: each chain stops at the next seed
+        log.info(
+            "%s: recovering the past from time %d with %d chain(s)",
+            timeline.kind,
+            start,
+            len(seeds),
+        )
+        async with asyncio.TaskGroup() as group:
+            for seed in seeds:
+                group.create_task(
+                    self.chain_from(timeline, seed, origin="archive", frame_ticks=frame)
+                )
+
+    def _chain_count(self, segments: float) -> int:
+        """How many chains walk an archive of ``segments`` segments at once.
+
+        Short archives keep one chain: it needs no probe at all. Past that, one chain per
+        download slot, each walking at least ``SEGMENTS_PER_CHAIN`` segments.
+        """
+        if segments < LONG_ARCHIVE_SEGMENTS:
+            return 1
+        return max(1, min(self.options.concurrency, int(segments // SEGMENTS_PER_CHAIN)))
+
+    def _time_probe(self, timeline: Timeline) -> Callable[[int], Awaitable[bool]]:
+        return lambda t: self._probe(timeline.rep.media_url(time=t))
+
+    async def _fetch_probe(self, timeline: Timeline, time_value: int) -> bool:
+        """Probe by fetching: for a segment the chain will download anyway, GET beats HEAD."""
+        future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+        self.offer(
+            self._time_ref(timeline, time_value, "archive"), first_fragment=future, urgent=True
+        )
+        if await future is None:
+            timeline.discard(time_value)
+            return False
+        return True
 
     def _start_hints(self, first: Snapshot, timescale: int) -> Iterator[int]:
         attributes = first.manifest.attributes

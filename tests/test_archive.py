@@ -17,6 +17,8 @@ from instarec.archive import (
     candidate_times,
     find_first_number,
     find_first_time,
+    find_seed,
+    seed_targets,
 )
 
 
@@ -203,3 +205,28 @@ async def test_find_first_time_walks_back_to_the_oldest_retained() -> None:
         limits=SearchLimits(),
     )
     assert first == starts[80]
+
+
+def test_seed_targets_split_the_span_on_the_frame_grid() -> None:
+    frame = 1000 / 30
+    targets = seed_targets(895, 895 + 600_000, 4, frame)
+    assert len(targets) == 3
+    for index, target in enumerate(targets, start=1):
+        assert abs(target - (895 + 150_000 * index)) <= frame
+        frames = (target - 895) / frame
+        assert abs(frames - round(frames)) * frame <= 0.5
+
+
+async def test_find_seed_returns_an_exact_segment_start() -> None:
+    starts = make_timeline(400, seed=9)
+    server = TimeServer(starts)
+    seed = await find_seed(
+        server.probe,
+        starts[200] + 700,
+        typical_duration=2000,
+        frame_ticks=1000 / 30,
+        limits=SearchLimits(max_in_flight=50),
+    )
+    assert seed in set(starts)
+    assert abs(seed - (starts[200] + 700)) <= 2300
+    assert len(server.probes) <= 150

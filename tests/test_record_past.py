@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,44 @@ async def test_limited_retention_starts_at_the_oldest_retained_segment(
     assert report.video_frames == expected
     assert report.video_gaps == ()
     assert summary.gaps == ()
+
+
+async def test_long_archive_is_split_between_seeded_chains(
+    tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="instarec.recorder")
+    # 25 minutes of past: long enough for several chains, each seeded by a short search.
+    gaps = {1, 300, 301, 640}
+    config = OriginConfig(
+        shape="instagram",
+        broadcast_duration=1520,
+        already_broadcast=1500,
+        window=5,
+        gaps=gaps,
+        media=test_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "long.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.05, every=0.01):
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        heads = origin.stats.count(method="HEAD")
+        holes = [(origin.segment_start(i), origin.segment_end(i)) for i in sorted(gaps)]
+
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert len(report.video_gaps) == 3
+    video = sorted(
+        (round(g.start, 2), round(g.end or -1, 2)) for g in summary.gaps if g.track == "video"
+    )
+    assert video == [
+        (round(holes[0][0], 2), round(holes[0][1], 2)),
+        (round(holes[1][0], 2), round(holes[2][1], 2)),
+        (round(holes[3][0], 2), round(holes[3][1], 2)),
+    ]
+    # Seeds and gap searches probe; a whole-range search would cost thousands.
+    assert 0 < heads < 2000
+    assert re.search(r"with [2-9] chain\(s\)", caplog.text)
