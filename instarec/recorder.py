@@ -932,7 +932,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
                         recording.stop,
                     )
                     live = producers.create_task(follower.run(first))
-                    if not options.no_past and first.manifest.type == "dynamic":
+                    if not options.no_past:
                         producers.create_task(recording.recover_past(first))
                     end_reason = await live
                 log.info("recording ends: %s", end_reason)

@@ -183,3 +183,25 @@ async def test_long_archive_is_split_between_seeded_chains(
     # Seeds and gap searches probe; a whole-range search would cost thousands.
     assert 0 < heads < 2000
     assert re.search(r"with [2-9] chain\(s\)", caplog.text)
+
+
+@pytest.mark.parametrize("shape", ["time", "static"])
+async def test_finished_broadcast_static_manifest_is_recorded_whole(
+    shape: str, tmp_path: Path, test_media: TestMedia
+) -> None:
+    # "time" after its end: a static manifest that still lists only its last window, while
+    # the server keeps every segment. "static": a VOD manifest listing everything.
+    config = OriginConfig(
+        shape=shape, broadcast_duration=120, already_broadcast=125, media=test_media.spec
+    )
+    output = tmp_path / "finished.mp4"
+    async with Origin(config, ManualClock(), media=test_media) as origin:
+        summary = await record(
+            fast_options(origin.manifest_url, output), install_signal_handlers=False
+        )
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+
+    assert summary.end_reason == "the manifest became static"
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
