@@ -12,12 +12,18 @@ extra, imageio-ffmpeg) and cached in the user cache directory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from instarec.errors import UsageError
+from instarec.errors import InstarecError, UsageError
 from instarec.options import Options
 from instarec.recorder import RecordingSummary, Reporter, record
+
+if TYPE_CHECKING:
+    from instarec.testing.media import TestMedia
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,21 @@ def demo_options(options: Options, manifest_url: str, broadcast: DemoBroadcast) 
     )
 
 
+def _demo_media() -> TestMedia:
+    """The simulated stream's media (made by ffmpeg on the first run, then read from a cache)."""
+    from instarec.testing.media import MediaSpec, generate_media
+
+    try:
+        return generate_media(MediaSpec())
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # The generator checks the frames ffmpeg made against its plan; an ffmpeg build that
+        # places them differently fails that check. Say so in one line, with a way out.
+        raise InstarecError(
+            f"the demo could not make its simulated stream with this ffmpeg ({exc}): install "
+            "your system's ffmpeg (e.g. apt-get install ffmpeg) or point INSTAREC_FFMPEG at one"
+        ) from exc
+
+
 async def run_demo(
     options: Options,
     *,
@@ -82,10 +103,11 @@ async def run_demo(
         broadcast.already_broadcast,
         broadcast.speed,
     )
+    media = await asyncio.to_thread(_demo_media)
     # The clock is anchored when the origin starts serving, so making the media first (one
     # ffmpeg run, then cached) does not eat into the broadcast.
     clock = SpeedClock(broadcast.speed)
-    async with Origin(config, clock) as origin:
+    async with Origin(config, clock, media=media) as origin:
         return await record(
             demo_options(options, origin.manifest_url, broadcast),
             reporter=reporter,
