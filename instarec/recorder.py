@@ -322,7 +322,7 @@ class Recording:
         for rep, segments in listed_segments(snapshot, reps):
             timeline = next(t for t in self.timelines.values() if t.rep.id == rep.id)
             timeline.rep = rep
-            new += self._offer_listed(timeline, segments, group, snapshot)
+            new += self._offer_listed(timeline, segments, group)
         return new
 
     def _offer_listed(
@@ -330,7 +330,6 @@ class Recording:
         timeline: Timeline,
         segments: list[MediaSegment],
         group: asyncio.TaskGroup,
-        snapshot: Snapshot,
     ) -> int:
         rep = timeline.rep
         new = 0
@@ -345,7 +344,6 @@ class Recording:
                 previous_end is not None
                 and previous_end < keys[0]
                 and previous_end not in timeline.key_set
-                and snapshot.ended != "the manifest became static"
             ):
                 # The window moved further than one refresh: chain through the media to reach it.
                 log.info(

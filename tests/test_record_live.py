@@ -176,3 +176,32 @@ async def test_stream_that_never_signals_its_end_stops_after_the_live_end_timeou
     report = inspect(output)
     assert report.video_frames == expected
     assert report.video_gaps == ()
+
+
+@pytest.mark.parametrize("shape", ["instagram", "time", "number_timeline"])
+async def test_segments_scrolled_out_between_refreshes_are_still_fetched(
+    shape: str, tmp_path: Path, test_media: TestMedia
+) -> None:
+    # A 2-segment window and refreshes 10 virtual seconds apart: most segments are never
+    # listed. Without past recovery, only the hole filling between refreshes can find them.
+    config = OriginConfig(
+        shape=shape, broadcast_duration=90, already_broadcast=20, window=2, media=test_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "scrolled.mp4"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=1.0, every=0.005) as driver:
+            summary = await record(
+                fast_options(origin.manifest_url, output, no_past=True, poll_interval=0.05),
+                install_signal_handlers=False,
+            )
+        first_listed = driver.first_listed
+        assert first_listed is not None
+        expected = origin.expected_frames(first_listed, origin.segment_count - 1)
+        manifests = origin.stats.count(kind="manifest")
+
+    assert manifests < origin.segment_count - first_listed  # fewer refreshes than segments
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert summary.gaps == ()
