@@ -294,12 +294,12 @@ def _run(cmd: list[str]) -> None:
 
 def _encode_video(ffmpeg: str, spec: MediaSpec, frames: list[int], out: Path) -> None:
     total = sum(frames)
-    # a key frame at the first frame of each segment (ffmpeg rounds each listed time to the
-    # nearest frame of the encoder's 1/fps time base, so microsecond precision is exact)
+    # A key frame at the first frame of each segment, named by frame number: keyframe times
+    # would be rounded differently by different ffmpeg versions.
     edges, acc = [], 0
     for n in frames[:-1]:
         acc += n
-        edges.append(f"{acc / spec.fps:.6f}")
+        edges.append(f"eq(n,{acc})")
     source = f"testsrc2=size={spec.width}x{spec.height}:rate={spec.fps}"
     text = (
         ",drawtext=text='%{frame_num}':x=24:y=24:fontsize=48"
@@ -325,7 +325,7 @@ def _encode_video(ffmpeg: str, spec: MediaSpec, frames: list[int], out: Path) ->
         "-sc_threshold",
         "0",
         "-force_key_frames",
-        ",".join(["0", *edges]),
+        "expr:" + "+".join(["eq(n,0)", *edges]),
         "-f",
         "mp4",
         "-movflags",
