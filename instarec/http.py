@@ -166,10 +166,13 @@ class HttpStats:
 class _Retryable(Exception):
     """One attempt failed in a way another attempt may not: internal to this module."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, max_retries: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.max_retries = max_retries  # tighter than the policy for failures unlikely to pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,7 +683,9 @@ class HttpClient:
                 return await attempt()
             except _Retryable as exc:
                 failure = exc
-            if tries >= retries:
+            if tries >= min(
+                retries, failure.max_retries if failure.max_retries is not None else retries
+            ):
                 raise NetworkError(
                     f"{failure.message} (gave up after {tries + 1} attempts): {_short(target)}"
                 ) from failure.__cause__ or failure
@@ -750,7 +755,9 @@ def _translate(exc: BaseException, url: URL, stats: HttpStats) -> BaseException:
     host = _describe_host(url)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         stats.transport_errors["dns"] += 1
-        return _Retryable(f"cannot resolve host {url.host!r}")
+        # A wrong host name does not start resolving a few seconds later: retry once only (a
+        # live refresh loop keeps trying anyway).
+        return _Retryable(f"cannot resolve host {url.host!r}", max_retries=1)
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
         stats.transport_errors["tls"] += 1
         return NetworkError(f"TLS error with {host}: {exc}")
@@ -761,7 +768,7 @@ def _translate(exc: BaseException, url: URL, stats: HttpStats) -> BaseException:
         port = exc.port
         if isinstance(exc.os_error, ConnectionRefusedError):
             stats.transport_errors["refused"] += 1
-            return _Retryable(f"connection refused by {url.host}:{port}")
+            return _Retryable(f"connection refused by {url.host}:{port}", max_retries=2)
         stats.transport_errors["connect"] += 1
         return _Retryable(f"cannot connect to {url.host}:{port}: {exc.os_error.strerror or exc}")
     if isinstance(exc, aiohttp.ClientHttpProxyError):
