@@ -11,7 +11,8 @@ process exit code that ``cli.py`` returns for it::
     ├── UnsupportedStreamError (5)  DRM, no video and no audio representation
     ├── MergeError (6)              ffmpeg failed
     │   └── FFmpegNotFoundError (7)
-    └── StorageError (8)            output dir not writable, disk full
+    ├── StorageError (8)            output dir not writable, disk full
+    └── CancelledByUser (130)       the user cancelled a question (quality picker)
 
 Library errors (aiohttp, lxml, OSError) are translated at the module boundary with
 ``raise ... from exc`` so the cause stays visible in ``-v`` tracebacks.
@@ -63,3 +64,7 @@ class FFmpegNotFoundError(MergeError):
 
 class StorageError(InstarecError):
     exit_code = 8
+
+
+class CancelledByUser(InstarecError):
+    exit_code = 130

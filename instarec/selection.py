@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, TextIO
 
-from instarec.errors import UnsupportedStreamError, UsageError
+from instarec.errors import CancelledByUser, UnsupportedStreamError
 
 if TYPE_CHECKING:
     from instarec.manifest import Manifest, Period, Representation
@@ -292,10 +292,10 @@ def _ask(
         try:
             line = stdin.readline()
         except KeyboardInterrupt:
-            raise UsageError("quality selection cancelled") from None
+            raise CancelledByUser("quality selection cancelled") from None
         if not line:  # end of input
             stdout.write("\n")
-            raise UsageError("quality selection cancelled (end of input)")
+            raise CancelledByUser("quality selection cancelled (end of input)")
         answer = line.strip()
         if not answer:
             return reps[0]
@@ -312,7 +312,7 @@ def pick_interactively(manifest: Manifest, stdin: TextIO, stdout: TextIO) -> Sel
     """Ask for a video and an audio representation on ``stdout``, reading ``stdin``.
 
     Enter takes the best; a wrong entry asks again; a kind with one choice is taken
-    without asking.  End of input or Ctrl+C cancels (``UsageError``).
+    without asking.  End of input or Ctrl+C cancels (``CancelledByUser``, exit 130).
     """
     period = recorded_period(manifest)
     video_reps = _of_kind(period, "video")

@@ -523,7 +523,7 @@ async def test_interactive_end_of_input_cancels(capsys, monkeypatch, mpd_server,
     url = str(mpd_server.make_url("/live/manifest.mpd"))
     code = await asyncio.to_thread(main, ["-i", url, "o.mkv"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 130
     assert_one_error_line(err, "cancelled")
     assert calls == []
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from instarec.errors import UnsupportedStreamError, UsageError
+from instarec.errors import CancelledByUser, UnsupportedStreamError
 from instarec.manifest import Addressing, Manifest, Period, Representation
 from instarec.options import Options
 from instarec.selection import (
@@ -270,9 +270,9 @@ def test_picker_single_choice_is_taken_without_asking():
 
 
 def test_picker_end_of_input_cancels():
-    with pytest.raises(UsageError, match="cancelled"):
+    with pytest.raises(CancelledByUser, match="cancelled"):
         pick(LADDER, "")
-    with pytest.raises(UsageError, match="cancelled"):
+    with pytest.raises(CancelledByUser, match="cancelled"):
         pick(LADDER, "\n")  # video answered, audio hits end of input
 
 
@@ -281,7 +281,7 @@ def test_picker_ctrl_c_cancels():
         def readline(self, *args):
             raise KeyboardInterrupt
 
-    with pytest.raises(UsageError, match="cancelled"):
+    with pytest.raises(CancelledByUser, match="cancelled"):
         pick_interactively(LADDER, Interrupting(), io.StringIO())
 
 
