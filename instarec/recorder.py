@@ -17,7 +17,7 @@ import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,7 +32,7 @@ from instarec.archive import (
     find_seed,
     seed_targets,
 )
-from instarec.errors import InstarecError, NetworkError, UsageError
+from instarec.errors import InstarecError, ManifestError, NetworkError, UsageError
 from instarec.http import HttpClient, SegmentMissing
 from instarec.live import (
     LiveFollower,
@@ -893,7 +893,14 @@ async def _record(
 ) -> RecordingSummary:
     async with HttpClient(options.http_config()) as http:
         source = ManifestSource(http, options.mpd_url)
-        first = await source.fetch()
+        try:
+            first = await source.fetch()
+        except (NetworkError, ManifestError) as exc:
+            # Rerunning a stopped recording after the broadcast ended must still give a file.
+            leftovers = await _merge_leftovers(options, output, ffmpeg, started, exc)
+            if leftovers is None:
+                raise
+            return leftovers
         # The CLI runs the interactive picker and passes the choice as --*-quality ids.
         selected = select_tracks(first.manifest, options)
         assert options.segments_dir is not None
@@ -1003,6 +1010,13 @@ def _recorded_archive_start(searched: float | None, tracks: Sequence[TrackSummar
     return searched
 
 
+@dataclass(frozen=True, slots=True)
+class _RecordedTrack:
+    kind: str
+    representation_id: str
+    codecs: str | None
+
+
 async def _finish(
     recording: Recording,
     output: Path,
@@ -1011,30 +1025,51 @@ async def _finish(
     interrupted: bool,
     started: float,
 ) -> RecordingSummary:
-    store = recording.store
+    tracks = [_RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
+    summary = await _merge_store(
+        recording.store, tracks, output, ffmpeg, recording.options, end_reason, started
+    )
+    return replace(
+        summary,
+        archive_start=_recorded_archive_start(recording.archive_start, summary.tracks),
+        archive_complete=recording.archive_complete,
+        interrupted=interrupted,
+    )
+
+
+async def _merge_store(
+    store: SegmentStore,
+    tracks: Sequence[_RecordedTrack],
+    output: Path,
+    ffmpeg: str,
+    options: Options,
+    end_reason: str,
+    started: float,
+) -> RecordingSummary:
+    """Merge what the store holds into ``output``; remove the store after a successful merge."""
     inputs: list[TrackInput] = []
     summaries: list[TrackSummary] = []
     all_gaps: list[GapRange] = []
-    for timeline in recording.timelines.values():
-        stored = store.segments(timeline.kind)
-        missing = store.missing(timeline.kind)
+    for track in tracks:
+        stored = store.segments(track.kind)
+        missing = store.missing(track.kind)
         if stored:
             inputs.append(
                 TrackInput(
-                    timeline.kind,
-                    store.init_path(timeline.kind),
+                    track.kind,
+                    store.init_path(track.kind),
                     tuple(s.path for s in stored),
                     stored[0].start,
                 )
             )
-        gaps = _timeline_gaps(timeline.kind, stored, [m.key for m in missing])
+        gaps = _timeline_gaps(track.kind, stored, [m.key for m in missing])
         all_gaps.extend(gaps)
         last = stored[-1] if stored else None
         summaries.append(
             TrackSummary(
-                timeline.kind,
-                timeline.rep.id,
-                timeline.rep.codecs,
+                track.kind,
+                track.representation_id,
+                track.codecs,
                 len(stored),
                 max(len(missing), len(gaps)),
                 stored[0].start if stored else None,
@@ -1046,16 +1081,12 @@ async def _finish(
     merged: Path | None = None
     if inputs:
         result = await merge_tracks(
-            inputs,
-            output,
-            ffmpeg=ffmpeg,
-            work_dir=store.root,
-            overwrite=recording.options.overwrite,
+            inputs, output, ffmpeg=ffmpeg, work_dir=store.root, overwrite=options.overwrite
         )
         merged = result.output
         size = result.size
         duration = result.duration or 0.0
-        if not recording.options.keep_segments:
+        if not options.keep_segments:
             store.remove()
     else:
         log.warning("no segment was recorded: nothing to merge")
@@ -1068,7 +1099,30 @@ async def _finish(
         gaps=tuple(sorted(all_gaps, key=lambda g: (g.start, g.track))),
         wall_time=time.monotonic() - started,
         end_reason=end_reason,
-        archive_start=_recorded_archive_start(recording.archive_start, summaries),
-        archive_complete=recording.archive_complete,
-        interrupted=interrupted,
+        archive_start=None,
+        archive_complete=False,
+        interrupted=False,
+    )
+
+
+async def _merge_leftovers(
+    options: Options, output: Path, ffmpeg: str, started: float, cause: InstarecError
+) -> RecordingSummary | None:
+    """After the manifest is gone, merge the segments an earlier run of this command kept."""
+    if options.segments_dir is None:
+        return None
+    store = SegmentStore.open_existing(options.segments_dir)
+    if store is None:
+        return None
+    fingerprint = store.fingerprint
+    tracks = [
+        _RecordedTrack(kind, fingerprint.get(kind, ""), None)
+        for kind in ("video", "audio")
+        if store.segments(kind)
+    ]
+    if not tracks:
+        return None
+    log.warning("%s; merging the segments recorded earlier", cause)
+    return await _merge_store(
+        store, tracks, output, ffmpeg, options, "merged an earlier recording", started
     )

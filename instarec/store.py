@@ -102,6 +102,25 @@ class SegmentStore:
             ) from exc
         return store
 
+    @classmethod
+    def open_existing(cls, root: Path) -> SegmentStore | None:
+        """Reopen a recording's directory with the fingerprint its journal holds, if any.
+
+        This is how segments recorded earlier are merged when the manifest is gone.
+        """
+        journal = root / JOURNAL_NAME
+        try:
+            with journal.open("rb") as fh:
+                header = _decode(fh.readline())
+        except OSError:
+            return None
+        if not header or header.get("type") != "header":
+            return None
+        fingerprint = header.get("fingerprint")
+        if not isinstance(fingerprint, dict):
+            return None
+        return cls.open(root, {str(k): str(v) for k, v in fingerprint.items()})
+
     def _create(self) -> None:
         if self._data_files():
             raise StorageError(

@@ -8,15 +8,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from instarec.recorder import record
 from instarec.testing.clock import ManualClock
 from instarec.testing.faults import FaultConfig
 from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin, OriginConfig
-from tests.recording import inspect, running_clock
+from tests.recording import fast_options, inspect, running_clock
 
 FAST = [
     "--poll-interval",
@@ -155,3 +157,40 @@ async def test_second_ctrl_c_exits_at_once_and_keeps_segments(
     assert b"Traceback" not in stderr
     assert len(journal_keys(segments_dir)) >= 10, stderr.decode()
     assert not output.exists()
+
+
+async def test_rerun_after_the_manifest_is_gone_merges_what_was_kept(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="instagram",
+        broadcast_duration=60,
+        already_broadcast=30,
+        end_signal_manifest_404_after=5,
+        media=test_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "late.mp4"
+    segments_dir = tmp_path / "late.mp4.segments"
+    options = fast_options("", output)
+    async with Origin(config, clock, media=test_media) as origin:
+        recording = asyncio.create_task(
+            record(replace(options, mpd_url=origin.manifest_url), install_signal_handlers=False)
+        )
+        await wait_until(lambda: len(journal_keys(segments_dir)) >= 20)
+        recording.cancel()  # like a crash: nothing merged, the segments stay
+        with pytest.raises(asyncio.CancelledError):
+            await recording
+        kept = journal_keys(segments_dir)
+        clock.advance(60)  # the broadcast ends and its manifest turns 404
+        summary = await record(
+            replace(options, mpd_url=origin.manifest_url), install_signal_handlers=False
+        )
+
+    assert summary.end_reason == "merged an earlier recording"
+    assert summary.output == output
+    video_kept = sum(1 for track, _ in kept if track == "video")
+    assert [t.segments for t in summary.tracks if t.kind == "video"] == [video_kept]
+    report = inspect(output)
+    assert report.video_frames > 0
+    assert abs(report.audio_duration - report.video_duration) < 0.1
