@@ -575,8 +575,16 @@ class HttpClient:
                 fh = open(part, "wb")  # noqa: ASYNC230, SIM115 - closed by the with below; writes hit the page cache
             except OSError as exc:
                 raise _storage_error(exc, part) from exc
+            # Whatever has arrived, as it arrives: a caller watching the first bytes (the $Time$
+            # chain reads the moof) must not wait for a full chunk. The stream's own buffer
+            # keeps each piece bounded, so memory stays flat.
+            chunks = (
+                resp.content.iter_any()
+                if on_chunk is not None
+                else resp.content.iter_chunked(CHUNK_SIZE)
+            )
             with fh:
-                async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+                async for chunk in chunks:
                     try:
                         fh.write(chunk)
                     except OSError as exc:
