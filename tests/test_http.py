@@ -353,7 +353,9 @@ async def test_on_chunk_sees_every_chunk_in_order(server: Server, tmp_path: Path
     async with client() as http:
         await http.download(url, tmp_path / "big", on_chunk=chunks.append)
     assert len(chunks) > 1
-    assert all(len(c) <= 64 * 1024 for c in chunks)
+    # Pieces come as they arrive, bounded by the stream's read buffer (flow control pauses
+    # reading past twice its 64 KiB limit): memory stays flat whatever the body size.
+    assert all(len(c) <= 256 * 1024 for c in chunks)
     assert b"".join(chunks) == data
 
 
