@@ -118,20 +118,24 @@ def candidate_times(
     """Yield the integer times in ``[low, high]`` most likely to start the next segment first.
 
     Segments start on a frame boundary, so with a known frame duration (``grid``, in the same
-    ticks) the times closest to a whole number of frames from ``expected``'s origin come first,
-    ordered by distance from ``expected``; every other time in the range follows, also by distance.
+    ticks) the times a whole number of frames from ``expected`` come first, nearest first; then
+    their neighbours one tick away (timestamps rounded to a coarse timescale such as
+    milliseconds drift off an exact grid over a long broadcast); then every other time in the
+    range, by distance from ``expected``.
     """
     seen: set[int] = set()
     if grid and grid > 0:
         span = max(expected - low, high - expected)
         steps = int(span / grid) + 1
-        for k in range(steps + 1):
-            for sign in (1, -1) if k else (1,):
-                exact = expected + sign * k * grid
-                for value in (math.floor(exact), math.ceil(exact)):
-                    if low <= value <= high and value not in seen:
-                        seen.add(value)
-                        yield value
+        for widen in (0, 1):
+            for k in range(steps + 1):
+                for sign in (1, -1) if k else (1,):
+                    exact = expected + sign * k * grid
+                    below, above = math.floor(exact) - widen, math.ceil(exact) + widen
+                    for value in (below, above):
+                        if low <= value <= high and value not in seen:
+                            seen.add(value)
+                            yield value
     for distance in range(0, max(expected - low, high - expected) + 1):
         for value in (expected + distance, expected - distance):
             if low <= value <= high and value not in seen:
@@ -313,7 +317,7 @@ def _on_grid(duration: int, grid: float | None) -> int:
 def _grid_only(candidates: Iterator[int], expected: int, grid: float) -> Iterator[int]:
     for value in candidates:
         offset = (value - expected) / grid
-        if abs(offset - round(offset)) * grid <= 1.0:
+        if abs(offset - round(offset)) * grid <= 2.0:
             yield value
 
 

@@ -40,8 +40,8 @@ from instarec.options import DEFAULT_EXTENSION, OUTPUT_EXTENSIONS, Options
 from instarec.progress import StatusAwareHandler, StatusLine
 
 if TYPE_CHECKING:
+    from instarec.finish import RecordingSummary
     from instarec.manifest import Manifest
-    from instarec.recorder import RecordingSummary
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from instarec.errors import InstarecError, UsageError
+from instarec.finish import RecordingSummary
 from instarec.options import Options
-from instarec.recorder import RecordingSummary, Reporter, record
+from instarec.recorder import Reporter, record
 
 if TYPE_CHECKING:
     from instarec.testing.media import TestMedia

@@ -9,7 +9,6 @@ segments), the download workers, and the progress reporter. Producers hand ``Seg
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import itertools
 import logging
@@ -33,6 +32,13 @@ from instarec.archive import (
     seed_targets,
 )
 from instarec.errors import InstarecError, ManifestError, NetworkError, UsageError
+from instarec.finish import (
+    RecordedTrack,
+    RecordingSummary,
+    merge_leftovers,
+    merge_store,
+    recorded_archive_start,
+)
 from instarec.http import HttpClient, SegmentMissing
 from instarec.live import (
     LiveFollower,
@@ -42,14 +48,15 @@ from instarec.live import (
     listed_segments,
     segment_key,
 )
-from instarec.manifest import Addressing, MediaSegment, Representation
-from instarec.merge import TrackInput, find_ffmpeg, merge_tracks
-from instarec.mp4 import FragmentInfo, InitInfo, Mp4Error, moof_end, parse_fragment, parse_init
+from instarec.manifest import Addressing, MediaSegment
+from instarec.merge import find_ffmpeg
+from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
 from instarec.progress import ProgressSnapshot
 from instarec.segments import SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
-from instarec.store import SegmentStore, StoredSegment
+from instarec.store import SegmentStore
+from instarec.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -62,117 +69,6 @@ SEGMENTS_PER_CHAIN = 60
 DRAIN_TIMEOUT = 15.0
 
 Reporter = Callable[[Callable[[], ProgressSnapshot]], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class GapRange:
-    """A stretch of a track's timeline with no media, in seconds."""
-
-    track: str
-    start: float
-    end: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class TrackSummary:
-    kind: str
-    representation_id: str
-    codecs: str | None
-    segments: int
-    missing: int
-    start: float | None  # seconds, first recorded segment
-    end: float | None  # seconds, end of the last recorded segment
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingSummary:
-    output: Path | None  # None when nothing was merged
-    segments_dir: Path
-    size: int
-    duration: float
-    tracks: tuple[TrackSummary, ...]
-    gaps: tuple[GapRange, ...]
-    wall_time: float
-    end_reason: str
-    archive_start: float | None  # where past recovery started, seconds; None without it
-    archive_complete: bool  # the archive reaches the broadcast's first segment
-    interrupted: bool
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-track timeline state
-
-
-@dataclass(slots=True)
-class Timeline:
-    """The keys of one track known so far (listed, found by the archive, or on disk)."""
-
-    kind: TrackKind
-    rep: Representation
-    period_start: float = 0.0
-    init: InitInfo | None = None
-    keys: list[int] = field(default_factory=list)
-    key_set: set[int] = field(default_factory=set)
-    listed_end: int | None = None  # end (ticks) of the last listed $Time$ segment
-    listed_max_number: int | None = None
-    rounding: str = "round"  # how this server turns media time into $Time$ values
-    # Oldest key worth fetching: the first listed one until the archive search finds older
-    # ones. A manifest turning static may list everything since the start; what lies below
-    # the floor is past the server's retention (or unwanted with --no-past).
-    floor: int | None = None
-
-    def roundings(self, exact: Fraction) -> tuple[int, ...]:
-        """The $Time$ values ``exact`` may be published as, the learned rounding first."""
-        if exact.denominator == 1:
-            return (int(exact),)
-        values = {"floor": math.floor(exact), "round": round(exact), "ceil": math.ceil(exact)}
-        ordered = [values[self.rounding]] + [values[m] for m in ("floor", "round", "ceil")]
-        return tuple(dict.fromkeys(ordered))
-
-    def learn_rounding(self, key: int, media_time: int) -> None:
-        """Learn the server's rounding from a segment whose $Time$ and tfdt are both known."""
-        if self.init is None:
-            return
-        exact = Fraction(media_time * self.timescale, self.init.timescale)
-        if exact.denominator == 1:
-            return
-        for mode, value in (
-            ("floor", math.floor(exact)),
-            ("round", round(exact)),
-            ("ceil", math.ceil(exact)),
-        ):
-            if value == key:
-                if mode != self.rounding:
-                    log.debug("%s: $Time$ values are the %s of the media time", self.kind, mode)
-                    self.rounding = mode
-                return
-
-    def add(self, key: int) -> bool:
-        if key in self.key_set:
-            return False
-        self.key_set.add(key)
-        bisect.insort(self.keys, key)
-        return True
-
-    def discard(self, key: int) -> None:
-        """Forget a key that turned out not to exist (a wrong guess of the chain)."""
-        if key in self.key_set:
-            self.key_set.remove(key)
-            self.keys.pop(bisect.bisect_left(self.keys, key))
-
-    def next_known(self, key: int) -> int | None:
-        index = bisect.bisect_left(self.keys, key)
-        return self.keys[index] if index < len(self.keys) else None
-
-    @property
-    def timescale(self) -> int:
-        template = self.rep.template
-        return template.timescale if template else 1
-
-    def seconds(self, ticks: int) -> float:
-        template = self.rep.template
-        offset = template.presentation_time_offset if template else 0
-        return self.period_start + (ticks - offset) / self.timescale
 
 
 @dataclass(order=True, slots=True)
@@ -897,7 +793,7 @@ async def _record(
             first = await source.fetch()
         except (NetworkError, ManifestError) as exc:
             # Rerunning a stopped recording after the broadcast ended must still give a file.
-            leftovers = await _merge_leftovers(options, output, ffmpeg, started, exc)
+            leftovers = await merge_leftovers(options, output, ffmpeg, started, exc)
             if leftovers is None:
                 raise
             return leftovers
@@ -970,53 +866,6 @@ def _first_instarec_error(group_error: BaseExceptionGroup) -> BaseException:
     return group_error.exceptions[0]
 
 
-def _timeline_gaps(
-    kind: str, stored: Sequence[StoredSegment], missing_keys: Sequence[int]
-) -> list[GapRange]:
-    """Holes in a track's recorded timeline, measured on the media itself (tfdt times).
-
-    The media on disk is the truth: a lost segment, whatever found it missing (a 404 at the
-    live edge, a search in the archive), shows as a jump between its neighbours' times.
-    """
-    gaps: list[GapRange] = []
-    ordered = sorted(stored, key=lambda s: (s.start, s.key))
-    for before, after in itertools.pairwise(ordered):
-        end = before.start + (before.duration or 0.0)
-        if after.start - end > _GAP_TOLERANCE:
-            gaps.append(GapRange(kind, end, after.start))
-    if ordered and any(key > ordered[-1].key for key in missing_keys):
-        last = ordered[-1]
-        gaps.append(GapRange(kind, last.start + (last.duration or 0.0), None))
-    return gaps
-
-
-# tfdt-derived times are exact; a millisecond absorbs float rounding only.
-_GAP_TOLERANCE = 0.001
-
-
-def _recorded_archive_start(searched: float | None, tracks: Sequence[TrackSummary]) -> float | None:
-    """Where the file really starts: the oldest segment found may expire before its download."""
-    if searched is None:
-        return None
-    starts = [t.start for t in tracks if t.start is not None]
-    if starts and min(starts) > searched + _GAP_TOLERANCE:
-        log.warning(
-            "the oldest segments expired before they could be downloaded: the recording starts "
-            "at %.3f s instead of %.3f s",
-            min(starts),
-            searched,
-        )
-        return min(starts)
-    return searched
-
-
-@dataclass(frozen=True, slots=True)
-class _RecordedTrack:
-    kind: str
-    representation_id: str
-    codecs: str | None
-
-
 async def _finish(
     recording: Recording,
     output: Path,
@@ -1025,104 +874,13 @@ async def _finish(
     interrupted: bool,
     started: float,
 ) -> RecordingSummary:
-    tracks = [_RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
-    summary = await _merge_store(
+    tracks = [RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
+    summary = await merge_store(
         recording.store, tracks, output, ffmpeg, recording.options, end_reason, started
     )
     return replace(
         summary,
-        archive_start=_recorded_archive_start(recording.archive_start, summary.tracks),
+        archive_start=recorded_archive_start(recording.archive_start, summary.tracks),
         archive_complete=recording.archive_complete,
         interrupted=interrupted,
-    )
-
-
-async def _merge_store(
-    store: SegmentStore,
-    tracks: Sequence[_RecordedTrack],
-    output: Path,
-    ffmpeg: str,
-    options: Options,
-    end_reason: str,
-    started: float,
-) -> RecordingSummary:
-    """Merge what the store holds into ``output``; remove the store after a successful merge."""
-    inputs: list[TrackInput] = []
-    summaries: list[TrackSummary] = []
-    all_gaps: list[GapRange] = []
-    for track in tracks:
-        stored = store.segments(track.kind)
-        missing = store.missing(track.kind)
-        if stored:
-            inputs.append(
-                TrackInput(
-                    track.kind,
-                    store.init_path(track.kind),
-                    tuple(s.path for s in stored),
-                    stored[0].start,
-                )
-            )
-        gaps = _timeline_gaps(track.kind, stored, [m.key for m in missing])
-        all_gaps.extend(gaps)
-        last = stored[-1] if stored else None
-        summaries.append(
-            TrackSummary(
-                track.kind,
-                track.representation_id,
-                track.codecs,
-                len(stored),
-                max(len(missing), len(gaps)),
-                stored[0].start if stored else None,
-                (last.start + (last.duration or 0.0)) if last else None,
-            )
-        )
-    size = 0
-    duration = 0.0
-    merged: Path | None = None
-    if inputs:
-        result = await merge_tracks(
-            inputs, output, ffmpeg=ffmpeg, work_dir=store.root, overwrite=options.overwrite
-        )
-        merged = result.output
-        size = result.size
-        duration = result.duration or 0.0
-        if not options.keep_segments:
-            store.remove()
-    else:
-        log.warning("no segment was recorded: nothing to merge")
-    return RecordingSummary(
-        output=merged,
-        segments_dir=store.root,
-        size=size,
-        duration=duration,
-        tracks=tuple(summaries),
-        gaps=tuple(sorted(all_gaps, key=lambda g: (g.start, g.track))),
-        wall_time=time.monotonic() - started,
-        end_reason=end_reason,
-        archive_start=None,
-        archive_complete=False,
-        interrupted=False,
-    )
-
-
-async def _merge_leftovers(
-    options: Options, output: Path, ffmpeg: str, started: float, cause: InstarecError
-) -> RecordingSummary | None:
-    """After the manifest is gone, merge the segments an earlier run of this command kept."""
-    if options.segments_dir is None:
-        return None
-    store = SegmentStore.open_existing(options.segments_dir)
-    if store is None:
-        return None
-    fingerprint = store.fingerprint
-    tracks = [
-        _RecordedTrack(kind, fingerprint.get(kind, ""), None)
-        for kind in ("video", "audio")
-        if store.segments(kind)
-    ]
-    if not tracks:
-        return None
-    log.warning("%s; merging the segments recorded earlier", cause)
-    return await _merge_store(
-        store, tracks, output, ffmpeg, options, "merged an earlier recording", started
     )

@@ -17,8 +17,8 @@ from typing import Any
 
 from instarec import __version__
 from instarec.errors import StorageError
+from instarec.finish import GapRange, RecordingSummary
 from instarec.progress import format_bytes, format_duration
-from instarec.recorder import GapRange, RecordingSummary
 
 SCHEMA = "instarec.summary/1"
 

@@ -230,3 +230,22 @@ async def test_find_seed_returns_an_exact_segment_start() -> None:
     assert seed in set(starts)
     assert abs(seed - (starts[200] + 700)) <= 2300
     assert len(server.probes) <= 150
+
+
+async def test_find_seed_tolerates_a_grid_that_drifted_by_a_tick() -> None:
+    # Hours into a broadcast, millisecond times can sit one tick off the frame grid that the
+    # search extrapolates from its anchor.
+    frame = 1000 / 30
+    starts = [t + 1 for t in make_timeline(400, seed=10)]
+    server = TimeServer(starts)
+    # A target on the undrifted grid, ten frames after segment 300's start.
+    target = round((round((starts[300] - 1) / frame) + 10) * frame)
+    seed = await find_seed(
+        server.probe,
+        target,
+        typical_duration=2000,
+        frame_ticks=1000 / 30,
+        limits=SearchLimits(max_in_flight=50),
+    )
+    assert seed in set(starts)
+    assert len(server.probes) <= 600  # an exhaustive search of the window would take ~4000

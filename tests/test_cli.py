@@ -19,8 +19,8 @@ import instarec.recorder
 from instarec import __version__
 from instarec.cli import build_parser, main, options_markdown, parse_args
 from instarec.errors import NetworkError, UnsupportedStreamError
+from instarec.finish import RecordingSummary, TrackSummary
 from instarec.options import Options
-from instarec.recorder import RecordingSummary, TrackSummary
 
 URL = "https://cdn.example.test/live/manifest.mpd"
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from instarec.cli import main
-from instarec.recorder import GapRange, RecordingSummary, TrackSummary
+from instarec.finish import GapRange, RecordingSummary, TrackSummary
 from instarec.summary import (
     SCHEMA,
     MissingRange,
