@@ -21,3 +21,9 @@ def media_cache_dir() -> Path:
 def test_media(media_cache_dir: Path) -> TestMedia:
     """The default media (about 30 s, variable segments): made once, then read from the cache."""
     return generate_media(MediaSpec(), media_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def constant_media(media_cache_dir: Path) -> TestMedia:
+    """Constant 2 s segments: what a ``$Number$`` + ``@duration`` origin needs."""
+    return generate_media(MediaSpec(segment_durations="constant"), media_cache_dir)

@@ -13,7 +13,13 @@ import av
 
 from instarec.options import Options
 from instarec.testing.clock import ManualClock
+from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin
+
+
+def media_for_shape(shape: str, variable: TestMedia, constant: TestMedia) -> TestMedia:
+    """``$Number$`` + ``@duration`` needs constant segment durations; every other shape varies."""
+    return constant if shape == "number_duration" else variable
 
 
 def fast_options(url: str, output: Path, **changes: object) -> Options:

@@ -11,25 +11,16 @@ from instarec.testing.clock import ManualClock
 from instarec.testing.faults import FaultConfig
 from instarec.testing.media import MediaSpec, TestMedia, generate_media
 from instarec.testing.origin import Origin, OriginConfig
-from tests.recording import fast_options, inspect, running_clock
+from tests.recording import fast_options, inspect, media_for_shape, running_clock
 
 LIVE_SHAPES = ["instagram", "time", "number_timeline", "number_duration"]
-
-
-@pytest.fixture(scope="session")
-def constant_media(media_cache_dir: Path) -> TestMedia:
-    return generate_media(MediaSpec(segment_durations="constant"), media_cache_dir)
-
-
-def media_for(shape: str, test_media: TestMedia, constant_media: TestMedia) -> TestMedia:
-    return constant_media if shape == "number_duration" else test_media
 
 
 @pytest.mark.parametrize("shape", LIVE_SHAPES)
 async def test_live_recording_has_every_frame_broadcast_while_recording(
     shape: str, tmp_path: Path, test_media: TestMedia, constant_media: TestMedia
 ) -> None:
-    media = media_for(shape, test_media, constant_media)
+    media = media_for_shape(shape, test_media, constant_media)
     config = OriginConfig(
         shape=shape, broadcast_duration=90, already_broadcast=20, window=5, media=media.spec
     )

@@ -10,27 +10,18 @@ import pytest
 
 from instarec.recorder import record
 from instarec.testing.clock import ManualClock
-from instarec.testing.media import MediaSpec, TestMedia, generate_media
+from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin, OriginConfig
-from tests.recording import fast_options, inspect, running_clock
+from tests.recording import fast_options, inspect, media_for_shape, running_clock
 
 SHAPES = ["instagram", "time", "number_timeline", "number_duration"]
-
-
-@pytest.fixture(scope="session")
-def constant_media(media_cache_dir: Path) -> TestMedia:
-    return generate_media(MediaSpec(segment_durations="constant"), media_cache_dir)
-
-
-def pick_media(shape: str, variable: TestMedia, constant: TestMedia) -> TestMedia:
-    return constant if shape == "number_duration" else variable
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 async def test_ten_minute_broadcast_begun_eight_minutes_ago_is_recorded_whole(
     shape: str, tmp_path: Path, test_media: TestMedia, constant_media: TestMedia
 ) -> None:
-    media = pick_media(shape, test_media, constant_media)
+    media = media_for_shape(shape, test_media, constant_media)
     config = OriginConfig(
         shape=shape, broadcast_duration=600, already_broadcast=480, window=5, media=media.spec
     )
@@ -113,7 +104,7 @@ def _union(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
 async def test_limited_retention_starts_at_the_oldest_retained_segment(
     shape: str, tmp_path: Path, test_media: TestMedia, constant_media: TestMedia
 ) -> None:
-    media = pick_media(shape, test_media, constant_media)
+    media = media_for_shape(shape, test_media, constant_media)
     config = OriginConfig(
         shape=shape,
         broadcast_duration=260,
