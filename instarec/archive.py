@@ -322,12 +322,19 @@ def _grid_only(candidates: Iterator[int], expected: int, grid: float) -> Iterato
 
 
 def seed_targets(start: int, end: int, chains: int, frame_ticks: float | None) -> list[int]:
-    """Times splitting ``[start, end)`` into ``chains`` equal spans, on ``start``'s frame grid."""
+    """Times splitting ``[start, end)`` into ``chains`` equal spans, on the frame grid.
+
+    Both ends are known segment starts; each target is put on the grid of the nearer one, since
+    timestamps rounded to a coarse timescale drift off a grid extrapolated over hours.
+    """
     targets = []
     for index in range(1, chains):
         target = start + (end - start) * index // chains
         if frame_ticks:
-            target = start + round(round((target - start) / frame_ticks) * frame_ticks)
+            if target - start <= end - target:
+                target = start + round(round((target - start) / frame_ticks) * frame_ticks)
+            else:
+                target = end - round(round((end - target) / frame_ticks) * frame_ticks)
         targets.append(target)
     return targets
 
