@@ -292,6 +292,9 @@ class Recording:
             self.archive_active = False
 
     async def _recover_past(self, first: Snapshot) -> None:
+        # Tracks numbered alike (same first listed number, same lowest number) share one
+        # search: what one track's server still has, the other's has too.
+        numbered: dict[tuple[int, int], list[Timeline]] = {}
         async with asyncio.TaskGroup() as group:
             for timeline in self.timelines.values():
                 segments = self.first_listing.get(timeline.rep.id) or []
@@ -301,10 +304,24 @@ class Recording:
                     continue  # derived from the video chain: Instagram shares $Time$ values
                 addressing = timeline.rep.addressing
                 if addressing in (Addressing.NUMBER_TIMELINE, Addressing.NUMBER_DURATION):
-                    group.create_task(self._recover_numbers(timeline, segments))
+                    key = (segment_key(segments[0], timeline.rep), self._lowest_number(timeline))
+                    numbered.setdefault(key, []).append(timeline)
                 elif addressing is Addressing.TIME_TIMELINE:
                     group.create_task(self._recover_times(timeline, segments, first))
+            for timelines in numbered.values():
+                segments = self.first_listing[timelines[0].rep.id]
+                group.create_task(self._recover_numbers(timelines, segments))
         log.info("past recovery finished")
+
+    @staticmethod
+    def _lowest_number(timeline: Timeline) -> int:
+        # With a timeline, startNumber numbers the first listed S, not the broadcast's first
+        # segment: the past lies below it, from 0 or 1.
+        if timeline.rep.addressing is Addressing.NUMBER_TIMELINE:
+            return 0
+        template = timeline.rep.template
+        assert template is not None
+        return template.start_number
 
     def _shared_time_tracks(self, listed: dict[str, list[MediaSegment]]) -> bool:
         if set(self.timelines) != {"video", "audio"}:
@@ -318,37 +335,35 @@ class Recording:
         audio_times = [s.time for s in listed.get(audio.rep.id, [])]
         return bool(video_times) and video_times == audio_times
 
-    async def _recover_numbers(self, timeline: Timeline, segments: list[MediaSegment]) -> None:
-        template = timeline.rep.template
-        assert template is not None
-        first_listed = segment_key(segments[0], timeline.rep)
+    async def _recover_numbers(
+        self, timelines: list[Timeline], segments: list[MediaSegment]
+    ) -> None:
+        leader = timelines[0]
+        first_listed = segment_key(segments[0], leader.rep)
         durations = [s.duration for s in segments if s.duration]
         typical = sum(durations) / len(durations) if durations else 2.0
         # --end-stream-miss-threshold counts timeline milliseconds: as numbers, that much media.
         guard = max(1, math.ceil(self.limits.miss_threshold / 1000 / typical))
-        # With a timeline, startNumber numbers the first listed S, not the broadcast's first
-        # segment: the past lies below it, from 0 or 1.
-        lowest = (
-            0 if timeline.rep.addressing is Addressing.NUMBER_TIMELINE else template.start_number
-        )
+        lowest = self._lowest_number(leader)
         first = await find_first_number(
-            lambda n: self._probe(timeline.rep.media_url(number=n)),
+            lambda n: self._probe(leader.rep.media_url(number=n)),
             start_number=lowest,
             first_listed=first_listed,
             guard=guard,
             max_in_flight=self.limits.max_in_flight,
         )
         if first is None:
-            log.info("%s: no past segment before the window", timeline.kind)
+            log.info("no past segment before the window")
             self._note_archive_start(segments[0].start, first_listed <= lowest + 1)
             return
         self._note_archive_start(
-            self._number_ref(timeline, first, "archive").start, first <= lowest + 1
+            self._number_ref(leader, first, "archive").start, first <= lowest + 1
         )
-        timeline.floor = min(first, timeline.floor if timeline.floor is not None else first)
-        log.info("%s: recovering numbers %d-%d", timeline.kind, first, first_listed - 1)
-        for number in range(first, first_listed):
-            self.offer(self._number_ref(timeline, number, "archive"))
+        log.info("recovering numbers %d-%d", first, first_listed - 1)
+        for timeline in timelines:
+            timeline.floor = min(first, timeline.floor if timeline.floor is not None else first)
+            for number in range(first, first_listed):
+                self.offer(self._number_ref(timeline, number, "archive"))
 
     def _number_ref(self, timeline: Timeline, number: int, origin: str) -> SegmentRef:
         rep = timeline.rep
