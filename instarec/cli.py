@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=0.1,
         metavar="SECONDS",
-        help="minimum time between the starts of two past segment downloads",
+        help="minimum time between the starts of two past segment downloads on one download "
+        "slot (--concurrency slots; the $Time$ chain's own steps are not delayed)",
     )
 
     out = parser.add_argument_group("output")

@@ -152,8 +152,6 @@ class Recording:
         self._sequence = itertools.count()
         self.archive_start: float | None = None
         self.archive_complete = False
-        self._archive_pacing = asyncio.Lock()
-        self._last_archive_download = 0.0
         self.started = time.monotonic()
         self.downloaded = 0
         self.missing = 0
@@ -589,12 +587,21 @@ class Recording:
                 ) from exc
 
     async def worker(self) -> None:
+        last_past_start = -math.inf
         while True:
             job = await self.queue.get()
             if job.ref is None:  # drain: downloads in flight are done, nothing new starts
                 self.queue.task_done()
                 return
             try:
+                if self._paced(job):
+                    # --past-segment-delay spaces the past downloads of each download slot (a
+                    # server throttling a client sees each connection's pace). Chain steps are
+                    # exempt: a chain already waits a whole round trip between two steps.
+                    wait = last_past_start + self.options.past_segment_delay - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    last_past_start = time.monotonic()
                 await self._run_job(job)
             finally:
                 self.queued[job.ref.origin] -= 1
@@ -637,8 +644,6 @@ class Recording:
             if future is not None and not future.done():
                 future.set_result(stored)
             return stored
-        if ref.origin == "archive" and self.options.past_segment_delay > 0:
-            await self._pace_archive()
         path = self.store.segment_path(ref.track, ref.key)
         watcher = None
         if future is not None:
@@ -720,12 +725,14 @@ class Recording:
             log.warning("%s: not a media segment (%s)", path.name, exc)
             return None
 
-    async def _pace_archive(self) -> None:
-        async with self._archive_pacing:
-            wait = self._last_archive_download + self.options.past_segment_delay - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_archive_download = time.monotonic()
+    def _paced(self, job: _Job) -> bool:
+        return (
+            self.options.past_segment_delay > 0
+            and job.ref is not None
+            and job.ref.origin == "archive"
+            and job.first_fragment is None
+            and not self.store.has(job.ref.track, job.ref.key)
+        )
 
 
 def _typical_ticks(segments: list[MediaSegment], timescale: int) -> int:
