@@ -238,6 +238,8 @@ class Recording:
                 previous_end is not None
                 and previous_end < keys[0]
                 and previous_end not in timeline.key_set
+                # Instagram's audio shares the video's times: the video chain fetches it too.
+                and not (self.shared_times and timeline.kind == "audio")
             ):
                 # The window moved further than one refresh: chain through the media to reach it.
                 log.info(
@@ -260,7 +262,7 @@ class Recording:
                 )
                 for number in range(previous + 1, keys[0]):
                     new += self.offer(self._number_ref(timeline, number, "live"))
-            timeline.listed_max_number = max(keys[-1], previous or keys[-1])
+            timeline.listed_max_number = keys[-1] if previous is None else max(keys[-1], previous)
         if timeline.kind == self._clock_track and segments[-1].duration is not None:
             self.newest_listed_end = segments[-1].start + segments[-1].duration
         for segment, key in zip(segments, keys, strict=True):
