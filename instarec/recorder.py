@@ -386,7 +386,7 @@ class Recording:
         first_listed = segments[0].time
         assert first_listed is not None
         typical = _typical_ticks(segments, template.timescale)
-        hints = list(self._start_hints(first, template.timescale))
+        hints = list(dict.fromkeys(self._start_hints(first, template.timescale)))
         frame = await self._frame_ticks(timeline, segments[0])
         probe = self._time_probe(timeline)
         start = await find_first_time(
