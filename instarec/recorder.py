@@ -404,40 +404,40 @@ class Recording:
             return
         for chained in [timeline, *self._derived(timeline)]:
             chained.floor = min(start, chained.floor if chained.floor is not None else start)
-        seeds = [start]
         chains = self._chain_count((first_listed - start) / typical)
-        if chains > 1:
-            # A long archive walked by one chain costs one round trip per segment; several
-            # chains from seeds found by a short search share the work (probes: a few dozen
-            # per seed).
-            async with asyncio.TaskGroup() as group:
-                searches = [
-                    group.create_task(
-                        find_seed(
-                            probe,
-                            target,
-                            typical_duration=typical,
-                            frame_ticks=frame,
-                            limits=self.limits,
-                        )
-                    )
-                    for target in seed_targets(start, first_listed, chains, frame)
-                ]
-            found = {task.result() for task in searches} - {None}
-            seeds += sorted(t for t in found if t is not None and start < t < first_listed)
-            for seed in seeds:
-                timeline.add(seed)  # chain boundaries: each chain stops at the next seed
         log.info(
-            "%s: recovering the past from time %d with %d chain(s)",
+            "%s: recovering the past from time %d with up to %d chain(s)",
             timeline.kind,
             start,
-            len(seeds),
+            chains,
         )
         async with asyncio.TaskGroup() as group:
-            for seed in seeds:
+            group.create_task(self.chain_from(timeline, start, origin="archive", frame_ticks=frame))
+            # A long archive walked by one chain costs one round trip per segment: more chains
+            # start from seeds found by short searches, each as soon as its seed is found, and
+            # each chain stops where the next one's seed lies.
+            for target in seed_targets(start, first_listed, chains, frame):
                 group.create_task(
-                    self.chain_from(timeline, seed, origin="archive", frame_ticks=frame)
+                    self._seeded_chain(timeline, probe, target, typical, frame, first_listed)
                 )
+
+    async def _seeded_chain(
+        self,
+        timeline: Timeline,
+        probe: Callable[[int], Awaitable[bool]],
+        target: int,
+        typical: int,
+        frame: float | None,
+        first_listed: int,
+    ) -> None:
+        seed = await find_seed(
+            probe, target, typical_duration=typical, frame_ticks=frame, limits=self.limits
+        )
+        if seed is None or seed >= first_listed or seed in timeline.key_set:
+            return  # nothing found, or a chain already walked past it
+        timeline.add(seed)  # the chain below stops here
+        log.debug("%s: a chain starts from the seed at %d", timeline.kind, seed)
+        await self.chain_from(timeline, seed, origin="archive", frame_ticks=frame)
 
     def _chain_count(self, segments: float) -> int:
         """How many chains walk an archive of ``segments`` segments at once.

@@ -138,7 +138,7 @@ async def test_limited_retention_starts_at_the_oldest_retained_segment(
 async def test_long_archive_is_split_between_seeded_chains(
     tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="instarec.recorder")
+    caplog.set_level(logging.DEBUG, logger="instarec.recorder")
     # 25 minutes of past: long enough for several chains, each seeded by a short search.
     gaps = {1, 300, 301, 640}
     config = OriginConfig(
@@ -173,7 +173,7 @@ async def test_long_archive_is_split_between_seeded_chains(
     ]
     # Seeds and gap searches probe; a whole-range search would cost thousands.
     assert 0 < heads < 2000
-    assert re.search(r"with [2-9] chain\(s\)", caplog.text)
+    assert len(re.findall(r"a chain starts from the seed", caplog.text)) >= 2
 
 
 @pytest.mark.parametrize("shape", ["time", "static"])
