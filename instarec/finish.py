@@ -153,7 +153,11 @@ async def merge_store(
         )
         merged = result.output
         size = result.size
-        duration = result.duration or 0.0
+        # The recorded media's own times say how long the file is; ffmpeg's progress report is
+        # not the same in every version (some report no output time at all).
+        starts = [t.start for t in summaries if t.start is not None]
+        ends = [t.end for t in summaries if t.end is not None]
+        duration = max(ends) - min(starts) if starts and ends else (result.duration or 0.0)
         if not options.keep_segments:
             store.remove()
     else:

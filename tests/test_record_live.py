@@ -51,6 +51,7 @@ async def test_live_recording_has_every_frame_broadcast_while_recording(
     assert report.video_duration == pytest.approx(broadcast_end - first_start, abs=0.05)
     assert abs(report.audio_duration - report.video_duration) < 0.1
     assert summary.output == output
+    assert summary.duration == pytest.approx(report.video_duration, abs=0.1)
     assert summary.gaps == ()
     assert not summary.segments_dir.exists()  # removed after a successful merge
 
