@@ -1,22 +1,22 @@
 """The orchestration of one recording.
 
 One ``asyncio.TaskGroup`` holds: the live follower (manifest refreshes), the archive search (past
-segments), the download workers, and the progress reporter. Producers hand ``SegmentRef``s to
-``Timeline.offer``; the first offer of a key queues a download; workers stream bodies into the
-``SegmentStore``. At the end (or on the first Ctrl+C) what is on disk is merged by ffmpeg.
+segments), the download workers (``downloads.py``), and the progress reporter. Producers hand
+``SegmentRef``s to ``Recording.offer``; the first offer of a key queues a download; workers stream
+bodies into the ``SegmentStore``. At the end (or on the first Ctrl+C) ``finish.py`` merges what is
+on disk with ffmpeg.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from instarec.archive import (
     find_seed,
     seed_targets,
 )
+from instarec.downloads import Downloads
 from instarec.errors import InstarecError, ManifestError, NetworkError, UsageError
 from instarec.finish import (
     RecordedTrack,
@@ -39,7 +40,7 @@ from instarec.finish import (
     merge_store,
     recorded_archive_start,
 )
-from instarec.http import HttpClient, SegmentMissing
+from instarec.http import HttpClient
 from instarec.live import (
     LiveFollower,
     LivePolicy,
@@ -50,7 +51,7 @@ from instarec.live import (
 )
 from instarec.manifest import Addressing, MediaSegment
 from instarec.merge import find_ffmpeg
-from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
+from instarec.mp4 import FragmentInfo, Mp4Error
 from instarec.options import Options
 from instarec.progress import ProgressSnapshot
 from instarec.segments import SegmentRef, TrackKind
@@ -69,54 +70,6 @@ SEGMENTS_PER_CHAIN = 60
 DRAIN_TIMEOUT = 15.0
 
 Reporter = Callable[[Callable[[], ProgressSnapshot]], Awaitable[None]]
-
-
-@dataclass(order=True, slots=True)
-class _Job:
-    priority: tuple[int, float]
-    sequence: int
-    ref: SegmentRef | None = field(compare=False)  # None: a worker's signal to stop
-    first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
-
-
-class _FirstMoof:
-    """Collects a download's first bytes and resolves a future once the first moof is whole.
-
-    This is what lets the $Time$ chain take its next step while the body still streams in.
-    """
-
-    def __init__(
-        self,
-        future: asyncio.Future[FragmentInfo | None],
-        default: int | None,
-        on_info: Callable[[FragmentInfo], None],
-    ) -> None:
-        self._future = future
-        self._default = default
-        self._on_info = on_info
-        self._buffer = bytearray()
-
-    def restart(self) -> None:
-        """A retry starts the body over: forget the bytes of the failed attempt."""
-        self._buffer = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        if self._future.done():
-            return
-        self._buffer += chunk
-        try:
-            end = moof_end(self._buffer)
-            if end is None:
-                return
-            info = parse_fragment(self._buffer[:end], default_sample_duration=self._default)
-        except Mp4Error:
-            return  # the full parse after the download decides
-        self._on_info(info)
-        self._future.set_result(info)
-        self._buffer = bytearray()
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 class Recording:
@@ -147,26 +100,16 @@ class Recording:
             if rep is not None:
                 period_start = first.manifest.periods[rep.period_index].start
                 self.timelines[kind] = Timeline(kind, rep, period_start)  # type: ignore[arg-type,index]
-        self.queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
-        self._in_flight: dict[tuple[str, int], asyncio.Future[FragmentInfo | None]] = {}
-        self._sequence = itertools.count()
+        self.downloads = Downloads(options, http, store, self.timelines)
         self.archive_start: float | None = None
         self.archive_complete = False
         self.started = time.monotonic()
-        self.downloaded = 0
-        self.missing = 0
-        self.bytes = 0
-        self.recorded_seconds = {"archive": 0.0, "live": 0.0}
-        self.queued = {"archive": 0, "live": 0}
         self.archive_active = False
         self.newest_listed_end: float | None = None
-        self.newest_recorded_end: float | None = None
         self.first_listing = {
             rep.id: segments
             for rep, segments in listed_segments(first, [t.rep for t in self.timelines.values()])
         }
-        # Durations are counted on one track so that video and audio are not added up.
-        self._clock_track = "video" if "video" in self.timelines else "audio"
         # Instagram lists the same $Time$ values for video and audio: chain one, derive the other.
         self.shared_times = self._shared_time_tracks(self.first_listing)
 
@@ -186,25 +129,24 @@ class Recording:
         new = timeline.add(ref.key)
         if not new and first_fragment is None:
             return False
-        priority = (0 if urgent else 1, ref.start)
-        self.queue.put_nowait(_Job(priority, next(self._sequence), ref, first_fragment))
-        self.queued[ref.origin] += 1
+        self.downloads.submit(ref, first_fragment=first_fragment, urgent=urgent)
         return new
 
     def progress(self) -> ProgressSnapshot:
+        downloads = self.downloads
         behind = None
-        if self.newest_listed_end is not None and self.newest_recorded_end is not None:
-            behind = max(0.0, self.newest_listed_end - self.newest_recorded_end)
+        if self.newest_listed_end is not None and downloads.newest_recorded_end is not None:
+            behind = max(0.0, self.newest_listed_end - downloads.newest_recorded_end)
         return ProgressSnapshot(
             elapsed=time.monotonic() - self.started,
             archive_active=self.archive_active,
-            archive_seconds=self.recorded_seconds["archive"],
-            live_seconds=self.recorded_seconds["live"],
-            segments_done=self.downloaded,
-            segments_missing=self.missing,
-            segments_queued=self.queued["archive"] + self.queued["live"],
-            archive_queued=self.queued["archive"],
-            bytes_done=self.bytes,
+            archive_seconds=downloads.recorded_seconds["archive"],
+            live_seconds=downloads.recorded_seconds["live"],
+            segments_done=downloads.downloaded,
+            segments_missing=downloads.missing,
+            segments_queued=downloads.queued["archive"] + downloads.queued["live"],
+            archive_queued=downloads.queued["archive"],
+            bytes_done=downloads.bytes,
             behind_live=behind,
         )
 
@@ -263,7 +205,7 @@ class Recording:
                 for number in range(previous + 1, keys[0]):
                     new += self.offer(self._number_ref(timeline, number, "live"))
             timeline.listed_max_number = keys[-1] if previous is None else max(keys[-1], previous)
-        if timeline.kind == self._clock_track and segments[-1].duration is not None:
+        if timeline.kind == self.downloads.clock_track and segments[-1].duration is not None:
             self.newest_listed_end = segments[-1].start + segments[-1].duration
         for segment, key in zip(segments, keys, strict=True):
             ref = SegmentRef(
@@ -569,173 +511,6 @@ class Recording:
             log.debug("probe failed for %s: %s", url, exc)
             return False
 
-    # -- downloads ----------------------------------------------------------------------------
-
-    async def fetch_inits(self) -> None:
-        for timeline in self.timelines.values():
-            init = timeline.rep.init_segment()
-            if init is None:
-                continue
-            path = self.store.init_path(timeline.kind)
-            if not self.store.has_init(timeline.kind):
-                await self.http.download(init.url, path, byte_range=init.byte_range)
-                self.store.commit_init(timeline.kind)
-            try:
-                timeline.init = parse_init(path.read_bytes())
-            except Mp4Error as exc:
-                raise InstarecError(
-                    f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
-                    "only fMP4 DASH streams can be recorded"
-                ) from exc
-
-    async def worker(self) -> None:
-        last_past_start = -math.inf
-        while True:
-            job = await self.queue.get()
-            if job.ref is None:  # drain: downloads in flight are done, nothing new starts
-                self.queue.task_done()
-                return
-            try:
-                if self._paced(job):
-                    # --past-segment-delay spaces the past downloads of each download slot (a
-                    # server throttling a client sees each connection's pace). Chain steps are
-                    # exempt: a chain already waits a whole round trip between two steps.
-                    wait = last_past_start + self.options.past_segment_delay - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    last_past_start = time.monotonic()
-                await self._run_job(job)
-            finally:
-                self.queued[job.ref.origin] -= 1
-                self.queue.task_done()
-
-    async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
-        """Let the downloads in flight finish (bounded), start no other: what Ctrl+C asks."""
-        for _ in workers:
-            self.queue.put_nowait(_Job((-1, 0.0), next(self._sequence), None))
-        await asyncio.wait(workers, timeout=grace)
-
-    async def _run_job(self, job: _Job) -> None:
-        ref = job.ref
-        slot = (ref.track, ref.key)
-        running = self._in_flight.get(slot)
-        if running is not None:
-            # A chain step asked for a segment already on its way: share that download.
-            info = await asyncio.shield(running)
-            if job.first_fragment is not None and not job.first_fragment.done():
-                job.first_fragment.set_result(info)
-            return
-        done: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
-        self._in_flight[slot] = done
-        try:
-            info = await self._fetch(ref, job.first_fragment)
-            done.set_result(info)
-        finally:
-            if not done.done():
-                done.cancel()
-            del self._in_flight[slot]
-
-    async def _fetch(
-        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
-    ) -> FragmentInfo | None:
-        """Download one segment into the store; its fragment info, or None when missing."""
-        timeline = self.timelines[ref.track]
-        default = timeline.init.default_sample_duration if timeline.init else None
-        if self.store.has(ref.track, ref.key):
-            stored = self._parse_file(self.store.segment_path(ref.track, ref.key), default)
-            if future is not None and not future.done():
-                future.set_result(stored)
-            return stored
-        path = self.store.segment_path(ref.track, ref.key)
-        watcher = None
-        if future is not None:
-            watcher = _FirstMoof(
-                future,
-                default,
-                lambda info: self._learn(timeline, ref.key, info),
-            )
-        try:
-            size = await self.http.download(
-                ref.url,
-                path,
-                byte_range=ref.byte_range,
-                on_chunk=watcher.feed if watcher else None,
-                on_restart=watcher.restart if watcher else None,
-            )
-        except SegmentMissing:
-            if future is not None:
-                # A chain step: the chain knows whether this is a gap or a wrong guess.
-                future.set_result(None)
-            else:
-                self._record_missing(ref, None)
-            return None
-        except NetworkError as exc:
-            log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
-            self._record_missing(ref, future)
-            return None
-        info = self._parse_file(path, default)
-        media_time = info.base_media_decode_time if info else None
-        if info is not None:
-            self._learn(timeline, ref.key, info)
-        media_duration = info.duration if info else None
-        start = ref.start
-        duration = ref.duration
-        if info is not None and timeline.init is not None and media_time is not None:
-            start = media_time / timeline.init.timescale
-            duration = info.duration / timeline.init.timescale
-        self.store.commit(
-            ref.track,
-            ref.key,
-            start=start,
-            duration=duration,
-            size=size,
-            media_time=media_time,
-            media_duration=media_duration,
-        )
-        self.downloaded += 1
-        self.bytes += size
-        if ref.track == self._clock_track:
-            self.recorded_seconds[ref.origin] += duration or 0.0
-            end = start + (duration or 0.0)
-            if self.newest_recorded_end is None or end > self.newest_recorded_end:
-                self.newest_recorded_end = end
-        if future is not None and not future.done():
-            future.set_result(info)
-        return info
-
-    @staticmethod
-    def _learn(timeline: Timeline, key: int, info: FragmentInfo) -> None:
-        if (
-            info.base_media_decode_time is not None
-            and timeline.rep.addressing is Addressing.TIME_TIMELINE
-        ):
-            timeline.learn_rounding(key, info.base_media_decode_time)
-
-    def _record_missing(
-        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
-    ) -> None:
-        self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
-        self.missing += 1
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    @staticmethod
-    def _parse_file(path: Path, default: int | None) -> FragmentInfo | None:
-        try:
-            return parse_fragment(path.read_bytes(), default_sample_duration=default)
-        except Mp4Error as exc:
-            log.warning("%s: not a media segment (%s)", path.name, exc)
-            return None
-
-    def _paced(self, job: _Job) -> bool:
-        return (
-            self.options.past_segment_delay > 0
-            and job.ref is not None
-            and job.ref.origin == "archive"
-            and job.first_fragment is None
-            and not self.store.has(job.ref.track, job.ref.key)
-        )
-
 
 def _typical_ticks(segments: list[MediaSegment], timescale: int) -> int:
     durations = sorted(s.duration for s in segments if s.duration)
@@ -826,7 +601,7 @@ async def _record(
         assert options.segments_dir is not None
         store = SegmentStore.open(options.segments_dir, _fingerprint(options, selected))
         recording = Recording(options, http, store, source, first, selected, stop)
-        await recording.fetch_inits()
+        await recording.downloads.fetch_inits()
         end_reason = await _run(recording, first, reporter)
         interrupted = stop.is_set()
         return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
@@ -842,7 +617,9 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
     end_reason = "unknown"
     try:
         async with asyncio.TaskGroup() as group:
-            workers = [group.create_task(recording.worker()) for _ in range(options.concurrency)]
+            workers = [
+                group.create_task(recording.downloads.worker()) for _ in range(options.concurrency)
+            ]
             helpers = []
             if reporter is not None:
                 helpers.append(group.create_task(reporter(recording.progress)))
@@ -861,7 +638,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
                         producers.create_task(recording.recover_past(first))
                     end_reason = await live
                 log.info("recording ends: %s", end_reason)
-                await recording.queue.join()
+                await recording.downloads.queue.join()
 
             producer = group.create_task(produce())
             stopper = group.create_task(recording.stop.wait())
@@ -873,7 +650,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
             if recording.stop.is_set():
-                await recording.drain(workers, DRAIN_TIMEOUT)
+                await recording.downloads.drain(workers, DRAIN_TIMEOUT)
             for task in [*workers, *helpers]:
                 task.cancel()
     except BaseExceptionGroup as group_error:

@@ -1,0 +1,279 @@
+"""Segment downloads: a bounded pool of workers feeding the ``SegmentStore``.
+
+Producers (the live follower, the archive search) submit ``SegmentRef``s; the pool downloads each
+key once (a second request for a key in flight shares the first), in priority order (chain steps
+first, then broadcast order), and reports a chain step's first moof as soon as its bytes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from instarec.errors import InstarecError, NetworkError
+from instarec.http import HttpClient, SegmentMissing
+from instarec.manifest import Addressing
+from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
+from instarec.options import Options
+from instarec.segments import SegmentRef, TrackKind
+from instarec.store import SegmentStore
+from instarec.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(order=True, slots=True)
+class DownloadJob:
+    priority: tuple[int, float]
+    sequence: int
+    ref: SegmentRef | None = field(compare=False)  # None: a worker's signal to stop
+    first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
+
+
+class _FirstMoof:
+    """Collects a download's first bytes and resolves a future once the first moof is whole.
+
+    This is what lets the $Time$ chain take its next step while the body still streams in.
+    """
+
+    def __init__(
+        self,
+        future: asyncio.Future[FragmentInfo | None],
+        default: int | None,
+        on_info: Callable[[FragmentInfo], None],
+    ) -> None:
+        self._future = future
+        self._default = default
+        self._on_info = on_info
+        self._buffer = bytearray()
+
+    def restart(self) -> None:
+        """A retry starts the body over: forget the bytes of the failed attempt."""
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        if self._future.done():
+            return
+        self._buffer += chunk
+        try:
+            end = moof_end(self._buffer)
+            if end is None:
+                return
+            info = parse_fragment(self._buffer[:end], default_sample_duration=self._default)
+        except Mp4Error:
+            return  # the full parse after the download decides
+        self._on_info(info)
+        self._future.set_result(info)
+        self._buffer = bytearray()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Downloads:
+    """The download pool of one recording and its counters (read by the progress display)."""
+
+    def __init__(
+        self,
+        options: Options,
+        http: HttpClient,
+        store: SegmentStore,
+        timelines: Mapping[TrackKind, Timeline],
+    ) -> None:
+        self.options = options
+        self.http = http
+        self.store = store
+        self.timelines = timelines
+        self.queue: asyncio.PriorityQueue[DownloadJob] = asyncio.PriorityQueue()
+        self._in_flight: dict[tuple[str, int], asyncio.Future[FragmentInfo | None]] = {}
+        self._sequence = itertools.count()
+        self.downloaded = 0
+        self.missing = 0
+        self.bytes = 0
+        self.recorded_seconds = {"archive": 0.0, "live": 0.0}
+        self.queued = {"archive": 0, "live": 0}
+        self.newest_recorded_end: float | None = None
+        # Durations are counted on one track so that video and audio are not added up.
+        self.clock_track = "video" if "video" in timelines else "audio"
+
+    def submit(
+        self,
+        ref: SegmentRef,
+        *,
+        first_fragment: asyncio.Future[FragmentInfo | None] | None = None,
+        urgent: bool = False,
+    ) -> None:
+        priority = (0 if urgent else 1, ref.start)
+        self.queue.put_nowait(DownloadJob(priority, next(self._sequence), ref, first_fragment))
+        self.queued[ref.origin] += 1
+
+    async def fetch_inits(self) -> None:
+        for timeline in self.timelines.values():
+            init = timeline.rep.init_segment()
+            if init is None:
+                continue
+            path = self.store.init_path(timeline.kind)
+            if not self.store.has_init(timeline.kind):
+                await self.http.download(init.url, path, byte_range=init.byte_range)
+                self.store.commit_init(timeline.kind)
+            try:
+                timeline.init = parse_init(path.read_bytes())
+            except Mp4Error as exc:
+                raise InstarecError(
+                    f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
+                    "only fMP4 DASH streams can be recorded"
+                ) from exc
+
+    async def worker(self) -> None:
+        last_past_start = -math.inf
+        while True:
+            job = await self.queue.get()
+            if job.ref is None:  # drain: downloads in flight are done, nothing new starts
+                self.queue.task_done()
+                return
+            try:
+                if self._paced(job):
+                    # --past-segment-delay spaces the past downloads of each download slot (a
+                    # server throttling a client sees each connection's pace). Chain steps are
+                    # exempt: a chain already waits a whole round trip between two steps.
+                    wait = last_past_start + self.options.past_segment_delay - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    last_past_start = time.monotonic()
+                await self._run_job(job)
+            finally:
+                self.queued[job.ref.origin] -= 1
+                self.queue.task_done()
+
+    async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
+        """Let the downloads in flight finish (bounded), start no other: what Ctrl+C asks."""
+        for _ in workers:
+            self.queue.put_nowait(DownloadJob((-1, 0.0), next(self._sequence), None))
+        await asyncio.wait(workers, timeout=grace)
+
+    async def _run_job(self, job: DownloadJob) -> None:
+        ref = job.ref
+        slot = (ref.track, ref.key)
+        running = self._in_flight.get(slot)
+        if running is not None:
+            # A chain step asked for a segment already on its way: share that download.
+            info = await asyncio.shield(running)
+            if job.first_fragment is not None and not job.first_fragment.done():
+                job.first_fragment.set_result(info)
+            return
+        done: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[slot] = done
+        try:
+            info = await self._fetch(ref, job.first_fragment)
+            done.set_result(info)
+        finally:
+            if not done.done():
+                done.cancel()
+            del self._in_flight[slot]
+
+    async def _fetch(
+        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
+    ) -> FragmentInfo | None:
+        """Download one segment into the store; its fragment info, or None when missing."""
+        timeline = self.timelines[ref.track]
+        default = timeline.init.default_sample_duration if timeline.init else None
+        if self.store.has(ref.track, ref.key):
+            stored = self._parse_file(self.store.segment_path(ref.track, ref.key), default)
+            if future is not None and not future.done():
+                future.set_result(stored)
+            return stored
+        path = self.store.segment_path(ref.track, ref.key)
+        watcher = None
+        if future is not None:
+            watcher = _FirstMoof(
+                future,
+                default,
+                lambda info: self._learn(timeline, ref.key, info),
+            )
+        try:
+            size = await self.http.download(
+                ref.url,
+                path,
+                byte_range=ref.byte_range,
+                on_chunk=watcher.feed if watcher else None,
+                on_restart=watcher.restart if watcher else None,
+            )
+        except SegmentMissing:
+            if future is not None:
+                # A chain step: the chain knows whether this is a gap or a wrong guess.
+                future.set_result(None)
+            else:
+                self._record_missing(ref, None)
+            return None
+        except NetworkError as exc:
+            log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
+            self._record_missing(ref, future)
+            return None
+        info = self._parse_file(path, default)
+        media_time = info.base_media_decode_time if info else None
+        if info is not None:
+            self._learn(timeline, ref.key, info)
+        media_duration = info.duration if info else None
+        start = ref.start
+        duration = ref.duration
+        if info is not None and timeline.init is not None and media_time is not None:
+            start = media_time / timeline.init.timescale
+            duration = info.duration / timeline.init.timescale
+        self.store.commit(
+            ref.track,
+            ref.key,
+            start=start,
+            duration=duration,
+            size=size,
+            media_time=media_time,
+            media_duration=media_duration,
+        )
+        self.downloaded += 1
+        self.bytes += size
+        if ref.track == self.clock_track:
+            self.recorded_seconds[ref.origin] += duration or 0.0
+            end = start + (duration or 0.0)
+            if self.newest_recorded_end is None or end > self.newest_recorded_end:
+                self.newest_recorded_end = end
+        if future is not None and not future.done():
+            future.set_result(info)
+        return info
+
+    @staticmethod
+    def _learn(timeline: Timeline, key: int, info: FragmentInfo) -> None:
+        if (
+            info.base_media_decode_time is not None
+            and timeline.rep.addressing is Addressing.TIME_TIMELINE
+        ):
+            timeline.learn_rounding(key, info.base_media_decode_time)
+
+    def _record_missing(
+        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
+    ) -> None:
+        self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
+        self.missing += 1
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    @staticmethod
+    def _parse_file(path: Path, default: int | None) -> FragmentInfo | None:
+        try:
+            return parse_fragment(path.read_bytes(), default_sample_duration=default)
+        except Mp4Error as exc:
+            log.warning("%s: not a media segment (%s)", path.name, exc)
+            return None
+
+    def _paced(self, job: DownloadJob) -> bool:
+        return (
+            self.options.past_segment_delay > 0
+            and job.ref is not None
+            and job.ref.origin == "archive"
+            and job.first_fragment is None
+            and not self.store.has(job.ref.track, job.ref.key)
+        )
