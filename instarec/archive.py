@@ -288,13 +288,17 @@ async def find_first_time(
     time, probing the times where the previous segment most likely starts; stop when none
     answers within three typical durations (or the miss threshold).
     """
+    hints = list(hints)
     for hint in hints:
-        if 0 <= hint < first_listed and await (hint_probe or probe)(hint):
+        if hint < first_listed and await (hint_probe or probe)(hint):
             return hint
+    # Times start at 0, or a little below it where a server names segments by their
+    # presentation time (ffmpeg's AAC priming): never search below the lowest hint.
+    lowest = min([0, *hints])
     oldest = first_listed
     reach = min(3 * typical_duration, limits.miss_threshold)
-    while oldest > 0:
-        low = max(0, oldest - reach)
+    while oldest > lowest:
+        low = max(lowest, oldest - reach)
         expected = max(low, oldest - _on_grid(typical_duration, frame_ticks))
         candidates = candidate_times(expected, low=low, high=oldest - 1, grid=frame_ticks)
         if frame_ticks:

@@ -33,7 +33,10 @@ class DownloadJob:
     priority: tuple[int, float]
     sequence: int
     ref: SegmentRef | None = field(compare=False)  # None: a worker's signal to stop
+    # Answered with the segment's timing: from its first moof as soon as that arrives, or from
+    # the whole body when ``whole`` (segments of several moofs).
     first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
+    whole: bool = field(default=False, compare=False)
 
 
 class _FirstMoof:
@@ -108,9 +111,11 @@ class Downloads:
         *,
         first_fragment: asyncio.Future[FragmentInfo | None] | None = None,
         urgent: bool = False,
+        whole: bool = False,
     ) -> None:
         priority = (0 if urgent else 1, ref.start)
-        self.queue.put_nowait(DownloadJob(priority, next(self._sequence), ref, first_fragment))
+        job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole)
+        self.queue.put_nowait(job)
         self.queued[ref.origin] += 1
 
     async def fetch_inits(self) -> None:
@@ -170,7 +175,7 @@ class Downloads:
         done: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
         self._in_flight[slot] = done
         try:
-            info = await self._fetch(ref, job.first_fragment)
+            info = await self._fetch(ref, job.first_fragment, whole=job.whole)
             done.set_result(info)
         finally:
             if not done.done():
@@ -178,7 +183,11 @@ class Downloads:
             del self._in_flight[slot]
 
     async def _fetch(
-        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
+        self,
+        ref: SegmentRef,
+        future: asyncio.Future[FragmentInfo | None] | None,
+        *,
+        whole: bool = False,
     ) -> FragmentInfo | None:
         """Download one segment into the store; its fragment info, or None when missing."""
         timeline = self.timelines[ref.track]
@@ -190,7 +199,7 @@ class Downloads:
             return stored
         path = self.store.segment_path(ref.track, ref.key)
         watcher = None
-        if future is not None:
+        if future is not None and not whole:
             watcher = _FirstMoof(
                 future,
                 default,
@@ -219,6 +228,9 @@ class Downloads:
         media_time = info.base_media_decode_time if info else None
         if info is not None:
             self._learn(timeline, ref.key, info)
+            if info.moof_count > 1 and not timeline.multi_moof:
+                log.debug("%s: segments hold several moofs: chain on whole bodies", ref.track)
+                timeline.multi_moof = True
         media_duration = info.duration if info else None
         start = ref.start
         duration = ref.duration
@@ -251,7 +263,7 @@ class Downloads:
             info.base_media_decode_time is not None
             and timeline.rep.addressing is Addressing.TIME_TIMELINE
         ):
-            timeline.learn_rounding(key, info.base_media_decode_time)
+            timeline.learn_time_mapping(key, info.base_media_decode_time)
 
     def _record_missing(
         self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None

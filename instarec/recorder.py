@@ -121,6 +121,7 @@ class Recording:
         *,
         first_fragment: asyncio.Future[FragmentInfo | None] | None = None,
         urgent: bool = False,
+        whole: bool = False,
     ) -> bool:
         """Queue ``ref`` unless its key is known; a chain step always gets its future answered."""
         timeline = self.timelines[ref.track]
@@ -129,7 +130,7 @@ class Recording:
         new = timeline.add(ref.key)
         if not new and first_fragment is None:
             return False
-        self.downloads.submit(ref, first_fragment=first_fragment, urgent=urgent)
+        self.downloads.submit(ref, first_fragment=first_fragment, urgent=urgent, whole=whole)
         return new
 
     def progress(self) -> ProgressSnapshot:
@@ -328,8 +329,10 @@ class Recording:
         first_listed = segments[0].time
         assert first_listed is not None
         typical = _typical_ticks(segments, template.timescale)
-        hints = list(dict.fromkeys(self._start_hints(first, template.timescale)))
+        # Fetching a listed segment first teaches the time mapping (rounding, offset) and
+        # whether segments hold several moofs, before any time is derived.
         frame = await self._frame_ticks(timeline, segments[0])
+        hints = list(dict.fromkeys(self._start_hints(first, template.timescale, timeline)))
         probe = self._time_probe(timeline)
         start = await find_first_time(
             probe,
@@ -340,7 +343,7 @@ class Recording:
             limits=self.limits,
             hint_probe=lambda t: self._fetch_probe(timeline, t),
         )
-        self._note_archive_start(timeline.seconds(start), start in hints or start == 0)
+        self._note_archive_start(timeline.seconds(start), start in hints)
         if start >= first_listed:
             log.info("%s: no past segment before the window", timeline.kind)
             return
@@ -405,7 +408,8 @@ class Recording:
             return False
         return True
 
-    def _start_hints(self, first: Snapshot, timescale: int) -> Iterator[int]:
+    def _start_hints(self, first: Snapshot, timescale: int, timeline: Timeline) -> Iterator[int]:
+        """Where the broadcast's first segment likely is: its first frame time, or time 0."""
         attributes = first.manifest.attributes
         for name in ("publishFrameTime", "firstAvTimeMs"):
             value = attributes.get(name)
@@ -413,6 +417,8 @@ class Recording:
                 continue
             with contextlib.suppress(ValueError):
                 yield round(float(value) * timescale / 1000)
+        # Media time 0 as this server names it (ffmpeg: minus the AAC priming), then plain 0.
+        yield timeline.time_offset
         yield 0
 
     async def _frame_ticks(self, timeline: Timeline, segment: MediaSegment) -> float | None:
@@ -420,7 +426,7 @@ class Recording:
             return None
         future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
         ref = self._time_ref(timeline, segment.time, "live")
-        self.offer(ref, first_fragment=future, urgent=True)
+        self.offer(ref, first_fragment=future, urgent=True, whole=True)
         info = await future
         if info is None or not info.sample_count or timeline.init is None:
             return None
@@ -442,7 +448,7 @@ class Recording:
         async def step(time_value: int) -> StepResult | None:
             future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
             ref = self._time_ref(timeline, time_value, origin)
-            self.offer(ref, first_fragment=future, urgent=True)
+            self.offer(ref, first_fragment=future, urgent=True, whole=timeline.multi_moof)
             info = await future
             if info is None:
                 # Maybe only a wrong rounding of the time: the chain decides if it is a gap.

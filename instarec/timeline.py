@@ -27,37 +27,45 @@ class Timeline:
     key_set: set[int] = field(default_factory=set)
     listed_end: int | None = None  # end (ticks) of the last listed $Time$ segment
     listed_max_number: int | None = None
-    rounding: str = "round"  # how this server turns media time into $Time$ values
+    # How this server turns a segment's media time (tfdt) into its $Time$ value: a rounding
+    # (when the timescales differ) and an offset (ffmpeg names AAC segments by their time minus
+    # the encoder priming, 1024 samples, while their tfdt counts from 0).
+    rounding: str = "round"
+    time_offset: int = 0
+    # Segments made of several moof+mdat pairs (ffmpeg's -streaming 1 writes one per frame): the
+    # first moof does not give the next segment's time, the whole body does.
+    multi_moof: bool = False
     # Oldest key worth fetching: the first listed one until the archive search finds older
     # ones. A manifest turning static may list everything since the start; what lies below
     # the floor is past the server's retention (or unwanted with --no-past).
     floor: int | None = None
 
     def roundings(self, exact: Fraction) -> tuple[int, ...]:
-        """The $Time$ values ``exact`` may be published as, the learned rounding first."""
+        """The $Time$ values media time ``exact`` may be published as, the learned one first."""
         if exact.denominator == 1:
-            return (int(exact),)
+            return (int(exact) + self.time_offset,)
         values = {"floor": math.floor(exact), "round": round(exact), "ceil": math.ceil(exact)}
         ordered = [values[self.rounding]] + [values[m] for m in ("floor", "round", "ceil")]
-        return tuple(dict.fromkeys(ordered))
+        return tuple(value + self.time_offset for value in dict.fromkeys(ordered))
 
-    def learn_rounding(self, key: int, media_time: int) -> None:
-        """Learn the server's rounding from a segment whose $Time$ and tfdt are both known."""
+    def learn_time_mapping(self, key: int, media_time: int) -> None:
+        """Learn rounding and offset from a segment whose $Time$ and tfdt are both known."""
         if self.init is None:
             return
         exact = Fraction(media_time * self.timescale, self.init.timescale)
-        if exact.denominator == 1:
-            return
-        for mode, value in (
+        candidates = (
             ("floor", math.floor(exact)),
             ("round", round(exact)),
             ("ceil", math.ceil(exact)),
-        ):
-            if value == key:
-                if mode != self.rounding:
-                    log.debug("%s: $Time$ values are the %s of the media time", self.kind, mode)
-                    self.rounding = mode
-                return
+        )
+        mode, value = next(
+            ((m, v) for m, v in candidates if v == key),
+            ("round", round(exact)),
+        )
+        offset = key - value
+        if (mode, offset) != (self.rounding, self.time_offset):
+            log.debug("%s: $Time$ = %s(media time) %+d", self.kind, mode, offset)
+            self.rounding, self.time_offset = mode, offset
 
     def add(self, key: int) -> bool:
         if key in self.key_set:

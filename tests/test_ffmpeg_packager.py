@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,32 @@ SECONDS = 14
 FPS = 30
 
 
+# ffmpeg's default names segments by $Number$; with $Time$ names its -streaming mode writes one
+# moof per frame and (5.1) names AAC segments by their time minus the encoder priming.
+NAMINGS = {
+    "number": [],
+    "time": ["-media_seg_name", "chunk-$RepresentationID$-$Time$.m4s"],
+}
+
+
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
-async def test_records_ffmpeg_dash_muxer_live_output_from_its_first_frame(tmp_path: Path) -> None:
+@pytest.mark.parametrize("naming", sorted(NAMINGS))
+async def test_records_ffmpeg_dash_muxer_live_output_from_its_first_frame(
+    naming: str, tmp_path: Path
+) -> None:
     served = tmp_path / "live"
     served.mkdir()
-    app = web.Application()
+    heads: list[str] = []
+
+    @web.middleware
+    async def count_heads(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.method == "HEAD":
+            heads.append(request.path)
+        return await handler(request)
+
+    app = web.Application(middlewares=[count_heads])
     app.router.add_static("/", served)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -69,6 +91,7 @@ async def test_records_ffmpeg_dash_muxer_live_output_from_its_first_frame(tmp_pa
         "100",
         "-remove_at_exit",
         "0",
+        *NAMINGS[naming],
         str(served / "live.mpd"),
         stdin=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -97,3 +120,7 @@ async def test_records_ffmpeg_dash_muxer_live_output_from_its_first_frame(tmp_pa
     assert report.video_duration == pytest.approx(SECONDS, abs=0.05)
     assert abs(report.audio_duration - report.video_duration) < 0.1
     assert summary.archive_complete
+    if naming == "time":
+        # The chain walks the media itself, one whole body per step (a moof per frame here):
+        # no probing at all.
+        assert heads == []
