@@ -137,6 +137,21 @@ def _find(buf: memoryview, box: _Box, box_type: bytes) -> _Box | None:
     return None
 
 
+def _require(buf: memoryview, box: _Box, box_type: bytes) -> _Box:
+    child = _find(buf, box, box_type)
+    if child is None:
+        raise Mp4Error(f"{box.type.decode('latin-1')} has no {box_type.decode('latin-1')}")
+    return child
+
+
+def _u32_after_times(buf: memoryview, box: _Box) -> int:
+    """The 32-bit field after creation and modification times (32- or 64-bit by version)."""
+    version, _ = _full_box(buf, box)
+    offset = box.payload + (4 + 16 if version == 1 else 4 + 8)
+    _need(box, offset - box.payload + 4)
+    return _U32.unpack_from(buf, offset)[0]
+
+
 def _need(box: _Box, length: int) -> None:
     if box.end - box.payload < length:
         raise Mp4Error(f"box {box.type!r} is too short ({box.end - box.payload} < {length} bytes)")
@@ -162,35 +177,13 @@ def parse_init(data: bytes | bytearray | memoryview) -> InitInfo:
     moov = next((b for b in _iter_boxes(buf, 0, len(buf)) if b.type == b"moov"), None)
     if moov is None:
         raise Mp4Error("no moov box: not an MP4 init segment")
-    trak = _find(buf, moov, b"trak")
-    if trak is None:
-        raise Mp4Error("moov has no trak")
-
-    tkhd = _find(buf, trak, b"tkhd")
-    if tkhd is None:
-        raise Mp4Error("trak has no tkhd")
-    version, _ = _full_box(buf, tkhd)
-    # track_ID follows creation_time and modification_time (32- or 64-bit by version)
-    offset = tkhd.payload + (4 + 16 if version == 1 else 4 + 8)
-    _need(tkhd, offset - tkhd.payload + 4)
-    track_id = _U32.unpack_from(buf, offset)[0]
-
-    mdia = _find(buf, trak, b"mdia")
-    if mdia is None:
-        raise Mp4Error("trak has no mdia")
-    mdhd = _find(buf, mdia, b"mdhd")
-    if mdhd is None:
-        raise Mp4Error("mdia has no mdhd")
-    version, _ = _full_box(buf, mdhd)
-    offset = mdhd.payload + (4 + 16 if version == 1 else 4 + 8)
-    _need(mdhd, offset - mdhd.payload + 4)
-    timescale = _U32.unpack_from(buf, offset)[0]
+    trak = _require(buf, moov, b"trak")
+    track_id = _u32_after_times(buf, _require(buf, trak, b"tkhd"))  # tkhd track_ID
+    mdia = _require(buf, trak, b"mdia")
+    timescale = _u32_after_times(buf, _require(buf, mdia, b"mdhd"))  # mdhd timescale
     if timescale == 0:
         raise Mp4Error("mdhd timescale is 0")
-
-    hdlr = _find(buf, mdia, b"hdlr")
-    if hdlr is None:
-        raise Mp4Error("mdia has no hdlr")
+    hdlr = _require(buf, mdia, b"hdlr")
     _need(hdlr, 12)
     handler = bytes(buf[hdlr.payload + 8 : hdlr.payload + 12]).decode("latin-1")
 
