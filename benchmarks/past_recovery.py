@@ -93,10 +93,9 @@ def build_cases(quick: bool, only: Sequence[str]) -> list[Case]:
             long_minutes * 60.0,
             10.0,
         ),
-        # Live, like the others: a broadcast already over would serve a static manifest, and
-        # instarec does not search the past of a static manifest. The retained range moves on
-        # by one segment every 2 s meanwhile; segments that leave it before a tool reaches them
-        # are not counted as missed.
+        # Live, like the others, so that every tool ends the same way. The retained range moves
+        # on by one segment every 2 s meanwhile; segments that leave it before a tool reaches
+        # them are not counted as missed.
         Case(
             f"number-retain{retention}",
             f"$Number$ archive, last {retention} segments retained (number_timeline)",
