@@ -178,6 +178,9 @@ class StepResult:
     # Other roundings of the next time, tried (HEAD) before a miss at ``next_time`` counts as a
     # gap: media and template timescales rarely divide each other.
     alternatives: tuple[int, ...] = ()
+    # When ``next_time`` came from the segment's first moof only: the next time according to
+    # the whole body (a segment may hold several moofs), asked for when ``next_time`` misses.
+    verify: Callable[[], Awaitable[int | None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +216,7 @@ class TimeChain:
         time = start
         steps = 0
         alternatives: tuple[int, ...] = ()
+        verify: Callable[[], Awaitable[int | None]] | None = None
         while True:
             bound = self.next_known(time)
             # A chain may start on a key already known (a seed, a hint fetched earlier).
@@ -229,7 +233,15 @@ class TimeChain:
                     return steps
                 time = result.next_time
                 alternatives = result.alternatives
+                verify = result.verify
                 frame_ticks = result.frame_ticks or frame_ticks
+                continue
+            whole = await verify() if verify is not None else None
+            verify = None
+            if whole is not None and whole != time:
+                log.debug("the whole segment ends at %d, not %d: several moofs", whole, time)
+                time = whole
+                alternatives = ()
                 continue
             rounded = await self._try_alternatives(alternatives, bound)
             alternatives = ()

@@ -118,6 +118,17 @@ class Downloads:
         self.queue.put_nowait(job)
         self.queued[ref.origin] += 1
 
+    async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
+        """The timing of a segment's whole body: waits for its download if it is in flight."""
+        running = self._in_flight.get((track, key))
+        if running is not None:
+            return await asyncio.shield(running)
+        if not self.store.has(track, key):
+            return None
+        timeline = self.timelines[track]
+        default = timeline.init.default_sample_duration if timeline.init else None
+        return self._parse_file(self.store.segment_path(track, key), default)
+
     async def fetch_inits(self) -> None:
         for timeline in self.timelines.values():
             init = timeline.rep.init_segment()

@@ -448,7 +448,8 @@ class Recording:
         async def step(time_value: int) -> StepResult | None:
             future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
             ref = self._time_ref(timeline, time_value, origin)
-            self.offer(ref, first_fragment=future, urgent=True, whole=timeline.multi_moof)
+            whole = timeline.multi_moof
+            self.offer(ref, first_fragment=future, urgent=True, whole=whole)
             info = await future
             if info is None:
                 # Maybe only a wrong rounding of the time: the chain decides if it is a gap.
@@ -456,7 +457,15 @@ class Recording:
                 return None
             for other in derived:
                 self.offer(self._time_ref(other, time_value, origin))
-            return self._next_step(timeline, info)
+            result = self._next_step(timeline, info)
+            if whole:
+                return result
+
+            async def verify() -> int | None:
+                full = await self.downloads.full_info(timeline.kind, time_value)
+                return None if full is None else self._next_step(timeline, full).next_time
+
+            return replace(result, verify=verify)
 
         chain = TimeChain(
             step=step,

@@ -249,3 +249,29 @@ async def test_find_seed_tolerates_a_grid_that_drifted_by_a_tick() -> None:
     )
     assert seed in set(starts)
     assert len(server.probes) <= 600  # an exhaustive search of the window would take ~4000
+
+
+async def test_chain_asks_the_whole_body_when_the_first_moof_misleads() -> None:
+    # Segments of several moofs: the first moof alone says the next segment starts one frame
+    # later. The chain must take the whole body's answer, not search.
+    starts = make_timeline(40, seed=11)
+    server = TimeServer(starts)
+
+    async def first_moof_step(time: int) -> StepResult | None:
+        server.steps.append(time)
+        if time not in server.present or time not in server.next:
+            return None
+        whole_end = server.next[time]
+
+        async def verify() -> int | None:
+            return whole_end
+
+        return StepResult(time + 33, 1000 / 30, verify=verify)
+
+    gaps: list[TimelineGap] = []
+    chain = chain_for(server, starts[-2:], gaps)
+    chain.step = first_moof_step
+    await chain.run(0)
+    assert [t for t in server.steps if t in server.present] == starts[:-2]
+    assert server.probes == []
+    assert gaps == []
