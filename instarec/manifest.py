@@ -344,7 +344,8 @@ def parse_datetime(text: str) -> datetime:
     return result
 
 
-def _parse_int(text: str, what: str) -> int:
+def _numeric(text: str, what: str) -> int | float:
+    """An integer, or a finite float where a packager wrote one; ManifestError otherwise."""
     try:
         return int(text.strip())
     except ValueError:
@@ -352,23 +353,28 @@ def _parse_int(text: str, what: str) -> int:
             value = float(text)
         except ValueError as exc:
             raise ManifestError(f"invalid {what} in the manifest: {text!r}") from exc
-        if not math.isfinite(value) or not value.is_integer():
+        if not math.isfinite(value):
             raise ManifestError(f"invalid {what} in the manifest: {text!r}") from None
+        return value
+
+
+def _parse_int(text: str, what: str) -> int:
+    value = _numeric(text, what)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ManifestError(f"invalid {what} in the manifest: {text!r}")
         return int(value)
+    return value
 
 
 def _parse_number(text: str, what: str) -> int | float:
     """An integer attribute that some packagers write as a float (``2000000.0``)."""
-    try:
-        return int(text.strip())
-    except ValueError:
-        try:
-            value = float(text)
-        except ValueError as exc:
-            raise ManifestError(f"invalid {what} in the manifest: {text!r}") from exc
-        if not math.isfinite(value) or value <= 0:
-            raise ManifestError(f"invalid {what} in the manifest: {text!r}") from None
+    value = _numeric(text, what)
+    if isinstance(value, float):
+        if value <= 0:
+            raise ManifestError(f"invalid {what} in the manifest: {text!r}")
         return int(value) if value.is_integer() else value
+    return value
 
 
 def _parse_float(text: str, what: str) -> float:
