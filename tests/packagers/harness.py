@@ -183,8 +183,7 @@ class CaseResult:
     joined_late: float | None = None  # seconds between the first segment and the join
     facts: tuple[SegmentFacts, ...] = ()
     on_disk_at_join: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    work_dir: Path | None = None
-    packager_output: str = ""
+    work_dir: Path | None = None  # the programs' logs, the recorder's -v log, the served files
 
     def heads(self, status: int | None = None) -> int:
         return sum(1 for r in self.requests if r.method == "HEAD" and status in (None, r.status))
@@ -202,16 +201,25 @@ class CaseResult:
         lines.append(
             f"requests: {len(self.requests)}, HEAD {self.heads()} ({self.heads(404)} answered 404)"
         )
+        if self.work_dir is not None:
+            lines.append(f"logs and files: {self.work_dir}")
         lines.append(f"expected: {self.expected}")
         lines.append(f"recorded: {self.report}")
         lines.append("recorder stderr (tail):\n" + "\n".join(self.stderr.splitlines()[-25:]))
         return "\n".join(lines)
 
 
-async def record_with_cli(
-    url: str, work: Path, timing: Timing, deadline: float
-) -> tuple[int | None, bool, str, dict[str, Any] | None, Path]:
-    """Run ``python -m instarec`` as a user would; kill it only when past ``deadline``."""
+@dataclass(frozen=True, slots=True)
+class RecorderRun:
+    exit_code: int | None
+    ended_by_itself: bool  # False: still running at the deadline, stopped by the harness
+    stderr: str
+    summary: dict[str, Any] | None
+    output: Path
+
+
+async def record_with_cli(url: str, work: Path, timing: Timing, deadline: float) -> RecorderRun:
+    """Run ``python -m instarec`` as a user would; stop it only when past ``deadline``."""
     output = work / "recording.mp4"
     summary_path = work / "summary.json"
     stderr_path = work / "recorder.stderr"
@@ -240,20 +248,20 @@ async def record_with_cli(
         )
     ended_by_itself = True
     try:
-        await asyncio.wait_for(process.wait(), max(1.0, deadline - time.monotonic()))
-    except TimeoutError:
-        ended_by_itself = False
-        # SIGTERM is the recorder's Ctrl+C: it merges what it has, which helps the diagnosis.
-        os.kill(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 20)
+            await asyncio.wait_for(process.wait(), max(1.0, deadline - time.monotonic()))
         except TimeoutError:
+            ended_by_itself = False
+            # SIGTERM is the recorder's Ctrl+C: it merges what it has, which helps a diagnosis.
+            os.kill(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 20)
+    finally:
+        if process.returncode is None:  # cancelled, or deaf to SIGTERM
             os.kill(process.pid, signal.SIGKILL)
             await process.wait()
-    summary = None
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-    return (
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return RecorderRun(
         process.returncode,
         ended_by_itself,
         stderr_path.read_text(errors="replace"),
@@ -269,14 +277,10 @@ def _prepare(case: PackagerCase, work: Path, clip: SourceClip) -> CaseSetup:
     return setup
 
 
-async def run_case(
-    case: PackagerCase, clip: SourceClip, work: Path, timing: Timing = Timing()
-) -> CaseResult:
-    missing = case.missing()
-    if missing is not None:
-        return CaseResult(case.name, skipped=missing)
-    setup = _prepare(case, work, clip)
-    watcher = OutputWatcher(setup.served, setup.naming)
+async def _drive(
+    setup: CaseSetup, watcher: OutputWatcher, clip: SourceClip, work: Path, timing: Timing
+) -> tuple[RecorderRun, tuple[Request, ...]]:
+    """Start the server and programs, join late with the recorder, wait for both ends."""
     async with contextlib.AsyncExitStack() as stack:
         url_base, requests = await stack.enter_async_context(
             served_directory(setup.served, watcher.note_join, setup.manifest)
@@ -288,7 +292,6 @@ async def run_case(
             packager = await stack.enter_async_context(running(setup.packager, work))
         producer = await stack.enter_async_context(running(setup.producer, work))
         started = time.monotonic()
-        killer = None
         if setup.kill_producer_after is not None:
             killer = asyncio.get_running_loop().call_later(setup.kill_producer_after, producer.kill)
             stack.callback(killer.cancel)
@@ -298,6 +301,7 @@ async def run_case(
         recording = asyncio.create_task(
             record_with_cli(url_base + setup.manifest, work, timing, deadline)
         )
+        stack.callback(recording.cancel)  # a harness failure must not leave it running
         # The packager's end: the producer stops (or is killed), then the packager writes its
         # last segment; after that every file on disk is whole.
         await producer.wait(deadline - time.monotonic())
@@ -307,11 +311,21 @@ async def run_case(
             await asyncio.sleep(1.0)  # nginx closes the stream's last fragment on disconnect
         watching.cancel()
         watcher.scan(final=True)
-        exit_code, by_itself, stderr, summary, output = await recording
-        packager_output = packager.output() if packager is not None else producer.output()
-    report = inspect(output) if output.exists() else None
+        run = await recording
+        return run, tuple(requests.requests)
+
+
+async def run_case(
+    case: PackagerCase, clip: SourceClip, work: Path, timing: Timing = Timing()
+) -> CaseResult:
+    missing = case.missing()
+    if missing is not None:
+        return CaseResult(case.name, skipped=missing)
+    setup = _prepare(case, work, clip)
+    watcher = OutputWatcher(setup.served, setup.naming)
+    run, requests = await _drive(setup, watcher, clip, work, timing)
+    report = inspect(run.output) if run.output.exists() else None
     facts = tuple(sorted(watcher.facts.values(), key=lambda f: (f.kind, f.key)))
-    on_disk = watcher.on_disk_at_join or {}
     error = f"unreadable segments: {watcher.unreadable}" if watcher.unreadable else None
     try:
         expected = tuple(
@@ -324,21 +338,21 @@ async def run_case(
     joined_late = None
     if watcher.first_seen is not None and watcher.joined_at is not None:
         joined_late = watcher.joined_at - watcher.first_seen
+    on_disk = watcher.on_disk_at_join or {}
     return CaseResult(
         case.name,
         harness_error=error,
-        exit_code=exit_code,
-        ended_by_itself=by_itself,
-        stderr=stderr,
-        summary=summary,
-        requests=tuple(requests.requests),
+        exit_code=run.exit_code,
+        ended_by_itself=run.ended_by_itself,
+        stderr=run.stderr,
+        summary=run.summary,
+        requests=requests,
         report=report,
         expected=expected,
         joined_late=joined_late,
         facts=facts,
         on_disk_at_join={kind: tuple(sorted(keys)) for kind, keys in on_disk.items()},
         work_dir=work,
-        packager_output=packager_output[-4000:],
     )
 
 

@@ -29,8 +29,10 @@ class SegmentNaming:
     pattern: re.Pattern[str]
     kinds: Mapping[str, str]  # the ``track`` group's value -> "video" | "audio"
     inits: Mapping[str, str]  # "video" | "audio" -> init segment file name
-    # True when a segment file appears before it is complete (ffmpeg, Shaka): only a file
-    # with a newer one beside it, or any file once the packager has ended cleanly, is whole.
+    # True when a segment file may show under its name before it is complete (Shaka writes
+    # each file in place): only a file with a newer one beside it, or any file once the
+    # packager has ended, is whole. False when the packager renames a finished file into
+    # place (ffmpeg's NAME.tmp, nginx-rtmp's STREAM-raw.*).
     written_in_place: bool = True
 
     def parse(self, name: str) -> tuple[str, int] | None:

@@ -105,10 +105,6 @@ class Program:
                 raise
         return program
 
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
     async def wait(self, within: float) -> int | None:
         """The exit code, or None if still running after ``within`` seconds."""
         try:
@@ -129,12 +125,6 @@ class Program:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.process.pid, signal.SIGKILL)
                 await self.process.wait()
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
 
 @contextlib.asynccontextmanager
