@@ -567,3 +567,112 @@ def test_cli_prints_the_manifest_url_and_serves_it(media_cache_dir: Path) -> Non
         process.send_signal(2)  # SIGINT, like Ctrl+C
         process.wait(timeout=10)
     assert process.returncode == 130
+
+
+async def _ffmpeg_plays(
+    ffmpeg: str, origin: Origin, clock: ManualClock, seconds: float
+) -> tuple[int | None, str]:
+    """ffmpeg reads ``seconds`` of the live stream while the test moves time at about 4x.
+
+    Returns ffmpeg's exit status (None when it was stopped for looping) and its stderr.
+    """
+    process = await asyncio.create_subprocess_exec(
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-i",
+        origin.manifest_url,
+        "-t",
+        str(seconds),
+        "-f",
+        "null",
+        "-",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+
+    async def advance() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            clock.advance(0.2)
+
+    async def read() -> bool:
+        """Whether ffmpeg ran into the non-monotonic loop (it then never ends by itself)."""
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if "non monotonically increasing dts" in line:
+                return True
+        return False
+
+    async with asyncio.TaskGroup() as group:
+        mover = group.create_task(advance())
+        try:
+            looping = await asyncio.wait_for(read(), timeout=60)
+        finally:
+            mover.cancel()
+            if process.returncode is None and (looping or not lines):
+                process.kill()
+    returncode = await process.wait()
+    return (None if looping else returncode), "".join(lines)
+
+
+@pytest.mark.parametrize("shape", ("instagram", "time"))
+async def test_ffmpeg_plays_from_the_first_second(shape: str, test_media: TestMedia) -> None:
+    """Started at virtual 0 and played at once, the origin plays in ffmpeg without a hitch.
+
+    At virtual 0 no segment is complete yet; an empty SegmentTimeline there sent ffmpeg 5.1
+    into an endless loop on the first segment ("non monotonically increasing dts").
+    """
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg not on PATH")
+    clock = ManualClock()
+    async with Origin(OriginConfig(shape=shape), clock, media=test_media) as origin:
+        # On air from the moment the first segment exists, with that segment listed.
+        assert origin.now == origin.first_publication == origin.segment_end(0)
+        assert origin.listed_segments() == [0]
+        returncode, stderr = await _ffmpeg_plays(ffmpeg, origin, clock, 5)
+        assert "non monotonically" not in stderr
+        assert returncode == 0, stderr[-2000:]
+        frames = [int(n) for n in re.findall(r"frame=\s*(\d+)", stderr)]
+        assert frames and abs(frames[-1] - 150) <= 1, stderr[-2000:]  # 5 s at 30 fps
+        # It played from the first segment, each one fetched once.
+        fetched = Counter(
+            r.index
+            for r in origin.request_log
+            if r.kind == "media" and r.track == "video" and r.status == 200
+        )
+        assert fetched[0] == 1 and max(fetched.values()) == 1, fetched
+
+
+@pytest.mark.parametrize("shape", LIVE_SHAPES)
+async def test_no_manifest_before_the_first_segment(
+    shape: str, test_media: TestMedia, constant_media: TestMedia
+) -> None:
+    """Like a packager that has not written its first MPD: 404, then one listed segment."""
+    media = media_for(shape, test_media, constant_media)
+    clock = ManualClock(start=0.0)  # an explicit start wins over the first publication
+    async with Origin(config_for(shape), clock, media=media) as origin:
+        assert origin.now == 0.0
+        first = origin.first_publication
+        assert first == origin.segment_end(0)
+        async with aiohttp.ClientSession() as session:
+            clock.set(first - 0.01)
+            status, _, body = await get(session, origin.manifest_url)
+            assert status == 404, body
+            assert origin.request_log[-1].kind == "manifest"
+            assert origin.request_log[-1].status == 404
+            clock.set(first)
+            manifest = await manifest_at(session, origin)
+            assert manifest.type == "dynamic"
+            tracks = listed(manifest, origin)
+            assert set(tracks) == {"video", "audio"}
+            for kind, segments in tracks.items():
+                assert [s.url for s in segments] == [origin.segment_url(kind, 0)]
+    # Without an explicit start, an origin asked to start earlier starts on air.
+    async with Origin(config_for(shape, already_broadcast=0.5), ManualClock(), media=media) as o:
+        assert o.now == o.first_publication

@@ -122,24 +122,36 @@ class TestMedia:
     def tracks(self) -> tuple[TrackMedia, ...]:
         return tuple(t for t in (self.video, self.audio) if t is not None)
 
-    def looped(self, count: int) -> LoopedMedia:
-        """``count`` segments: the source looped with continuous time."""
-        return LoopedMedia(self, count)
+    def looped(self, count: int, offset_seconds: float = 0.0) -> LoopedMedia:
+        """``count`` segments: the source looped with continuous time.
+
+        ``offset_seconds`` moves the whole timeline (every tfdt of every track) that far from 0,
+        as packagers that keep their input's clock do.
+        """
+        return LoopedMedia(self, count, offset_seconds)
 
 
 class LoopedMedia:
     """An arbitrarily long timeline made of the source segments repeated.
 
     Segment i is source segment ``i % source_count`` of loop ``i // source_count``; its tfdt is
-    the source tfdt plus ``loop * source duration``. Nothing is stored per segment.
+    the source tfdt plus ``loop * source duration`` plus the track's share of ``offset_seconds``
+    (``round(offset_seconds * timescale)`` ticks). Nothing is stored per segment. Times in
+    seconds (``start_seconds``, ``index_at``) are on the media clock, offset included.
     """
 
-    def __init__(self, media: TestMedia, count: int) -> None:
+    def __init__(self, media: TestMedia, count: int, offset_seconds: float = 0.0) -> None:
         if count < 0:
             raise ValueError("count must be >= 0")
+        if offset_seconds < 0:
+            raise ValueError("offset_seconds must not be negative")
         self.media = media
         self.count = count
+        self.offset_seconds = float(offset_seconds)
         self._n = media.source_count
+        self._offset: dict[str, int] = {
+            track.kind: round(offset_seconds * track.timescale) for track in media.tracks()
+        }
         # per track: source start times relative to the first one, and the loop period
         self._starts: dict[str, list[int]] = {}
         self._period: dict[str, int] = {}
@@ -158,22 +170,23 @@ class LoopedMedia:
         """t, d, size of segment i on the continuous timeline."""
         loop, j = self._locate(i)
         src = self.media.track(kind).segments[j]
-        return SegmentInfo(src.t + loop * self._period[kind], src.d, src.size, src.sample_count)
+        t = src.t + loop * self._period[kind] + self._offset[kind]
+        return SegmentInfo(t, src.d, src.size, src.sample_count)
 
     def segment_bytes(self, kind: str, i: int) -> bytes:
         """Source bytes with tfdt moved to the looped time and mfhd sequence = i + 1."""
         loop, j = self._locate(i)
         track = self.media.track(kind)
         data = track.segment_data(j)
-        if loop == 0:
+        if loop == 0 and not self._offset[kind]:
             return fmp4.rewrite_fragment(data, sequence_number=i + 1)
-        t = track.segments[j].t + loop * self._period[kind]
+        t = track.segments[j].t + loop * self._period[kind] + self._offset[kind]
         return fmp4.rewrite_fragment(data, base_media_decode_time=t, sequence_number=i + 1)
 
     def index_for_time(self, kind: str, t: int) -> int | None:
         """Index of the segment whose tfdt is exactly ``t`` (a $Time$ value), else None."""
         track = self.media.track(kind)
-        rel = t - track.segments[0].t
+        rel = t - track.segments[0].t - self._offset[kind]
         if rel < 0:
             return None
         loop, rest = divmod(rel, self._period[kind])
@@ -187,8 +200,8 @@ class LoopedMedia:
     def index_at(self, seconds: float) -> int:
         """Index of the segment covering ``seconds`` on the video clock (clamped to the range)."""
         track = self.media.track(self._clock)
-        ticks = math.floor(seconds * track.timescale) + track.segments[0].t
-        rel = max(0, ticks - track.segments[0].t)
+        ticks = math.floor(seconds * track.timescale)
+        rel = max(0, ticks - track.segments[0].t - self._offset[self._clock])
         loop, rest = divmod(rel, self._period[self._clock])
         j = bisect.bisect_right(self._starts[self._clock], rest) - 1
         return min(loop * self._n + j, self.count - 1)

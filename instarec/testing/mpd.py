@@ -127,6 +127,9 @@ class Broadcast:
         minimum_update_period: float = 2.0,
         secret: bytes | None = None,
         expiry: str = "0",
+        gaps_listed: bool = True,
+        timescale: int | None = None,
+        publish_frame_time: bool = True,
     ) -> None:
         if shape not in SHAPES:
             raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
@@ -136,6 +139,8 @@ class Broadcast:
             raise ValueError("window must be at least 1")
         if retention is not None and retention < 1:
             raise ValueError("retention must be None or at least 1")
+        if timescale is not None and timescale < 1:
+            raise ValueError("timescale must be None or a positive number of ticks per second")
         self.media = media
         self.tracks = tuple(tracks)
         self.shape = shape
@@ -147,6 +152,11 @@ class Broadcast:
         self.minimum_update_period = minimum_update_period
         self.secret = secret
         self.expiry = expiry
+        self.gaps_listed = gaps_listed
+        self.publish_frame_time = publish_frame_time
+        # The MPD timescale of the generic shapes when it differs from the media's (instagram
+        # always speaks milliseconds).
+        self.timescale = None if shape == "instagram" else timescale
         self.count = media.count
         self.reference = "video" if any(t.kind == "video" for t in tracks) else "audio"
 
@@ -162,7 +172,7 @@ class Broadcast:
             self._td[track.kind] = [(int(s.t), int(s.d)) for s in infos]  # type: ignore[attr-defined]
 
         # URL keys per track and the reverse maps used to route requests.
-        self._keys: dict[str, list[int]] = {}
+        self._keys: dict[str, list[int | None]] = {}
         if shape == "instagram":
             ref = self.track(self.reference)
             t_d = self._td[ref.kind]
@@ -172,16 +182,41 @@ class Broadcast:
             self._ms = ms
             for track in self.tracks:
                 self._keys[track.kind] = ms
+        elif shape == "number_timeline" and not gaps_listed:
+            # A hole left out of a $Number$ timeline consumes no number: the packager numbers the
+            # segments it makes, so the one after the hole is the next number (and the hole has
+            # no URL at all).
+            numbers = []
+            number = start_number
+            for i in range(self.count):
+                numbers.append(None if i in self.gaps else number)
+                number += i not in self.gaps
+            for track in self.tracks:
+                self._keys[track.kind] = numbers
         elif shape in ("number_timeline", "number_duration"):
             numbers = list(range(start_number, start_number + self.count))
             for track in self.tracks:
                 self._keys[track.kind] = numbers
         else:
             for track in self.tracks:
-                self._keys[track.kind] = [t for t, _ in self._td[track.kind]]
+                self._keys[track.kind] = [t for t, _ in self.mpd_times(track.kind)]
         self._index: dict[str, dict[int, int]] = {
-            kind: {key: i for i, key in enumerate(keys)} for kind, keys in self._keys.items()
+            kind: {key: i for i, key in enumerate(keys) if key is not None}
+            for kind, keys in self._keys.items()
         }
+        for kind, keys in self._keys.items():
+            if len(self._index[kind]) != sum(key is not None for key in keys):
+                raise ValueError(
+                    f"the MPD timescale {timescale} is too coarse: two {kind} segments share a time"
+                )
+
+        listable = [i for i in range(self.count) if gaps_listed or i not in self.gaps]
+        if not listable:
+            raise ValueError("every segment is an omitted gap: the manifest would list nothing")
+        # No packager writes its manifest before its first segment is complete (ffmpeg's dash
+        # muxer, Shaka Packager and nginx-rtmp all write it after closing one): a live
+        # manifest exists from the end of the first segment it can list.
+        self.first_publication = 0.0 if shape == "static" else self.ends[listable[0]]
 
         if shape == "number_duration":
             for track in self.tracks:
@@ -210,12 +245,33 @@ class Broadcast:
     def ended(self, now: float) -> bool:
         return self.shape == "static" or now + 1e-9 >= self.duration
 
-    def listed(self, now: float) -> range:
-        """Segment indexes the manifest lists at ``now``."""
+    def listed(self, now: float) -> Sequence[int]:
+        """Segment indexes the manifest lists at ``now`` (ascending).
+
+        Gaps listed: the last ``window`` available segments. Gaps omitted: the last ``window``
+        available segments that are not gaps, so a hole longer than the window leaves the
+        manifest as it was before the hole (a packager with no input makes no segment).
+        """
         available = self.available_count(now)
         if self.shape == "static":
-            return range(self.count)
-        return range(max(0, available - self.window), available)
+            indexes = range(self.count)
+        else:
+            indexes = range(max(0, available - self.window), available)
+        if self.gaps_listed or not self.gaps:
+            return indexes
+        if self.shape == "static":
+            return [i for i in indexes if i not in self.gaps]
+        kept: list[int] = []
+        i = available - 1
+        while i >= 0 and len(kept) < self.window:
+            if i not in self.gaps:
+                kept.append(i)
+            i -= 1
+        return kept[::-1]
+
+    def published(self, now: float) -> bool:
+        """Whether the manifest exists at ``now`` (a live one only once it can list a segment)."""
+        return self.shape == "static" or now + 1e-9 >= self.first_publication
 
     def retained(self, now: float) -> range:
         """Segment indexes still stored by the server at ``now`` (gaps included)."""
@@ -228,8 +284,14 @@ class Broadcast:
         return i not in self.gaps and i in self.retained(now)
 
     def key(self, kind: str, i: int) -> int:
-        """The $Time$ / $Number$ value of segment ``i`` of track ``kind`` in URLs."""
-        return self._keys[kind][i]
+        """The $Time$ / $Number$ value of segment ``i`` of track ``kind`` in URLs.
+
+        KeyError for a gap left out of a ``number_timeline`` (it has no number).
+        """
+        key = self._keys[kind][i]
+        if key is None:
+            raise KeyError(f"segment {i} is an omitted gap of a $Number$ timeline: it has no URL")
+        return key
 
     def index_of(self, kind: str, key: int) -> int | None:
         return self._index[kind].get(key)
@@ -237,6 +299,29 @@ class Broadcast:
     def media_time(self, kind: str, i: int) -> tuple[int, int]:
         """(t, d) of segment ``i`` in the track's media timescale (its tfdt and duration)."""
         return self._td[kind][i]
+
+    def mpd_timescale(self, kind: str) -> int:
+        """The SegmentTemplate@timescale of track ``kind`` (generic shapes)."""
+        return self.timescale or self.track(kind).timescale
+
+    def to_mpd_ticks(self, kind: str, media_ticks: int) -> int:
+        """Media ticks of track ``kind`` in the MPD timescale, rounded half up."""
+        if self.timescale is None:
+            return media_ticks
+        media_timescale = self.track(kind).timescale
+        return (2 * media_ticks * self.timescale + media_timescale) // (2 * media_timescale)
+
+    def mpd_time(self, kind: str, i: int) -> tuple[int, int]:
+        """(S@t, S@d) of segment ``i`` in the MPD timescale.
+
+        Both ends are converted, so the d of one entry always reaches the t of the next.
+        """
+        t, d = self._td[kind][i]
+        start = self.to_mpd_ticks(kind, t)
+        return start, self.to_mpd_ticks(kind, t + d) - start
+
+    def mpd_times(self, kind: str) -> list[tuple[int, int]]:
+        return [self.mpd_time(kind, i) for i in range(self.count)]
 
     # -- URLs ---------------------------------------------------------------------------------
 
@@ -383,6 +468,10 @@ def render_manifest(
     ``signal_end=False`` imitates nginx-rtmp: after the end the manifest just stops changing.
     """
     b = broadcast
+    if not b.published(now):
+        # An empty SegmentTimeline is not something servers publish, and players do not cope
+        # with one (ffmpeg 5.1 then never reloads the manifest and asks for $Time$ 0 forever).
+        raise ValueError(f"the manifest is not published before {b.first_publication:.3f} s")
     ended = b.ended(now) and (signal_end or b.shape == "static")
     available = b.available_count(now)
     listed = b.listed(now)
@@ -391,6 +480,10 @@ def render_manifest(
     max_duration = max(
         (end - start for start, end in zip(b.starts, b.ends, strict=True)), default=2.0
     )
+    time_shift_buffer = b.window * max_duration
+    if listed and not b.gaps_listed:
+        # A window stretched back over an omitted hole stays inside the advertised depth.
+        time_shift_buffer = max(time_shift_buffer, now - b.starts[listed[0]])
 
     root = _el(None, "MPD", profiles=LIVE_PROFILE, minBufferTime=format_duration(2.0))
     if static:
@@ -401,13 +494,14 @@ def render_manifest(
         root.set("availabilityStartTime", iso_time(EPOCH))
         root.set("publishTime", iso_time(wall_now))
         root.set("minimumUpdatePeriod", format_duration(b.minimum_update_period))
-        root.set("timeShiftBufferDepth", format_duration(b.window * max_duration))
+        root.set("timeShiftBufferDepth", format_duration(time_shift_buffer))
         root.set("suggestedPresentationDelay", format_duration(2 * max_duration))
     if b.shape == "instagram":
         first_ms = b.instagram_time_ms(0)
         root.set("currentServerTimeMs", str(int((EPOCH.timestamp() + now) * 1000)))
-        root.set("firstAvTimeMs", str(first_ms))
-        root.set("publishFrameTime", str(first_ms))
+        if b.publish_frame_time:
+            root.set("firstAvTimeMs", str(first_ms))
+            root.set("publishFrameTime", str(first_ms))
         root.set("lastVideoFrameTs", str(b.instagram_time_ms(available) if available else 0))
         root.set("loapStreamId", b.stream_id)
         root.set("loapStreamType", "1")
@@ -451,7 +545,7 @@ def _render_template(
     rep: etree._Element,
     b: Broadcast,
     track: TrackDescription,
-    listed: range,
+    listed: Sequence[int],
     now: float,
     static: bool,
 ) -> None:
@@ -474,12 +568,12 @@ def _render_template(
         _timeline(template, entries, explicit_t=True)
         return
 
-    t0 = b.media_time(kind, 0)[0]
+    # No presentationTimeOffset even when the timeline starts far from 0: packagers that keep
+    # their input's clock (Shaka Packager from MPEG-TS) do not write one either.
     template = _el(
         rep,
         "SegmentTemplate",
-        timescale=track.timescale,
-        presentationTimeOffset=t0 or None,
+        timescale=b.mpd_timescale(kind),
         initialization="$RepresentationID$/init.mp4",
         media=b._media_template(),
     )
@@ -488,18 +582,16 @@ def _render_template(
         template.set("duration", str(_nominal_duration(b, kind)))
         return
     if b.shape == "number_timeline":
-        first = listed.start if len(listed) else b.available_count(now)
-        template.set("startNumber", str(b.start_number + first))
-    entries = [b.media_time(kind, i) for i in listed]
+        template.set("startNumber", str(b.key(kind, listed[0])))
+    entries = [b.mpd_time(kind, i) for i in listed]
     _timeline(template, entries, explicit_t=False)
 
 
 def _nominal_duration(b: Broadcast, kind: str) -> int:
-    """@duration for number_duration: the (constant) video duration in this track's units."""
+    """@duration for number_duration: the (constant) video duration in this track's MPD units."""
     if kind == "video":
-        return b.media_time("video", 0)[1]
-    track = b.track(kind)
+        return b.mpd_time("video", 0)[1]
     # Audio segments cannot all be exactly equal (AAC frames are 1024 samples); state the
     # nominal duration of the video segment in audio units, as packagers do.
     seconds = b.ends[0] - b.starts[0]
-    return round(seconds * track.timescale)
+    return round(seconds * b.mpd_timescale(kind))

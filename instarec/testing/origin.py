@@ -16,15 +16,19 @@ What the server does (see :mod:`instarec.testing.mpd` for the timeline and the m
   requests (206 + Content-Range, 416 when unsatisfiable); everything else 404/405.
 * Segment ``i`` exists once virtual time reaches its end and stays fetchable for ever
   (``retention=None``) or while it is among the last ``retention`` broadcast segments; gap
-  indexes answer 404 for ever but are listed in the manifest as if they existed; segments
-  past the end of the broadcast never exist.
+  indexes answer 404 for ever and are listed in the manifest as if they existed (or left out
+  of it with ``gaps_listed=False``); segments past the end of the broadcast never exist.
+* A live manifest is published once its first segment is complete (404 before, as no
+  packager writes an MPD before it has a segment); an origin started earlier than that by
+  ``already_broadcast`` starts at that moment instead.
 * End of broadcast: generic shapes turn ``type="static"``; the instagram shape stays dynamic
   and adds ``x-fb-video-broadcast-ended: 1``; the manifest answers 404 from
   ``end_signal_manifest_404_after`` virtual seconds after the end (not the static shape).
 * Instagram shape with ``signed=True``: every URL carries ``?oh=...&oe=...``; a request
   without it or with a wrong one gets 403.
-* Faults (:class:`FaultConfig`): 503, 429 + Retry-After, TCP reset, truncated body, slow
-  first byte, per-request latency, and manifest failures, seeded per URL and attempt.
+* Faults (:class:`FaultConfig`): 503, 429 + Retry-After, TCP reset before or during the body,
+  truncated body, slow first byte, per-request latency, and manifest failures, seeded per URL
+  and attempt; every answer is kept in :attr:`Origin.request_log`.
 
 Run ``python -m instarec.testing.origin --help`` for the command line.
 """
@@ -68,6 +72,7 @@ __all__ = [
     "ManualClock",
     "Origin",
     "OriginConfig",
+    "RequestRecord",
     "RequestStats",
     "SpeedClock",
     "main",
@@ -76,6 +81,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BROADCAST_ENDED_HEADER = "x-fb-video-broadcast-ended"
+# Faults applied while the body is being sent (the others replace or delay the response).
+_BODY_FAULTS = (Fault.TRUNCATE, Fault.RESET_MID_BODY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,13 @@ class OriginConfig:
     segment_cache: int = 32  # segments kept in memory (LRU)
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port
+    # False: gaps are left out of the SegmentTimeline (a time jump) instead of listed and 404.
+    gaps_listed: bool = True
+    timeline_offset: float = 0.0  # seconds added to every media time (tfdt, $Time$, S@t)
+    # MPD timescale of the generic shapes; None: each track's media timescale.
+    timescale: int | None = None
+    publish_frame_time: bool = True  # instagram: publishFrameTime and firstAvTimeMs present
+    request_log_size: int = 100_000  # entries kept in Origin.request_log (oldest dropped)
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -110,6 +124,12 @@ class OriginConfig:
             raise ValueError("broadcast_duration must be positive")
         if self.already_broadcast < 0:
             raise ValueError("already_broadcast must not be negative")
+        if self.timeline_offset < 0:
+            raise ValueError("timeline_offset must not be negative")
+        if self.timescale is not None and self.timescale < 1:
+            raise ValueError("timescale must be None or positive")
+        if self.request_log_size < 0:
+            raise ValueError("request_log_size must not be negative")
         if self.shape == "number_duration" and self.media.segment_durations != "constant":
             raise ValueError(
                 "the number_duration shape needs constant-duration media: "
@@ -149,6 +169,56 @@ class RequestStats:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request the origin answered, in the order the answers were decided.
+
+    ``status`` 0 is a connection reset before any response. ``fault`` is the :class:`Fault`
+    value applied (a stall included), "manifest" for a ``manifest_failure``, or None.
+    ``bytes_sent`` counts body bytes written (0 for HEAD; half the body for a truncation or a
+    reset during the body); ``size`` is the size of the whole resource when there was one.
+    ``virtual_time`` and ``real_time`` (``time.monotonic()``) are taken on arrival.
+    """
+
+    method: str
+    kind: str  # "manifest" | "init" | "media" | "other"
+    track: str | None  # "video" | "audio" for init and media
+    index: int | None  # segment index for media (None: a name that is no segment)
+    status: int
+    fault: str | None
+    bytes_sent: int
+    size: int | None
+    virtual_time: float
+    real_time: float
+    path: str
+    range: str | None  # the Range header, if any
+
+    @property
+    def complete(self) -> bool:
+        """A GET answered 200 with the whole body handed to the connection."""
+        return (
+            self.method == "GET"
+            and self.status == 200
+            and self.size is not None
+            and self.bytes_sent == self.size
+            and self.fault not in (Fault.TRUNCATE.value, Fault.RESET_MID_BODY.value)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """What the origin knows about a request being answered."""
+
+    method: str
+    path: str
+    kind: str
+    track: str | None
+    index: int | None
+    virtual_time: float
+    real_time: float
+    range: str | None
 
 
 class _Counters:
@@ -288,6 +358,10 @@ class Origin:
         self._broadcast: Broadcast | None = None
         self._cache: _SegmentCache | None = None
         self._tracks: dict[str, bytes] = {}
+        self._request_log: collections.deque[RequestRecord] = collections.deque(
+            maxlen=self.config.request_log_size
+        )
+        self._request_log_dropped = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -299,7 +373,7 @@ class Origin:
             media = await asyncio.to_thread(generate_media, cfg.media, self._cache_dir)
             self._test_media = media
         count = segments_for_duration(media, cfg.broadcast_duration)
-        looped = media.looped(count)
+        looped = media.looped(count, cfg.timeline_offset)
         signed = cfg.shape == "instagram" and cfg.signed
         # Expiry (oe) far in the real future, hex like the CDN's.
         expiry = format(int(time.time()) + 7 * 86400, "x")
@@ -315,6 +389,9 @@ class Origin:
             minimum_update_period=cfg.minimum_update_period,
             secret=secrets.token_bytes(16) if signed else None,
             expiry=expiry,
+            gaps_listed=cfg.gaps_listed,
+            timescale=cfg.timescale,
+            publish_frame_time=cfg.publish_frame_time,
         )
         self._cache = _SegmentCache(looped, cfg.segment_cache)
         if media.video is not None:
@@ -333,7 +410,8 @@ class Origin:
         self.manifest_url = self.url(
             self._broadcast.manifest_path, self._broadcast.query("manifest")
         )
-        self.clock.anchor(cfg.already_broadcast)
+        # Never on air before the first manifest exists (see Broadcast.first_publication).
+        self.clock.anchor(max(cfg.already_broadcast, self._broadcast.first_publication))
         logger.info("origin %s serving %s", cfg.shape, self.manifest_url)
         return self
 
@@ -362,6 +440,21 @@ class Origin:
     @property
     def stats(self) -> RequestStats:
         return self._counters.snapshot()
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        """Every answered request, oldest first (at most ``config.request_log_size``)."""
+        return list(self._request_log)
+
+    @property
+    def request_log_dropped(self) -> int:
+        """Entries dropped from the front of the request log to keep it within its size."""
+        return self._request_log_dropped
+
+    @property
+    def first_publication(self) -> float:
+        """Virtual time from which the manifest exists (0 for the static shape)."""
+        return self.broadcast.first_publication
 
     @property
     def now(self) -> float:
@@ -449,160 +542,236 @@ class Origin:
     # -- HTTP -----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived_virtual, arrived_real = self.clock.now(), time.monotonic()
         faults = self.config.faults
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
         b = self.broadcast
         method = request.method
         path = request.path
+        kind, track, index = ("other", None, None) if path == "/time" else b.route(path)
+        exchange = _Exchange(
+            method,
+            path,
+            kind,
+            track,
+            index,
+            arrived_virtual,
+            arrived_real,
+            request.headers.get("Range"),
+        )
         if path == "/time":
-            return self._reply(method, "other", web.Response(text=iso_time(self.wall_time())))
-        kind, track, index = b.route(path)
+            text = iso_time(self.wall_time())
+            return self._reply(exchange, web.Response(text=text), len(text), len(text))
         if kind == "other":
-            return self._reply(method, kind, web.Response(status=404, text="not found"))
+            return self._reply(exchange, web.Response(status=404, text="not found"))
         if method not in ("GET", "HEAD"):
-            return self._reply(
-                method, kind, web.Response(status=405, headers={"Allow": "GET, HEAD"})
-            )
+            return self._reply(exchange, web.Response(status=405, headers={"Allow": "GET, HEAD"}))
         scope = b.scope_of(kind, track)
         if not b.check_signature(scope, request.query.get("oh"), request.query.get("oe")):
-            return self._reply(
-                method, kind, web.Response(status=403, text="URL signature mismatch")
-            )
+            return self._reply(exchange, web.Response(status=403, text="URL signature mismatch"))
         if kind == "manifest":
-            return self._manifest(method)
+            return await self._manifest(request, exchange)
 
         # Faults are drawn per (track, segment) rather than per path: the path holds the
         # random stream id, and the same seed must give the same faults on every origin.
         fault_key = f"{track}/{'init' if kind == 'init' else index if index is not None else path}"
-        fault = self._faults.media_fault(kind, method, fault_key)
-        if fault is Fault.TRUNCATE and method == "HEAD":
-            fault = None  # no body to cut short
-        if fault is not None:
-            self._counters.faults[fault.value] += 1
-            early = await self._early_fault(request, method, kind, fault)
-            if early is not None:
-                return early
+        fault, early = await self._draw_fault(request, exchange, fault_key)
+        if early is not None:
+            return early
+        stalled = fault.value if fault is Fault.SLOW_FIRST_BYTE else None
         now = self.clock.now()
         assert track is not None
         if kind == "init":
             body = self._tracks[track]
         elif index is None or not b.fetchable(index, now):
-            return self._reply(method, kind, web.Response(status=404, text="no such segment"))
+            response = web.Response(status=404, text="no such segment")
+            return self._reply(exchange, response, fault=stalled)
         else:
             assert self._cache is not None
             body = self._cache.get(track, index)
-        return await self._body(request, method, kind, track, body, fault)
+        return await self._media_body(request, exchange, f"{track}/mp4", body, fault)
 
-    def _manifest(self, method: str) -> web.StreamResponse:
+    async def _draw_fault(
+        self, request: web.Request, exchange: _Exchange, fault_key: str
+    ) -> tuple[Fault | None, web.StreamResponse | None]:
+        """The fault applied while sending the body, or the response that replaces it all."""
+        verdict = self._faults.verdict(exchange.kind, exchange.method, fault_key)
+        fault = verdict.fault
+        if fault in _BODY_FAULTS and exchange.method == "HEAD":
+            fault = None  # no body to cut short
+        if fault is None:
+            return None, None
+        if fault not in _BODY_FAULTS:
+            # Body faults are counted when applied: a 404 has nothing to cut short.
+            self._counters.faults[fault.value] += 1
+        return fault, await self._early_fault(request, exchange, fault, verdict.stall)
+
+    async def _manifest(self, request: web.Request, exchange: _Exchange) -> web.StreamResponse:
         b = self.broadcast
-        now = self.clock.now()
         if self._faults.manifest_fails():
             self._counters.faults["manifest"] += 1
             status = self.config.faults.manifest_failure_status
-            return self._reply(method, "manifest", web.Response(status=status, text="try later"))
+            response = web.Response(status=status, text="try later")
+            return self._reply(exchange, response, fault="manifest")
+        fault, early = await self._draw_fault(request, exchange, "manifest")
+        if early is not None:
+            return early
+        stalled = fault.value if fault is Fault.SLOW_FIRST_BYTE else None
+        now = self.clock.now()
         if (
             b.shape != "static"
             and self.config.signal_end
             and now >= b.duration + self.config.end_signal_manifest_404_after
         ):
-            return self._reply(method, "manifest", web.Response(status=404, text="broadcast over"))
+            response = web.Response(status=404, text="broadcast over")
+            return self._reply(exchange, response, fault=stalled)
+        if not b.published(now):
+            # The packager has not written its first manifest yet: there is no file to serve.
+            response = web.Response(status=404, text="not published yet")
+            return self._reply(exchange, response, fault=stalled)
         body, ended_header = render_manifest(
             b, now, time_url=self.url("/time"), signal_end=self.config.signal_end
         )
         headers = {"Cache-Control": "no-cache"}
         if ended_header:
             headers[BROADCAST_ENDED_HEADER] = "1"
-        response = web.Response(body=body, content_type="application/dash+xml", headers=headers)
-        return self._reply(method, "manifest", response, len(body))
+        return await self._send(
+            request, exchange, 200, headers, "application/dash+xml", body, len(body), fault
+        )
 
     async def _early_fault(
-        self, request: web.Request, method: str, kind: str, fault: Fault
+        self, request: web.Request, exchange: _Exchange, fault: Fault, stall: float
     ) -> web.StreamResponse | None:
         """Faults that replace the response; None for those applied while sending the body."""
         if fault is Fault.ERROR_503:
-            return self._reply(method, kind, web.Response(status=503, text="overloaded"))
+            response = web.Response(status=503, text="overloaded")
+            return self._reply(exchange, response, fault=fault.value)
         if fault is Fault.ERROR_429:
             headers = {"Retry-After": str(self.config.faults.retry_after)}
-            return self._reply(method, kind, web.Response(status=429, headers=headers))
+            response = web.Response(status=429, headers=headers)
+            return self._reply(exchange, response, fault=fault.value)
         if fault is Fault.RESET:
-            transport = request.transport
-            if transport is not None:
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    # SO_LINGER 0: close() sends RST, the client sees ECONNRESET.
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                transport.abort()
-            self._counters.counts[(method, kind, 0)] += 1
+            _reset(request)
+            self._record(exchange, 0, fault.value, 0, None)
             return web.Response(status=500)  # never written: the transport is gone
         if fault is Fault.SLOW_FIRST_BYTE:
-            await asyncio.sleep(self.config.faults.slow_first_byte_delay)
+            await asyncio.sleep(stall)
         return None
 
-    async def _body(
+    async def _media_body(
         self,
         request: web.Request,
-        method: str,
-        kind: str,
-        track: str,
+        exchange: _Exchange,
+        content_type: str,
         body: bytes,
         fault: Fault | None,
     ) -> web.StreamResponse:
         size = len(body)
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "max-age=3600"}
-        content_type = f"{track}/mp4"
         status = 200
-        range_header = request.headers.get("Range")
-        if range_header:
-            parsed = _parse_range(range_header, size)
+        if exchange.range:
+            parsed = _parse_range(exchange.range, size)
             if parsed is False:
                 headers["Content-Range"] = f"bytes */{size}"
-                return self._reply(method, kind, web.Response(status=416, headers=headers))
+                return self._reply(exchange, web.Response(status=416, headers=headers), size=size)
             if parsed:
                 first, last = parsed
                 body = body[first : last + 1]
                 headers["Content-Range"] = f"bytes {first}-{last}/{size}"
                 status = 206
-        if method == "HEAD":
-            # aiohttp sends the Content-Length of the body but not the body itself on HEAD.
-            response = web.Response(status=status, body=body, headers=headers)
-            response.content_type = content_type
-            return self._reply(method, kind, response)
-        if fault is Fault.TRUNCATE:
-            return await self._truncated(request, method, kind, status, headers, content_type, body)
-        response = web.Response(status=status, body=body, headers=headers)
-        response.content_type = content_type
-        return self._reply(method, kind, response, len(body))
+        return await self._send(request, exchange, status, headers, content_type, body, size, fault)
 
-    async def _truncated(
+    async def _send(
         self,
         request: web.Request,
-        method: str,
-        kind: str,
+        exchange: _Exchange,
         status: int,
         headers: dict[str, str],
         content_type: str,
         body: bytes,
+        size: int,
+        fault: Fault | None,
     ) -> web.StreamResponse:
+        """Answer with ``body`` (``size``: the whole resource), cut short by a body fault."""
+        if exchange.method == "HEAD" or fault not in _BODY_FAULTS:
+            # aiohttp sends the Content-Length of the body but not the body itself on HEAD.
+            response = web.Response(status=status, body=body, headers=headers)
+            response.content_type = content_type
+            slow = fault.value if fault is Fault.SLOW_FIRST_BYTE else None
+            return self._reply(exchange, response, len(body), size, slow)
+        assert fault is not None
+        self._counters.faults[fault.value] += 1
         response = web.StreamResponse(status=status, headers=headers)
         response.content_type = content_type
         response.content_length = len(body)
         await response.prepare(request)
         sent = body[: len(body) // 2]
         await response.write(sent)
-        self._counters.counts[(method, kind, status)] += 1
-        self._counters.bytes_served += len(sent)
-        if request.transport is not None:
-            request.transport.close()
+        self._record(exchange, status, fault.value, len(sent), size)
+        transport = request.transport
+        if fault is Fault.TRUNCATE:
+            if transport is not None:
+                transport.close()
+            return response
+        # Let the kernel take the bytes first, so the client reads them before the reset.
+        # asyncio has no awaitable "write buffer empty" short of pausing the protocol, which
+        # aiohttp owns; a short poll it is (the buffer is empty at once for bodies that fit the
+        # socket buffer).
+        while transport is not None and transport.get_write_buffer_size():
+            if transport.is_closing():
+                break
+            await asyncio.sleep(0.001)
+        _reset(request)
         return response
 
     def _reply(
-        self, method: str, kind: str, response: web.StreamResponse, sent: int = 0
+        self,
+        exchange: _Exchange,
+        response: web.StreamResponse,
+        sent: int = 0,
+        size: int | None = None,
+        fault: str | None = None,
     ) -> web.StreamResponse:
-        self._counters.counts[(method, kind, response.status)] += 1
-        if method != "HEAD":
-            self._counters.bytes_served += sent
+        self._record(exchange, response.status, fault, sent, size)
         return response
+
+    def _record(
+        self, exchange: _Exchange, status: int, fault: str | None, sent: int, size: int | None
+    ) -> None:
+        sent = 0 if exchange.method == "HEAD" else sent
+        self._counters.counts[(exchange.method, exchange.kind, status)] += 1
+        self._counters.bytes_served += sent
+        log = self._request_log
+        if log.maxlen is not None and log.maxlen == len(log):
+            self._request_log_dropped += 1
+        log.append(
+            RequestRecord(
+                method=exchange.method,
+                kind=exchange.kind,
+                track=exchange.track,
+                index=exchange.index,
+                status=status,
+                fault=fault,
+                bytes_sent=sent,
+                size=size,
+                virtual_time=exchange.virtual_time,
+                real_time=exchange.real_time,
+                path=exchange.path,
+                range=exchange.range,
+            )
+        )
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP RST (SO_LINGER 0): the client sees ECONNRESET."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 # -- command line ---------------------------------------------------------------------------------
