@@ -186,3 +186,26 @@ def test_rewrite_widens_v0_tfdt_and_keeps_samples() -> None:
     assert b"".join(out[s.offset : s.offset + s.size] for s in samples) == payload
     small = fmp4.rewrite_fragment(seg, base_media_decode_time=5)
     assert len(small) == len(seg) and mp4.parse_fragment(small).base_media_decode_time == 5
+
+
+@pytest.mark.parametrize("offset", [1.4, 100_000.0])
+def test_offset_timeline_shifts_every_tfdt(test_media: TestMedia, offset: float) -> None:
+    n = test_media.source_count
+    plain, moved = test_media.looped(n + 2), test_media.looped(n + 2, offset)
+    for track in test_media.tracks():
+        shift = round(offset * track.timescale)
+        for i in (0, 1, n, n + 1):
+            seg = moved.segment_bytes(track.kind, i)
+            tfdt = mp4.parse_fragment(seg).base_media_decode_time
+            assert tfdt == plain.segment_info(track.kind, i).t + shift
+            assert moved.segment_info(track.kind, i).t == tfdt
+            assert moved.index_for_time(track.kind, tfdt) == i
+        assert moved.index_for_time(track.kind, plain.segment_info(track.kind, 1).t) is None
+    assert moved.index_at(moved.start_seconds(n) + 0.01) == n
+    assert moved.start_seconds(0) == pytest.approx(offset, abs=1 / 15360)
+    # Decodes continuously from the moved start.
+    video = test_media.track("video")
+    data = video.init + b"".join(moved.segment_bytes("video", i) for i in range(3))
+    frames, _, _ = _decode(data)
+    first = round(offset * video.timescale)
+    assert sorted(frames) == [first + k * FRAME_TICKS for k in range(len(frames))]

@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from lxml import etree
 
 from instarec.manifest import Manifest, expand_segments, parse_manifest
 from instarec.mp4 import parse_fragment, parse_init
 from instarec.testing.clock import ManualClock, SpeedClock
-from instarec.testing.faults import FaultConfig
+from instarec.testing.faults import FaultConfig, FaultPlan
 from instarec.testing.media import MediaSpec, TestMedia, generate_media
-from instarec.testing.origin import Origin, OriginConfig
+from instarec.testing.origin import Origin, OriginConfig, build_parser, config_from_args
 
 LIVE_SHAPES = ("instagram", "time", "number_timeline", "number_duration")
 CONSTANT = MediaSpec(segment_durations="constant", duration=12.0)
@@ -676,3 +677,354 @@ async def test_no_manifest_before_the_first_segment(
     # Without an explicit start, an origin asked to start earlier starts on air.
     async with Origin(config_for(shape, already_broadcast=0.5), ManualClock(), media=media) as o:
         assert o.now == o.first_publication
+
+
+def timeline_of(body: bytes, content_type: str) -> list[dict[str, str]]:
+    """The S elements (attributes) of one AdaptationSet, by content type or rep id prefix."""
+    root = etree.fromstring(body)
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    for rep in root.iterfind(".//d:Representation", ns):
+        mime = rep.get("mimeType") or rep.getparent().get("mimeType") or ""
+        if mime.startswith(content_type):
+            return [dict(s.attrib) for s in rep.iterfind(".//d:S", ns)]
+    raise AssertionError(f"no {content_type} representation")
+
+
+@pytest.mark.parametrize("shape", ("instagram", "time", "number_timeline"))
+async def test_omitted_gaps_leave_a_jump_in_the_timeline(shape: str, test_media: TestMedia) -> None:
+    gaps = {6, 7}
+    config = OriginConfig(
+        shape=shape, already_broadcast=25.0, window=8, gaps=gaps, gaps_listed=False
+    )
+    async with (
+        Origin(config, ManualClock(), media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        listed_now = origin.listed_segments()
+        assert len(listed_now) == 8 and not gaps & set(listed_now)
+        assert {5, 8} <= set(listed_now)
+        body = await _raw(session, origin)
+        manifest = parse_manifest(body, origin.manifest_url)
+        for kind, segments in listed(manifest, origin).items():
+            assert [s.url for s in segments] == [origin.segment_url(kind, i) for i in listed_now]
+            for segment in segments:
+                assert (await get(session, segment.url))[0] == 200, segment.url
+            # The S after the hole says where it starts.
+            entries = timeline_of(body, kind)
+            after_hole = entries[listed_now.index(8)]
+            expected_t = (
+                origin.segment_key(kind, 8)  # instagram: shared milliseconds
+                if shape == "instagram"
+                else origin.media.segment_info(kind, 8).t  # type: ignore[attr-defined]
+            )
+            assert int(after_hole["t"]) == expected_t
+        if shape == "number_timeline":
+            # The hole consumed no number: segment 8 is the one after segment 5.
+            assert origin.segment_key("video", 8) == origin.segment_key("video", 5) + 1
+            with pytest.raises(KeyError):
+                origin.segment_key("video", 6)
+        else:
+            # The hole's own URL is still a 404.
+            assert (await get(session, origin.segment_url("video", 6)))[0] == 404
+
+
+async def test_omitted_gaps_longer_than_the_window(test_media: TestMedia) -> None:
+    """A hole longer than the window leaves the manifest as before it: never an empty list."""
+    gaps = set(range(4, 12))
+    clock = ManualClock()
+    config = OriginConfig(shape="time", window=3, gaps=gaps, gaps_listed=False)
+    async with Origin(config, clock, media=test_media) as origin:
+        clock.set(origin.segment_end(10))
+        assert origin.listed_segments() == [1, 2, 3]
+        clock.set(origin.segment_end(12))
+        assert origin.listed_segments() == [2, 3, 12]
+    # number_duration lists nothing, so omitting changes nothing: the gap still 404s.
+    config = config_for("number_duration", already_broadcast=30.0, gaps={3}, gaps_listed=False)
+    media = generate_media(CONSTANT)
+    async with (
+        Origin(config, ManualClock(), media=media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        assert b"SegmentTimeline" not in await _raw(session, origin)
+        assert (await get(session, origin.segment_url("video", 3)))[0] == 404
+        assert (await get(session, origin.segment_url("video", 4)))[0] == 200
+
+
+@pytest.mark.parametrize("shape", ("instagram", "time", "number_duration"))
+@pytest.mark.parametrize("offset", (1.4, 100_000.0))
+async def test_timeline_offset_moves_every_media_time(
+    shape: str, offset: float, test_media: TestMedia, constant_media: TestMedia
+) -> None:
+    media = media_for(shape, test_media, constant_media)
+    config = config_for(shape, already_broadcast=12.0, timeline_offset=offset, window=3)
+    async with (
+        Origin(config, ManualClock(), media=media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        body = await _raw(session, origin)
+        manifest = parse_manifest(body, origin.manifest_url)
+        for kind in ("video", "audio"):
+            track = media.track(kind)
+            shift = round(offset * track.timescale)
+            for i in origin.listed_segments():
+                served = (await get(session, origin.segment_url(kind, i)))[2]
+                tfdt = parse_fragment(served).base_media_decode_time
+                assert tfdt == track.segments[i].t + shift
+            if shape == "time":
+                first = timeline_of(body, kind)[0]
+                assert int(first["t"]) == track.segments[origin.listed_segments()[0]].t + shift
+        for rep in manifest.representations():
+            assert rep.template is not None and rep.template.presentation_time_offset == 0
+        if shape == "instagram":
+            video = media.track("video")
+            first_ms = round(offset * video.timescale) * 1000 // video.timescale
+            assert manifest.attributes["publishFrameTime"] == str(first_ms)
+            assert manifest.attributes["firstAvTimeMs"] == str(first_ms)
+            assert origin.segment_key("audio", 0) == first_ms
+
+
+async def test_mpd_timescale_differs_from_the_media(
+    test_media: TestMedia, constant_media: TestMedia
+) -> None:
+    config = OriginConfig(shape="time", already_broadcast=20.0, timescale=90_000, window=4)
+    async with (
+        Origin(config, ManualClock(), media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        manifest = await manifest_at(session, origin)
+        for rep in manifest.representations():
+            kind = rep.content_type
+            track = test_media.track(kind)
+            assert rep.template is not None and rep.template.timescale == 90_000
+            segments = expand_segments(manifest, rep, origin.wall_time())
+            assert [s.time for s in segments] == [
+                round(track.segments[i].t * 90_000 / track.timescale)
+                for i in origin.listed_segments()
+            ]
+            for current, following in itertools.pairwise(segments):
+                assert current.time + round(current.duration * 90_000) == following.time
+            for segment in segments:
+                status, _, body = await get(session, segment.url)
+                assert status == 200
+                tfdt = parse_fragment(body).base_media_decode_time
+                assert tfdt is not None
+                assert abs(tfdt / track.timescale - segment.time / 90_000) < 1 / 90_000
+    config = config_for("number_duration", already_broadcast=20.0, timescale=90_000)
+    async with (
+        Origin(config, ManualClock(), media=constant_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        manifest = await manifest_at(session, origin)
+        for rep in manifest.representations():
+            assert rep.template is not None
+            assert (rep.template.timescale, rep.template.duration) == (90_000, 180_000)
+    # Instagram keeps its milliseconds.
+    config = OriginConfig(already_broadcast=20.0, timescale=90_000)
+    async with Origin(config, ManualClock(), media=test_media) as origin:
+        assert (
+            origin.segment_key("video", 1)
+            == test_media.track("video").segments[1].t * 1000 // 15360
+        )
+
+
+async def test_publish_frame_time_can_be_left_out(test_media: TestMedia) -> None:
+    config = OriginConfig(already_broadcast=20.0, publish_frame_time=False)
+    async with (
+        Origin(config, ManualClock(), media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        manifest = await manifest_at(session, origin)
+        assert "publishFrameTime" not in manifest.attributes
+        assert "firstAvTimeMs" not in manifest.attributes
+        assert "loapStreamId" in manifest.attributes
+
+
+def test_stall_lengths_are_seeded_within_their_range() -> None:
+    config = FaultConfig(
+        seed=4, slow_first_byte=1.0, slow_first_byte_delay=2.0, slow_first_byte_max=6.0
+    )
+    plan, again = FaultPlan(config), FaultPlan(config)
+    stalls = [plan.verdict("media", "GET", f"video/{i % 5}").stall for i in range(40)]
+    assert all(2.0 <= s <= 6.0 for s in stalls)
+    assert len({round(s, 6) for s in stalls}) > 30  # drawn, not fixed
+    # The same URL and attempt stall alike whatever order the requests come in.
+    shuffled = [(i % 5, i // 5) for i in range(40)]
+    shuffled.reverse()
+    by_url_attempt = {}
+    for url, _ in shuffled:
+        attempt = sum(1 for key in by_url_attempt if key[0] == url)
+        by_url_attempt[(url, attempt)] = again.verdict("media", "GET", f"video/{url}").stall
+    assert [by_url_attempt[(i % 5, i // 5)] for i in range(40)] == stalls
+    fixed = FaultPlan(FaultConfig(slow_first_byte=1.0, slow_first_byte_delay=0.5))
+    assert {fixed.verdict("media", "GET", f"v/{i}").stall for i in range(5)} == {0.5}
+    with pytest.raises(ValueError):
+        FaultConfig(slow_first_byte_delay=3.0, slow_first_byte_max=2.0)
+
+
+async def test_a_stall_waits_its_drawn_length(test_media: TestMedia) -> None:
+    faults = FaultConfig(
+        seed=1, slow_first_byte=1.0, slow_first_byte_delay=0.05, slow_first_byte_max=0.3
+    )
+    config = OriginConfig(shape="time", already_broadcast=20.0, faults=faults)
+    expected = FaultPlan(faults).verdict("media", "GET", "video/2").stall
+    async with (
+        Origin(config, ManualClock(), media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        started = time.monotonic()
+        assert (await get(session, origin.segment_url("video", 2)))[0] == 200
+        assert time.monotonic() - started >= expected
+        (record,) = [r for r in origin.request_log if r.kind == "media"]
+        assert record.fault == "slow" and record.complete
+
+
+async def _read_until_reset(url: str) -> tuple[bytes, bool]:
+    """Everything a bare client reads from one GET, and whether it ended with a reset."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    data = b""
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        while chunk := await reader.read(65536):
+            data += chunk
+    except ConnectionResetError:
+        return data, True
+    finally:
+        writer.close()
+    return data, False
+
+
+async def test_reset_during_the_body_is_not_a_truncation(test_media: TestMedia) -> None:
+    for fault, field in (("reset_mid_body", "reset_mid_body"), ("truncate", "truncate")):
+        faults = FaultConfig(**{field: 1.0})  # type: ignore[arg-type]
+        config = OriginConfig(shape="time", already_broadcast=20.0, faults=faults)
+        async with Origin(config, ManualClock(), media=test_media) as origin:
+            size = origin.media.segment_info("video", 3).size
+            data, reset = await _read_until_reset(origin.segment_url("video", 3))
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert f"Content-Length: {size}".encode() in head
+            assert 0 < len(body) < size
+            assert reset is (fault == "reset_mid_body")
+            (record,) = origin.request_log
+            assert (record.status, record.fault, record.size) == (200, fault, size)
+            assert record.bytes_sent == size // 2 == len(body)
+            assert not record.complete
+            assert origin.stats.faults == {fault: 1}
+
+
+async def _manifest_fault_run(test_media: TestMedia, seed: int) -> tuple[list[str], int]:
+    faults = FaultConfig(
+        seed=seed,
+        error_503=0.15,
+        error_429=0.15,
+        retry_after=3,
+        reset=0.15,
+        truncate=0.15,
+        reset_mid_body=0.15,
+        kinds=frozenset({"manifest"}),
+    )
+    config = OriginConfig(shape="time", already_broadcast=20.0, faults=faults)
+    async with Origin(config, ManualClock(), media=test_media) as origin:
+        outcomes = []
+        for _ in range(40):
+            data, reset = await _read_until_reset(origin.manifest_url)
+            if not data:
+                outcomes.append("reset")
+                continue
+            head, _, body = data.partition(b"\r\n\r\n")
+            status = head.split()[1].decode()
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            if status == "200" and len(body) < length:
+                status = "reset_mid_body" if reset else "truncate"
+            outcomes.append(status)
+        media = [await raw_get(origin.segment_url("video", i)) for i in range(5)]
+        media_faults = sum(outcome != "200" for outcome in media)
+        assert [r.kind for r in origin.request_log].count("manifest") == 40
+        return outcomes, media_faults
+
+
+async def test_manifest_requests_get_the_media_faults(test_media: TestMedia) -> None:
+    outcomes, media_faults = await _manifest_fault_run(test_media, seed=2)
+    counts = Counter(outcomes)
+    for outcome in ("503", "429", "reset", "truncate", "reset_mid_body", "200"):
+        assert counts[outcome] > 0, counts
+    assert media_faults == 0  # only the manifest was asked for
+    again, _ = await _manifest_fault_run(test_media, seed=2)
+    assert again == outcomes  # drawn by manifest request number
+
+
+async def test_request_log(test_media: TestMedia) -> None:
+    clock = ManualClock()
+    faults = FaultConfig(reset=1.0, max_per_url=1, kinds=frozenset({"init"}))
+    config = OriginConfig(shape="time", already_broadcast=20.0, faults=faults)
+    async with (
+        Origin(config, clock, media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        size = origin.media.segment_info("video", 2).size
+        await get(session, origin.manifest_url)
+        clock.advance(1.5)
+        await get(session, origin.segment_url("video", 2))
+        await get(session, origin.segment_url("video", 2), Range="bytes=0-99")
+        await get(session, origin.segment_url("audio", 1), "HEAD")
+        await get(session, origin.segment_url("video", 200))  # not broadcast yet
+        assert await raw_get(origin.init_url("video")) == "reset"
+        await get(session, origin.init_url("video"))
+        log = origin.request_log
+        summary = [(r.method, r.kind, r.track, r.index, r.status, r.fault) for r in log]
+        assert summary == [
+            ("GET", "manifest", None, None, 200, None),
+            ("GET", "media", "video", 2, 200, None),
+            ("GET", "media", "video", 2, 206, None),
+            ("HEAD", "media", "audio", 1, 200, None),
+            ("GET", "media", "video", 200, 404, None),
+            ("GET", "init", "video", None, 0, "reset"),
+            ("GET", "init", "video", None, 200, None),
+        ]
+        assert [r.complete for r in log] == [True, True, False, False, False, False, True]
+        assert log[1].bytes_sent == log[1].size == size
+        assert (log[2].bytes_sent, log[2].size, log[2].range) == (100, size, "bytes=0-99")
+        assert log[3].bytes_sent == 0
+        assert log[0].virtual_time == 20.0 and log[1].virtual_time == 21.5
+        assert log[1].path == urlsplit(origin.segment_url("video", 2)).path
+        assert sum(r.bytes_sent for r in log) == origin.stats.bytes_served
+        assert all(a.real_time <= b.real_time for a, b in itertools.pairwise(log))
+    small = OriginConfig(shape="time", already_broadcast=20.0, request_log_size=2)
+    async with (
+        Origin(small, ManualClock(), media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        for i in range(5):
+            await get(session, origin.segment_url("video", i))
+        assert [r.index for r in origin.request_log] == [3, 4]
+        assert origin.request_log_dropped == 3
+
+
+def test_command_line_flags_reach_the_config() -> None:
+    args = build_parser().parse_args(
+        [
+            "--shape", "time",
+            "--gaps", "3",
+            "--gaps-omitted",
+            "--timeline-offset", "1.4",
+            "--timescale", "90000",
+            "--no-publish-frame-time",
+            "--pslow", "0.1",
+            "--slow-delay", "2",
+            "--slow-delay-max", "6",
+            "--preset-mid-body", "0.05",
+            "--manifest-faults",
+        ]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert (config.gaps_listed, config.timeline_offset, config.timescale) == (False, 1.4, 90000)
+    assert not config.publish_frame_time
+    faults = config.faults
+    assert (faults.slow_first_byte_delay, faults.slow_first_byte_max) == (2.0, 6.0)
+    assert faults.reset_mid_body == 0.05
+    assert faults.kinds == {"media", "init", "manifest"}
+    defaults = config_from_args(build_parser().parse_args([]))
+    assert defaults == OriginConfig(media=defaults.media)

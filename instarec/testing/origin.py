@@ -799,6 +799,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--window", type=int, default=5, help="segments listed in the manifest")
     add("--retention", type=int, default=None, help="keep only the last N segments")
     add("--gaps", type=_gaps, default=frozenset(), help="segment indexes that 404, e.g. 3,7,10-12")
+    add(
+        "--gaps-omitted",
+        action="store_true",
+        help="leave the gaps out of the SegmentTimeline instead of listing them",
+    )
+    add(
+        "--timeline-offset",
+        type=float,
+        default=0.0,
+        help="seconds added to every media time (tfdt, $Time$, S@t), e.g. 1.4",
+    )
+    add(
+        "--timescale",
+        type=int,
+        default=None,
+        help="MPD timescale of the generic shapes, e.g. 90000 (default: the media's)",
+    )
+    add(
+        "--no-publish-frame-time",
+        action="store_true",
+        help="instagram: omit publishFrameTime and firstAvTimeMs",
+    )
     add("--end-404-after", type=float, default=30.0, help="manifest 404 this long after the end")
     add("--unsigned", action="store_true", help="instagram: do not require oh/oe")
     add("--start-number", type=int, default=1)
@@ -819,7 +841,16 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--preset", type=float, default=0.0, help="connection reset")
     faults.add_argument("--ptruncate", type=float, default=0.0)
     faults.add_argument("--pslow", type=float, default=0.0, help="slow first byte")
+    faults.add_argument("--preset-mid-body", type=float, default=0.0, help="reset during the body")
     faults.add_argument("--slow-delay", type=float, default=2.0)
+    faults.add_argument(
+        "--slow-delay-max", type=float, default=None, help="stalls last --slow-delay to this"
+    )
+    faults.add_argument(
+        "--manifest-faults",
+        action="store_true",
+        help="give manifest requests the same faults as media requests",
+    )
     faults.add_argument("--latency", type=float, default=0.0, help="real seconds per request")
     faults.add_argument("--manifest-failure", type=float, default=0.0)
     add("-v", "--verbose", action="store_true")
@@ -843,6 +874,9 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         truncate=args.ptruncate,
         slow_first_byte=args.pslow,
         slow_first_byte_delay=args.slow_delay,
+        slow_first_byte_max=args.slow_delay_max,
+        reset_mid_body=args.preset_mid_body,
+        kinds=frozenset({"media", "init", *(["manifest"] if args.manifest_faults else [])}),
         latency=args.latency,
         manifest_failure=args.manifest_failure,
     )
@@ -861,6 +895,10 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         start_number=args.start_number,
         host=args.host,
         port=args.port,
+        gaps_listed=not args.gaps_omitted,
+        timeline_offset=args.timeline_offset,
+        timescale=args.timescale,
+        publish_frame_time=not args.no_publish_frame_time,
     )
 
 
