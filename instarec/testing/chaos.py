@@ -1,0 +1,1036 @@
+"""The chaos matrix: random broadcasts, faults and interruptions; every recording checked.
+
+Usage::
+
+    python -m instarec.testing.chaos --seeds 50            # seeds 0..49, two at a time
+    python -m instarec.testing.chaos --seeds 20 --first 1000 --jobs 2
+    python -m instarec.testing.chaos --seed 17 -v           # rerun one seed, keep its files
+
+One seed is one *case*: a frozen :class:`ChaosCase` drawn from the seed alone (shape, length,
+how much is already past, window, retention, holes in the past / in the window / at the live
+edge, listed or omitted, timeline offset and timescale, fault mix on media, init and manifest
+requests, kill -9 or Ctrl+C at a random moment). Every drawn parameter is printed on one line.
+
+A run starts the simulated origin in this process on a fast :class:`SpeedClock` and runs the
+real command line, ``python -m instarec URL OUTPUT --summary-file ...``, as a subprocess. With
+``kill`` it is killed with SIGKILL once a random share of the media has been served, then the
+same command runs again and must resume; with ``sigint`` it gets SIGINT and must exit 130 with
+what it had merged.
+
+The checks use only the origin's own model and request log, PyAV on the output file and the
+summary JSON (never the recorder's logs):
+
+* every frame of every segment the origin still served while the recorder ran is in the file,
+  video and audio, each segment whole, no frame twice, nothing from a configured hole;
+* the tracks start and end together (within a segment);
+* the summary's missing ranges are exactly the configured holes inside the recorded span
+  (adjacent holes merged), no zero-length range, nothing else;
+* after a resume, no segment body is served again except those in flight at the kill;
+* after Ctrl+C: exit 130, the file holds every segment served before the signal, nothing that
+  was never served, and its holes are reported as missing;
+* the recording ends within a wall-time limit derived from the case.
+
+A failing seed prints ``python -m instarec.testing.chaos --seed K`` and what was violated; the
+exit status is 1 when any seed failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from instarec.testing.faults import FaultConfig
+from instarec.testing.media import MediaSpec, TestMedia, generate_media
+from instarec.testing.origin import Origin, OriginConfig, RequestRecord
+
+__all__ = [
+    "FIELD_FAILURE_SEEDS",
+    "CaseResult",
+    "ChaosCase",
+    "draw_case",
+    "main",
+    "reproduce_command",
+    "run_case",
+]
+
+REPRODUCE = "python -m instarec.testing.chaos --seed {seed}"
+
+# Seeds whose draw is the field failure of the issue (instagram and generic $Time$): found by
+# drawing, listed so the suite can run them by name.
+FIELD_FAILURE_SEEDS: tuple[int, ...] = ()
+
+# A segment the recorder could reach for less than this many real seconds is not owed: it
+# covers the start of a process, one fault retry and the recorder's first steps.
+_REACH_GRACE = 3.0
+# Times in the file and in the summary are rounded (to the millisecond in Matroska).
+_TIME_TOLERANCE = 0.003
+_RANGE_TOLERANCE = 0.05
+# A body served this close before SIGKILL may not have reached the recorder's journal.
+_IN_FLIGHT = 1.0
+_DRAIN_LIMIT = 45.0  # real seconds from SIGINT to exit: the recorder's drain plus a merge
+
+
+def reproduce_command(seed: int) -> str:
+    return REPRODUCE.format(seed=seed)
+
+
+# -- the case --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosFaults:
+    """The fault mix of a case: probabilities per request of the kinds in ``kinds``."""
+
+    error_503: float = 0.0
+    error_429: float = 0.0
+    reset: float = 0.0
+    reset_mid_body: float = 0.0
+    truncate: float = 0.0
+    slow: float = 0.0
+    slow_min: float = 2.0  # real seconds
+    slow_max: float = 6.0
+    kinds: tuple[str, ...] = ("media",)
+
+    @property
+    def total(self) -> float:
+        return (
+            self.error_503
+            + self.error_429
+            + self.reset
+            + self.reset_mid_body
+            + self.truncate
+            + self.slow
+        )
+
+    def describe(self) -> str:
+        if self.total <= 0:
+            return "none"
+        parts = [
+            f"{name}={value:.3f}"
+            for name, value in (
+                ("503", self.error_503),
+                ("429", self.error_429),
+                ("reset", self.reset),
+                ("reset_mid_body", self.reset_mid_body),
+                ("truncate", self.truncate),
+                ("slow", self.slow),
+            )
+            if value > 0
+        ]
+        if self.slow > 0:
+            parts.append(f"stall={self.slow_min:g}-{self.slow_max:g}s")
+        parts.append("on=" + "+".join(self.kinds))
+        return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosCase:
+    """Every parameter of one run; drawn from ``seed`` by :func:`draw_case`."""
+
+    seed: int
+    shape: str
+    duration: float  # virtual seconds of broadcast
+    already: float  # virtual seconds already broadcast when the recorder starts
+    window: int
+    retention: int | None
+    gaps: tuple[int, ...]
+    gaps_listed: bool
+    timeline_offset: float  # seconds added to every media and timeline time
+    timescale: int | None  # MPD timescale (None: the media's own)
+    publish_frame_time: bool  # instagram: publishFrameTime present
+    signal_end: bool
+    faults: ChaosFaults
+    speed: float
+    interruption: str  # "none" | "kill" | "sigint"
+    interrupt_at: float  # share of the expected media bodies served before the interruption
+    container: str  # output extension
+    label: str = ""  # "field-failure" for the issue's known field failure
+
+    def line(self) -> str:
+        """One line with every drawn parameter."""
+        gaps = ",".join(map(str, self.gaps)) or "-"
+        parts = [
+            f"seed={self.seed}",
+            *([f"[{self.label}]"] if self.label else []),
+            f"shape={self.shape}",
+            f"duration={self.duration:g}",
+            f"already={self.already:g}",
+            f"window={self.window}",
+            f"retention={self.retention if self.retention is not None else 'all'}",
+            f"gaps={gaps}",
+            f"gaps_listed={'yes' if self.gaps_listed else 'no'}",
+            f"offset={self.timeline_offset:.0f}",
+            f"timescale={self.timescale or 'media'}",
+        ]
+        if self.shape == "instagram":
+            parts.append(f"publishFrameTime={'yes' if self.publish_frame_time else 'no'}")
+        parts += [
+            f"end={'signalled' if self.signal_end else 'silent'}",
+            f"faults={self.faults.describe()}",
+            f"speed={self.speed:g}x",
+            f"interrupt={self.interruption}"
+            + (f"@{self.interrupt_at:.2f}" if self.interruption != "none" else ""),
+            f"out={self.container}",
+        ]
+        return " ".join(parts)
+
+
+SEGMENT_SECONDS = 2.05  # mean segment length of the test media (1.8-2.3 s, or 2 s constant)
+
+
+def _segments(seconds: float) -> int:
+    return max(1, round(seconds / SEGMENT_SECONDS))
+
+
+def _draw_gaps(rng: random.Random, count: int, listed_first: int, available: int) -> list[int]:
+    """Holes in the past, in the window listed at the start, and at the live edge."""
+    places: list[tuple[int, int]] = []
+    if listed_first > 2:
+        places.append((1, listed_first - 1))  # the past
+    places.append((max(1, listed_first), max(1, available - 1)))  # the window at the start
+    if available + 1 < count - 2:
+        places.append((available, count - 2))  # still to come: the live edge
+    gaps: set[int] = set()
+    for _ in range(rng.choice((0, 1, 1, 2, 3, 4))):
+        first, last = rng.choice(places)
+        if last < first:
+            continue
+        start = rng.randint(first, last)
+        run = rng.choice((1, 1, 1, 2, 3))
+        gaps.update(i for i in range(start, start + run) if 1 <= i <= count - 2)
+    return sorted(gaps)
+
+
+def _field_failure(seed: int, rng: random.Random) -> ChaosCase:
+    """The issue's field failure: 10 min of which 8 past, window 5, 10% of media failing,
+    segments 40-41 and 150 answering 404 for ever."""
+    return ChaosCase(
+        seed=seed,
+        shape=rng.choice(("instagram", "time")),
+        duration=600.0,
+        already=480.0,
+        window=5,
+        retention=None,
+        gaps=(40, 41, 150),
+        gaps_listed=True,
+        timeline_offset=0.0,
+        timescale=None,
+        publish_frame_time=True,
+        signal_end=True,
+        faults=ChaosFaults(
+            error_503=0.03,
+            error_429=0.015,
+            reset=0.02,
+            reset_mid_body=0.02,
+            slow=0.015,
+            slow_min=2.0,
+            slow_max=6.0,
+            kinds=("media",),
+        ),
+        speed=20.0,
+        interruption="none",
+        interrupt_at=0.0,
+        container=".mp4",
+        label="field-failure",
+    )
+
+
+def draw_case(seed: int) -> ChaosCase:
+    """The case of ``seed``: the same on every machine and every run."""
+    rng = random.Random(f"instarec-chaos:{seed}")
+    if rng.random() < 0.08:
+        return _field_failure(seed, rng)
+    shape = rng.choice(("instagram", "instagram", "time", "number_timeline", "number_duration"))
+    if rng.random() < 0.06:
+        shape = "static"
+    duration = float(rng.randrange(40, 900, 10))
+    if shape == "static":
+        already = duration + 5
+    elif rng.random() < 0.15:
+        already = 0.0
+    else:
+        already = float(round(duration * rng.uniform(0.2, 0.95)))
+    window = rng.choice((3, 5, 5, 10, 30))
+    retention = None
+    if rng.random() < 0.3 and shape != "static":
+        retention = rng.randint(max(window + 5, 20), 150)
+    count = _segments(duration)
+    available = min(count, _segments(already))
+    listed_first = max(0, available - window)
+    gaps = _draw_gaps(rng, count, listed_first, available)
+    gaps_listed = rng.random() < 0.6
+    timeline_offset = 0.0 if rng.random() < 0.6 else float(rng.randrange(3_600, 10_000_000))
+    timescale = None if rng.random() < 0.6 else 90_000
+    publish_frame_time = rng.random() < 0.7
+    signal_end = rng.random() < 0.85
+    faults = ChaosFaults()
+    if rng.random() < 0.75:
+        total = rng.uniform(0.02, 0.15)
+        weights = {
+            name: rng.random()
+            for name in ("error_503", "error_429", "reset", "reset_mid_body", "truncate")
+        }
+        slow = min(rng.choice((0.0, 0.0, 0.005, 0.01, 0.02)), total / 2)
+        scale = (total - slow) / sum(weights.values())
+        kinds = ["media"]
+        if rng.random() < 0.5:
+            kinds.append("init")
+        if rng.random() < 0.4:
+            kinds.append("manifest")
+        faults = ChaosFaults(
+            **{name: round(w * scale, 4) for name, w in weights.items()},
+            slow=slow,
+            slow_min=2.0,
+            slow_max=rng.choice((3.0, 4.0, 6.0)),
+            kinds=tuple(kinds),
+        )
+    speed = float(rng.choice((10, 15, 20, 20, 30)))
+    if retention is not None:
+        speed = float(rng.choice((8, 10, 12)))  # the oldest segments expire at this pace
+    interruption = rng.choices(("none", "kill", "sigint"), weights=(5, 3, 2))[0]
+    interrupt_at = round(rng.uniform(0.1, 0.9), 2) if interruption != "none" else 0.0
+    return ChaosCase(
+        seed=seed,
+        shape=shape,
+        duration=duration,
+        already=already,
+        window=window,
+        retention=retention,
+        gaps=tuple(gaps),
+        gaps_listed=gaps_listed,
+        timeline_offset=timeline_offset,
+        timescale=timescale,
+        publish_frame_time=publish_frame_time,
+        signal_end=signal_end,
+        faults=faults,
+        speed=speed,
+        interruption=interruption,
+        interrupt_at=interrupt_at,
+        container=rng.choice((".mkv", ".mkv", ".mp4")),
+    )
+
+
+# -- the origin for a case -------------------------------------------------------------------------
+
+
+def build_config(case: ChaosCase, media: TestMedia) -> OriginConfig:
+    """The origin configuration of ``case``."""
+    faults = case.faults
+    fault_config = FaultConfig(
+        seed=case.seed,
+        error_503=faults.error_503,
+        error_429=faults.error_429,
+        retry_after=1,
+        reset=faults.reset,
+        reset_mid_body=faults.reset_mid_body,
+        truncate=faults.truncate,
+        slow_first_byte=faults.slow,
+        slow_first_byte_delay=faults.slow_min,
+        slow_first_byte_max=faults.slow_max,
+        kinds=frozenset(faults.kinds),
+    )
+    return OriginConfig(
+        shape=case.shape,
+        broadcast_duration=case.duration,
+        already_broadcast=case.already,
+        window=case.window,
+        retention=case.retention,
+        gaps=frozenset(case.gaps),
+        gaps_listed=case.gaps_listed,
+        timeline_offset=case.timeline_offset,
+        timescale=case.timescale,
+        publish_frame_time=case.publish_frame_time,
+        faults=fault_config,
+        speed=case.speed,
+        signal_end=case.signal_end,
+        # Long enough that a resumed run still finds the manifest of a broadcast that just
+        # ended: the resume is judged on its downloads, not on a race with the 404.
+        end_signal_manifest_404_after=max(60.0, 4.0 * case.speed),
+        media=media.spec,
+    )
+
+
+# -- inspecting the file ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileTimes:
+    """Packet start times (seconds, sorted) per track kind, as PyAV demuxes the file."""
+
+    tracks: dict[str, list[float]]
+    error: str | None = None
+
+
+def inspect_file(path: Path) -> FileTimes:
+    """Demux ``path`` without decoding; PyAV is imported here so the package does not need it."""
+    try:
+        import av
+    except ImportError as exc:  # the test extra brings PyAV
+        return FileTimes({}, f"PyAV is not installed ({exc}): pip install 'instarec[test]'")
+    times: dict[str, list[float]] = {}
+    try:
+        with av.open(str(path)) as container:
+            streams = [*container.streams.video[:1], *container.streams.audio[:1]]
+            for packet in container.demux(*streams):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                kind = packet.stream.type
+                times.setdefault(kind, []).append(float(packet.pts * packet.time_base))
+    except av.error.FFmpegError as exc:
+        return FileTimes(times, f"PyAV cannot read {path.name}: {exc}")
+    for values in times.values():
+        values.sort()
+    return FileTimes(times)
+
+
+# -- the origin's model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrackModel:
+    """Segment times and sizes of one track, in seconds of the track's media clock."""
+
+    kind: str
+    starts: list[float]
+    ends: list[float]
+    frames: list[int]
+
+    def index_at(self, t: float) -> int | None:
+        i = bisect.bisect_right(self.starts, t + _TIME_TOLERANCE) - 1
+        if i < 0 or t > self.ends[i] + _TIME_TOLERANCE:
+            return None
+        return i
+
+
+def track_models(origin: Origin) -> dict[str, TrackModel]:
+    media = origin.media
+    test_media = origin.test_media
+    assert test_media is not None
+    models = {}
+    for track in test_media.tracks():
+        infos = [media.segment_info(track.kind, i) for i in range(origin.segment_count)]  # type: ignore[attr-defined]
+        starts = [info.t / track.timescale for info in infos]
+        ends = [(info.t + info.d) / track.timescale for info in infos]
+        models[track.kind] = TrackModel(
+            track.kind, starts, ends, [info.sample_count for info in infos]
+        )
+    return models
+
+
+def _fetchable_count(origin: Origin) -> int:
+    """Segments the recorder can still get: the retained ones now and every one to come."""
+    b = origin.broadcast
+    retained = b.retained(origin.now)
+    return b.count - (retained.start if len(retained) else 0)
+
+
+# -- running a case --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderRun:
+    """One process of the recorder."""
+
+    started: float  # real seconds
+    ended: float
+    virtual_start: float
+    virtual_end: float
+    returncode: int | None  # None: it had to be killed at the wall-time limit
+    interrupted_at: float | None  # real time of SIGKILL/SIGINT
+    interrupted_virtual: float | None
+    stderr_tail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    case: ChaosCase
+    violations: tuple[str, ...]
+    notes: tuple[str, ...]
+    wall_time: float
+    workdir: Path | None  # kept when asked for, or when the case failed and keep_failed is set
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def report(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        lines = [f"{verdict} {self.case.line()} ({self.wall_time:.1f} s)"]
+        if not self.passed:
+            lines.append(f"  reproduce: {reproduce_command(self.case.seed)}")
+            lines += [f"  violated: {v}" for v in self.violations]
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.workdir is not None:
+            lines.append(f"  files kept in {self.workdir}")
+        return "\n".join(lines)
+
+
+def wall_limit(case: ChaosCase, count: int) -> float:
+    """Real seconds a run may take: the live part at its speed, the past, retries and stalls."""
+    live = max(case.duration - case.already, 0.0) / case.speed
+    past = min(case.already, case.duration) / SEGMENT_SECONDS
+    requests = 2 * count
+    stalls = case.faults.slow * requests * case.faults.slow_max / 4  # four slots stall at once
+    retries = case.faults.total * requests * 0.5
+    end = 0.0 if case.signal_end else _live_end_timeout(case)
+    restart = 30.0 if case.interruption == "kill" else 0.0
+    return 30.0 + live + past * 0.05 + stalls + retries + end + restart
+
+
+def _live_end_timeout(case: ChaosCase) -> float:
+    # Longer than the longest stall plus a retry: a slow manifest is no end of the broadcast.
+    return max(10.0, case.faults.slow_max + 6.0)
+
+
+def recorder_command(
+    case: ChaosCase, url: str, output: Path, summary: Path, log: Path
+) -> list[str]:
+    """What a user would type for a stream running ``case.speed`` times faster than real."""
+    poll = max(0.05, round(2.0 / case.speed, 3))  # the manifest's minimumUpdatePeriod, sped up
+    return [
+        sys.executable,
+        "-m",
+        "instarec",
+        url,
+        str(output),
+        "--summary-file",
+        str(summary),
+        "--log-file",
+        str(log),
+        "--poll-interval",
+        str(poll),
+        "--live-end-timeout",
+        str(_live_end_timeout(case)),
+    ]
+
+
+async def _run_recorder(
+    command: Sequence[str],
+    workdir: Path,
+    number: int,
+    limit: float,
+    origin: Origin,
+    interrupt: tuple[signal.Signals, Callable[[], bool]] | None,
+) -> RecorderRun:
+    stdout = (workdir / f"run{number}.stdout").open("wb")
+    stderr_path = workdir / f"run{number}.stderr"
+    stderr = stderr_path.open("wb")
+    started = time.monotonic()
+    virtual_start = origin.clock.now()
+    interrupted_at = interrupted_virtual = None
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=workdir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # its ffmpeg children can be ended with it
+        )
+        returncode: int | None = None
+        deadline = started + limit
+        try:
+            while True:
+                try:
+                    returncode = await asyncio.wait_for(process.wait(), timeout=0.01)
+                    break
+                except TimeoutError:
+                    pass
+                if interrupt is not None and interrupted_at is None and interrupt[1]():
+                    interrupted_at = time.monotonic()
+                    interrupted_virtual = origin.clock.now()
+                    process.send_signal(interrupt[0])
+                    if interrupt[0] is signal.SIGINT:
+                        deadline = min(deadline, interrupted_at + _DRAIN_LIMIT)
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            if returncode is None or interrupt is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            if returncode is None:
+                await process.wait()
+    finally:
+        stdout.close()
+        stderr.close()
+    text = stderr_path.read_text(errors="replace")
+    return RecorderRun(
+        started=started,
+        ended=time.monotonic(),
+        virtual_start=virtual_start,
+        virtual_end=origin.clock.now(),
+        returncode=returncode,
+        interrupted_at=interrupted_at,
+        interrupted_virtual=interrupted_virtual,
+        stderr_tail=text[-1500:],
+    )
+
+
+def _media_for(case: ChaosCase, cache_dir: Path | None) -> TestMedia:
+    constant = case.shape == "number_duration"
+    spec = MediaSpec(segment_durations="constant" if constant else "variable")
+    return generate_media(spec, cache_dir)
+
+
+async def run_case(
+    case: ChaosCase,
+    workdir: Path,
+    *,
+    cache_dir: Path | None = None,
+    media: TestMedia | None = None,
+) -> CaseResult:
+    """Run ``case`` with files under ``workdir`` and check it; never raises on a violation."""
+    began = time.monotonic()
+    if media is None:
+        media = await asyncio.to_thread(_media_for, case, cache_dir)
+    config = build_config(case, media)
+    notes: list[str] = []
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    output = workdir / f"recording{case.container}"
+    summary_path = workdir / "summary.json"
+    log_path = workdir / "recorder.log"
+    async with Origin(config, media=media) as origin:
+        models = track_models(origin)
+        limit = wall_limit(case, origin.segment_count)
+        command = recorder_command(case, origin.manifest_url, output, summary_path, log_path)
+        bodies_expected = 2 * max(_fetchable_count(origin) - len(case.gaps), 1)
+        interrupt = None
+        if case.interruption != "none":
+            threshold = max(1, round(case.interrupt_at * bodies_expected))
+            signum = signal.SIGKILL if case.interruption == "kill" else signal.SIGINT
+
+            seen = {"entries": 0, "bodies": 0}
+
+            def reached() -> bool:
+                # The log only grows (until its bound): count the new entries only.
+                log = origin.request_log
+                new = log[seen["entries"] :]
+                seen["entries"] = len(log)
+                seen["bodies"] += sum(1 for s in new if s.kind == "media" and s.complete)
+                return seen["bodies"] >= threshold
+
+            interrupt = (signum, reached)
+        runs = [await _run_recorder(command, workdir, 1, limit, origin, interrupt)]
+        if case.interruption == "kill" and runs[0].interrupted_at is not None:
+            remaining = max(limit - (time.monotonic() - began), 30.0)
+            runs.append(await _run_recorder(command, workdir, 2, remaining, origin, None))
+        served = origin.request_log
+        await asyncio.to_thread(_write_request_log, workdir / "requests.jsonl", served, began)
+        if origin.request_log_dropped:
+            notes.append(f"the request log dropped {origin.request_log_dropped} entries")
+        checker = Checker(case, origin, models, runs, served, limit)
+        violations = checker.check(output, summary_path)
+        notes += checker.notes
+    return CaseResult(case, tuple(violations), tuple(notes), time.monotonic() - began, workdir)
+
+
+def _write_request_log(path: Path, served: Sequence[RequestRecord], began: float) -> None:
+    """The origin's log beside the recording, for whoever diagnoses a failing seed."""
+    with path.open("w") as out:
+        for s in served:
+            entry = dataclasses.asdict(s)
+            entry["real_time"] = round(s.real_time - began, 4)
+            entry["virtual_time"] = round(s.virtual_time, 3)
+            out.write(json.dumps(entry) + "\n")
+
+
+# -- the checks ------------------------------------------------------------------------------------
+
+
+def _ranges(indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted indexes as inclusive runs: [3, 4, 5, 9] -> [(3, 5), (9, 9)]."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(set(indexes)):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+def _describe_indexes(indexes: Iterable[int]) -> str:
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in _ranges(indexes))
+
+
+@dataclass
+class Checker:
+    case: ChaosCase
+    origin: Origin
+    models: dict[str, TrackModel]
+    runs: list[RecorderRun]
+    served: list[RequestRecord]
+    limit: float
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, output: Path, summary_path: Path) -> list[str]:
+        violations: list[str] = []
+        violations += self._process_checks()
+        summary = self._summary(summary_path, violations)
+        if not output.exists():
+            violations.append(f"no output file {output.name}")
+            return violations
+        times = inspect_file(output)
+        if times.error is not None:
+            violations.append(times.error)
+            return violations
+        present = self._segments_in_file(times, violations)
+        if self.case.interruption == "sigint":
+            violations += self._sigint_content(present)
+        else:
+            violations += self._content(present)
+        violations += self._together(present)
+        if summary is not None:
+            violations += self._holes(summary, present)
+        violations += self._refetches()
+        return violations
+
+    # -- processes and summary
+
+    def _process_checks(self) -> list[str]:
+        problems = []
+        final = self.runs[-1]
+        wall = sum(r.ended - r.started for r in self.runs)
+        if final.returncode is None:
+            problems.append(
+                f"the recorder did not exit within the wall-time limit ({self.limit:.0f} s); "
+                f"stderr ends: {final.stderr_tail[-300:]!r}"
+            )
+        elif wall > self.limit:
+            problems.append(f"wall time {wall:.1f} s over the limit of {self.limit:.0f} s")
+        expected_code = 130 if self.case.interruption == "sigint" else 0
+        if final.returncode is not None and final.returncode != expected_code:
+            tail = final.stderr_tail.strip().splitlines()[-3:]
+            problems.append(f"exit status {final.returncode}, expected {expected_code}: {tail}")
+        if self.case.interruption != "none" and self.runs[0].interrupted_at is None:
+            self.notes.append("the recorder finished before the interruption point")
+        if b"Traceback" in "".join(r.stderr_tail for r in self.runs).encode():
+            problems.append("a traceback on stderr")
+        return problems
+
+    def _summary(self, path: Path, violations: list[str]) -> dict[str, Any] | None:
+        if not path.exists():
+            violations.append("no summary file")
+            return None
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            violations.append(f"the summary file is not JSON: {exc}")
+            return None
+        interrupted = self.case.interruption == "sigint" and self.runs[0].interrupted_at
+        if bool(summary.get("interrupted")) != bool(interrupted):
+            violations.append(f"summary says interrupted={summary.get('interrupted')}")
+        return summary
+
+    # -- the file against the model
+
+    def _offset(self) -> float | None:
+        """Media-clock time of the file's zero: the earliest first segment served, any track."""
+        firsts = []
+        for kind, model in self.models.items():
+            indexes = [
+                s.index
+                for s in self.served
+                if s.kind == "media" and s.track == kind and s.complete and s.index is not None
+            ]
+            if indexes:
+                firsts.append(model.starts[min(indexes)])
+        return min(firsts) if firsts else None
+
+    def _segments_in_file(
+        self, times: FileTimes, violations: list[str]
+    ) -> dict[str, dict[int, int]]:
+        """Packets per segment index per track; stray and repeated packets are violations."""
+        offset = self._offset()
+        present: dict[str, dict[int, int]] = {kind: {} for kind in self.models}
+        if offset is None:
+            violations.append("the origin served no media segment in full")
+            return present
+        for kind, model in self.models.items():
+            values = times.tracks.get(kind, [])
+            if not values:
+                violations.append(f"no {kind} in the file")
+                continue
+            repeated = sum(1 for a, b in itertools.pairwise(values) if b - a < 0.0005)
+            if repeated:
+                violations.append(f"{repeated} {kind} packets twice (same timestamp)")
+            stray = []
+            counts = present[kind]
+            for t in values:
+                i = model.index_at(t + offset)
+                if i is None:
+                    stray.append(t)
+                else:
+                    counts[i] = counts.get(i, 0) + 1
+            if stray:
+                violations.append(
+                    f"{len(stray)} {kind} packets outside every segment of the origin "
+                    f"(first at {stray[0]:.3f} s in the file)"
+                )
+        return present
+
+    def _owed(self) -> set[int]:
+        """Segments the origin served long enough, while a recorder ran, to be owed."""
+        b = self.origin.broadcast
+        grace = _REACH_GRACE + self.case.faults.slow_max * (self.case.faults.slow > 0)
+        retention = self.case.retention
+        owed = set()
+        for i in range(b.count):
+            if i in b.gaps:
+                continue
+            available = 0.0 if b.shape == "static" else b.ends[i]
+            expires = math.inf
+            if retention is not None and i + retention < b.count:
+                expires = b.ends[i + retention]
+            for run in self.runs:
+                # A run that ended by itself should have stayed until the end of the broadcast.
+                end = run.interrupted_virtual if run.interrupted_virtual is not None else math.inf
+                reach = min(expires, end) - max(available, run.virtual_start)
+                if reach >= grace * self.case.speed:
+                    owed.add(i)
+                    break
+        return owed
+
+    def _partial(self, present: dict[str, dict[int, int]]) -> list[str]:
+        problems = []
+        for kind, counts in present.items():
+            model = self.models[kind]
+            partial = [i for i, n in counts.items() if n != model.frames[i]]
+            if partial:
+                detail = ", ".join(
+                    f"{i}: {counts[i]}/{model.frames[i]}" for i in sorted(partial)[:5]
+                )
+                problems.append(f"{kind} segments not whole in the file ({len(partial)}; {detail})")
+            in_gaps = sorted(set(counts) & set(self.origin.gaps))
+            if in_gaps:
+                problems.append(f"{kind} frames of configured holes {in_gaps}")
+        return problems
+
+    def _content(self, present: dict[str, dict[int, int]]) -> list[str]:
+        problems = self._partial(present)
+        owed = self._owed()
+        for kind in self.models:
+            missing = sorted(owed - set(present[kind]))
+            if missing:
+                problems.append(
+                    f"{kind} segments the origin served are missing from the file: "
+                    f"{_describe_indexes(missing)} ({len(missing)} of {len(owed)} owed)"
+                )
+        return problems
+
+    def _sigint_content(self, present: dict[str, dict[int, int]]) -> list[str]:
+        problems = self._partial(present)
+        signalled = self.runs[0].interrupted_at
+        for kind in self.models:
+            full = [s for s in self.served if s.kind == "media" and s.track == kind and s.complete]
+            before = {s.index for s in full if signalled is None or s.real_time < signalled}
+            ever = {s.index for s in full}
+            have = set(present[kind])
+            lost = sorted(i for i in before - have if i is not None)
+            if lost:
+                problems.append(
+                    f"{kind} segments served before Ctrl+C are missing from the file: "
+                    f"{_describe_indexes(lost)}"
+                )
+            unserved = sorted(have - ever)
+            if unserved:
+                problems.append(
+                    f"{kind} segments in the file were never served: {_describe_indexes(unserved)}"
+                )
+        return problems
+
+    def _together(self, present: dict[str, dict[int, int]]) -> list[str]:
+        """Video and audio start and end within one segment of each other."""
+        if len(present) < 2 or not all(present.values()):
+            return []
+        video, audio = set(present["video"]), set(present["audio"])
+        if abs(min(video) - min(audio)) > 1 or abs(max(video) - max(audio)) > 1:
+            return [
+                f"the tracks do not start and end together: video segments "
+                f"{min(video)}-{max(video)}, audio {min(audio)}-{max(audio)}"
+            ]
+        return []
+
+    # -- holes
+
+    def _holes(self, summary: dict[str, Any], present: dict[str, dict[int, int]]) -> list[str]:
+        problems = []
+        reported: dict[str, list[tuple[float, float | None]]] = {k: [] for k in self.models}
+        for item in summary.get("missing_ranges", []):
+            start, end = item.get("start_seconds"), item.get("end_seconds")
+            if end is not None and start is not None and end - start < _RANGE_TOLERANCE:
+                problems.append(f"a zero-length missing range at {start}")
+            for kind in item.get("tracks", []):
+                reported.setdefault(kind, []).append((start, end))
+        for kind, model in self.models.items():
+            have = sorted(present[kind])
+            if not have:
+                continue
+            # Whatever the reason (a configured hole, a segment expired while no recorder ran,
+            # the part a Ctrl+C left undone), a hole in the file is a missing range.
+            absent = [i for i in range(have[0], have[-1] + 1) if i not in present[kind]]
+            expected = [(model.starts[a], model.ends[b]) for a, b in _ranges(absent)]
+            got = sorted(reported.get(kind, []), key=lambda r: r[0])
+            if not _same_ranges(expected, got):
+                problems.append(
+                    f"{kind} missing ranges {_format_ranges(got)}, expected "
+                    f"{_format_ranges(expected)} (holes {_describe_indexes(absent) or 'none'})"
+                )
+        return problems
+
+    # -- the request log
+
+    def _refetches(self) -> list[str]:
+        problems = []
+        kill = self.runs[0].interrupted_at if self.case.interruption == "kill" else None
+        first_run: dict[tuple[str, int], float] = {}
+        again_same_run: set[tuple[str, int]] = set()
+        again_after_resume: list[tuple[str, int]] = []
+        seen: dict[tuple[str, int], int] = {}
+        for s in self.served:
+            if s.kind != "media" or not s.complete or s.index is None or s.track is None:
+                continue
+            key = (s.track, s.index)
+            run = 0 if kill is None or s.real_time < kill else 1
+            if key in seen:
+                if seen[key] == run:
+                    again_same_run.add(key)
+                elif kill is not None and first_run[key] < kill - _IN_FLIGHT:
+                    again_after_resume.append(key)
+                continue
+            seen[key] = run
+            if run == 0:
+                first_run[key] = s.real_time - (
+                    self.case.faults.slow_max if s.fault == "slow" else 0.0
+                )
+        if again_same_run:
+            problems.append(
+                f"{len(again_same_run)} segment bodies served twice to one run: "
+                f"{_describe_keys(again_same_run)}"
+            )
+        if again_after_resume:
+            problems.append(
+                f"{len(again_after_resume)} segments fetched again after the resume although "
+                f"served more than {_IN_FLIGHT:g} s before the kill: "
+                f"{_describe_keys(again_after_resume)}"
+            )
+        return problems
+
+
+def _describe_keys(keys: Iterable[tuple[str, int]]) -> str:
+    by_track: dict[str, list[int]] = {}
+    for track, index in keys:
+        by_track.setdefault(track, []).append(index)
+    return "; ".join(f"{t} {_describe_indexes(v)}" for t, v in sorted(by_track.items()))
+
+
+def _same_ranges(
+    expected: Sequence[tuple[float, float]], got: Sequence[tuple[float | None, float | None]]
+) -> bool:
+    if len(expected) != len(got):
+        return False
+    for (a, b), (c, d) in zip(expected, got, strict=True):
+        if c is None or d is None:
+            return False
+        if abs(a - c) > _RANGE_TOLERANCE or abs(b - d) > _RANGE_TOLERANCE:
+            return False
+    return True
+
+
+def _format_ranges(ranges: Sequence[tuple[float | None, float | None]]) -> str:
+    def show(value: float | None) -> str:
+        return "?" if value is None else f"{value:.2f}"
+
+    return "[" + ", ".join(f"{show(a)}-{show(b)}" for a, b in ranges) + "]" if ranges else "none"
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def _run_one(seed: int, keep: Path | None, cache_dir: Path | None) -> CaseResult:
+    case = draw_case(seed)
+    root = Path(tempfile.mkdtemp(prefix=f"instarec-chaos-{seed}-"))
+    workdir = keep / f"seed-{seed}" if keep is not None else root
+    if keep is not None and workdir.exists():
+        shutil.rmtree(workdir)
+    try:
+        result = asyncio.run(run_case(case, workdir, cache_dir=cache_dir))
+    finally:
+        if keep is not None:
+            shutil.rmtree(root, ignore_errors=True)
+    if keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+        result = dataclasses.replace(result, workdir=None)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m instarec.testing.chaos",
+        description="Record random broadcasts with random faults and check every recording.",
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--seeds", type=int, metavar="N", help="run N seeds")
+    which.add_argument("--seed", type=int, action="append", metavar="K", help="run seed K")
+    which.add_argument("--show", type=int, nargs="+", metavar="K", help="print cases, run none")
+    parser.add_argument("--first", type=int, default=0, help="first seed of --seeds (default 0)")
+    parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
+    parser.add_argument("--keep", type=Path, help="keep every case's files under this directory")
+    parser.add_argument("--cache-dir", type=Path, help="test media cache directory")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="keep the files of a --seed run, print logs"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.show:
+        for seed in args.show:
+            print(draw_case(seed).line())
+        return 0
+    seeds = args.seed if args.seed else list(range(args.first, args.first + args.seeds))
+    keep = args.keep
+    if keep is None and args.verbose and args.seed:
+        keep = Path(tempfile.mkdtemp(prefix="instarec-chaos-"))
+    # Media first, once, so parallel cases do not all encode it.
+    generate_media(MediaSpec(), args.cache_dir)
+    generate_media(MediaSpec(segment_durations="constant"), args.cache_dir)
+    failed: list[CaseResult] = []
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(_run_one, seed, keep, args.cache_dir): seed for seed in seeds}
+        for future in as_completed(futures):
+            result = future.result()
+            print(result.report(), flush=True)
+            if args.verbose and not result.passed and result.workdir is not None:
+                log = result.workdir / "recorder.log"
+                if log.exists():
+                    print("  recorder log ends:", *log.read_text().splitlines()[-40:], sep="\n    ")
+            if not result.passed:
+                failed.append(result)
+    print(f"{len(seeds) - len(failed)} passed, {len(failed)} failed", flush=True)
+    for result in sorted(failed, key=lambda r: r.case.seed):
+        print(f"{reproduce_command(result.case.seed)}  # {result.violations[0]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
