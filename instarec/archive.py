@@ -11,19 +11,39 @@ Two addressing families need different strategies:
 
 Nothing here downloads a body: the functions are given ``probe`` and ``step`` callables, so the
 same code serves the recorder (HTTP) and the unit tests (plain functions).
+
+A probe has three outcomes (``Presence``): present, absent, and unknown (the request failed even
+after its retries). Unknown is never taken for absent: the searches ask again, with a pause, and
+give up with ``SearchStalled`` rather than conclude that a segment does not exist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from instarec.errors import NetworkError
 
 log = logging.getLogger(__name__)
 
-Probe = Callable[[int], Awaitable[bool]]
+
+class Presence(enum.Enum):
+    """What one probe learned about one candidate segment."""
+
+    PRESENT = "present"
+    ABSENT = "absent"  # the server answered that it does not have it (404/410)
+    UNKNOWN = "unknown"  # no usable answer, even after the request's own retries
+
+
+Probe = Callable[[int], Awaitable[Presence]]
+
+
+class SearchStalled(NetworkError):
+    """A candidate stayed unknown after every retry: the search cannot tell where segments are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +52,42 @@ class SearchLimits:
 
     max_in_flight: int = 50  # --max-search-requests
     chunk_size: int = 500  # --search-chunk-size
-    miss_threshold: int = 30000  # --end-stream-miss-threshold (timeline ticks, ms for Instagram)
+    # --end-stream-miss-threshold, in ticks of the timeline searched: the command line gives
+    # milliseconds of media, converted per timeline by ``in_timescale``.
+    miss_threshold: int = 30000
+    unknown_retries: int = 6  # times an unknown answer is asked again before SearchStalled
+    unknown_delay: float = 1.0  # seconds before the first re-ask; doubles, capped at 30 s
+
+    def in_timescale(self, timescale: int) -> SearchLimits:
+        """These limits for a timeline of ``timescale`` ticks per second (miss_threshold in ms)."""
+        ticks = max(1, self.miss_threshold * timescale // 1000)
+        return replace(self, miss_threshold=ticks)
 
 
-async def probe_many(probe: Probe, candidates: Iterable[int], limit: int) -> dict[int, bool]:
-    """Probe every candidate with at most ``limit`` requests in flight."""
-    semaphore = asyncio.Semaphore(max(1, limit))
+async def ask(probe: Probe, value: int, limits: SearchLimits) -> bool:
+    """Whether ``value`` exists; an unknown answer is asked again, never taken for a miss."""
+    for attempt in range(limits.unknown_retries + 1):
+        answer = await probe(value)
+        if answer is not Presence.UNKNOWN:
+            return answer is Presence.PRESENT
+        if attempt < limits.unknown_retries:
+            await asyncio.sleep(min(30.0, limits.unknown_delay * 2**attempt))
+    raise SearchStalled(
+        f"the server gave no answer about a segment (time or number {value}) after "
+        f"{limits.unknown_retries + 1} tries"
+    )
+
+
+async def probe_many(
+    probe: Probe, candidates: Iterable[int], limits: SearchLimits
+) -> dict[int, bool]:
+    """Ask about every candidate with at most ``limits.max_in_flight`` probes in flight."""
+    semaphore = asyncio.Semaphore(max(1, limits.max_in_flight))
     results: dict[int, bool] = {}
 
     async def one(value: int) -> None:
         async with semaphore:
-            results[value] = await probe(value)
+            results[value] = await ask(probe, value, limits)
 
     async with asyncio.TaskGroup() as group:
         for value in candidates:
@@ -56,7 +101,7 @@ async def find_first_number(
     start_number: int,
     first_listed: int,
     guard: int,
-    max_in_flight: int = 50,
+    limits: SearchLimits | None = None,
 ) -> int | None:
     """Return the oldest segment number the server still serves, or ``None`` if none below.
 
@@ -66,15 +111,20 @@ async def find_first_number(
     single lost segment) could masquerade as that boundary, so ``guard`` numbers below it are
     probed too, in parallel: any hit there restarts the search from that hit.
     """
+    limits = limits or SearchLimits()
+
+    async def exists(number: int) -> bool:
+        return await ask(probe, number, limits)
+
     if first_listed <= start_number:
         return None
-    if await probe(start_number):
+    if await exists(start_number):
         return start_number
     floor = start_number  # known absent, and nothing below it can exist
     if start_number == 0 and first_listed > 1:
-        # A timeline's startNumber numbers its first listed S; the broadcast itself usually
-        # started at 1 (some packagers count from 0, which was just probed).
-        if await probe(1):
+        # Broadcasts usually number from 1 (some packagers count from 0, which was just
+        # probed), whatever startNumber the manifest shows today.
+        if await exists(1):
             return 1
         floor = 1
     hit = first_listed  # known present
@@ -82,7 +132,7 @@ async def find_first_number(
         miss = floor
         step = 1
         while hit - step > floor:
-            if await probe(hit - step):
+            if await exists(hit - step):
                 hit -= step
                 step *= 2
             else:
@@ -90,7 +140,7 @@ async def find_first_number(
                 break
         while hit - miss > 1:
             middle = (hit + miss) // 2
-            if await probe(middle):
+            if await exists(middle):
                 hit = middle
             else:
                 miss = middle
@@ -99,7 +149,7 @@ async def find_first_number(
         below = range(hit - 2, max(floor + 1, hit - 1 - guard) - 1, -1)
         if not below:
             break
-        found = await probe_many(probe, below, max_in_flight)
+        found = await probe_many(probe, below, limits)
         hits = [number for number, present in found.items() if present]
         if not hits:
             break
@@ -150,23 +200,38 @@ async def search_times(
     *,
     pick: Callable[[list[int]], int] = min,
 ) -> int | None:
-    """Probe candidates, most likely first; return a hit from the first wave that has one.
+    """Probe candidates, most likely first; return ``pick`` of the hits once a hit is found.
 
-    Candidates are taken in batches of ``chunk_size`` and probed in waves of ``max_in_flight``
-    concurrent requests, so a hit near the expected time costs about one wave, not a whole batch.
-    ``pick`` chooses among a wave's hits (the earliest time forward, the latest backward).
+    Up to ``max_in_flight`` probes (at most ``chunk_size``) are in flight at once, and a new
+    candidate starts as soon as any probe answers, so one stalled request holds up only itself.
+    Once a hit is found no new candidate starts, but every probe already started is waited for
+    (asked again while its answer is unknown): a nearer segment among them must not be passed
+    over. ``pick`` chooses among those hits (the earliest time forward, the latest backward).
     """
-    wave_size = max(1, min(limits.max_in_flight, limits.chunk_size))
-    while True:
-        batch = [value for _, value in zip(range(limits.chunk_size), candidates, strict=False)]
-        if not batch:
-            return None
-        for offset in range(0, len(batch), wave_size):
-            wave = batch[offset : offset + wave_size]
-            found = await probe_many(probe, wave, wave_size)
-            hits = [value for value in wave if found[value]]
-            if hits:
-                return pick(hits)
+    width = max(1, min(limits.max_in_flight, limits.chunk_size))
+    hits: list[int] = []
+    running: dict[asyncio.Task[bool], int] = {}
+    exhausted = False
+    try:
+        while True:
+            while not hits and not exhausted and len(running) < width:
+                value = next(candidates, None)
+                if value is None:
+                    exhausted = True
+                    break
+                running[asyncio.ensure_future(ask(probe, value, limits))] = value
+            if not running:
+                return pick(hits) if hits else None
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                value = running.pop(task)
+                if task.result():
+                    hits.append(value)
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +314,9 @@ class TimeChain:
                 time = rounded
                 continue
             found = await self._search_after_gap(time, bound, frame_ticks)
-            self.gaps.append(TimelineGap(time, found if found is not None else bound))
+            if found is None or found - time > _near_span(frame_ticks):
+                self.gaps.append(TimelineGap(time, found if found is not None else bound))
+            # else the next segment only sits a tick or two from where its time was computed
             if found is None:
                 return steps
             time = found
@@ -260,7 +327,7 @@ class TimeChain:
         for value in alternatives:
             if bound is not None and value >= bound:
                 continue
-            if await self.probe(value):
+            if await ask(self.probe, value, self.limits):
                 return value
         return None
 
@@ -274,12 +341,40 @@ class TimeChain:
             return None
         expected = min(missing + _on_grid(self.typical_duration, frame_ticks), high)
         log.info("segment at %d is missing: searching for the next one", missing)
-        return await search_times(
-            self.probe,
-            candidate_times(expected, low=missing + 1, high=high, grid=frame_ticks),
-            self.limits,
-            pick=min,
+        # First the few times around the miss, on their own: a time computed a tick or a frame
+        # off (a packager's odd last sample, a first segment named unlike the rest) must find
+        # the very next segment, not the one a typical duration later.
+        near_span = _near_span(frame_ticks)
+        near = [
+            value
+            for value in _near_times(missing, frame_ticks)
+            if 0 <= value <= min(high, missing + near_span) and (bound is None or value < bound)
+        ]
+        limits = replace(self.limits, max_in_flight=max(1, len(near)))
+        found = await search_times(self.probe, iter(near), limits, pick=min)
+        if found is not None:
+            return found
+        rest = (
+            value
+            for value in candidate_times(expected, low=missing + 1, high=high, grid=frame_ticks)
+            if value not in near
         )
+        return await search_times(self.probe, rest, self.limits, pick=min)
+
+
+_NEAR_FRAMES = 2  # how far past a miss (in frames) a next segment means a misnamed time
+
+
+def _near_times(missing: int, frame_ticks: float | None) -> list[int]:
+    """The likeliest starts of a segment whose computed time ``missing`` was not found."""
+    next_frame = missing + (frame_ticks or 3.0)
+    ordered = [missing - 1, missing + 1, missing - 2, missing + 2]
+    return list(dict.fromkeys([*ordered, math.floor(next_frame), math.ceil(next_frame)]))
+
+
+def _near_span(frame_ticks: float | None) -> int:
+    """Ticks after a miss where the next segment means a misnamed time, not a lost segment."""
+    return math.ceil(_NEAR_FRAMES * (frame_ticks or 1.0)) + 1
 
 
 async def find_first_time(
@@ -302,7 +397,7 @@ async def find_first_time(
     """
     hints = list(hints)
     for hint in hints:
-        if hint < first_listed and await (hint_probe or probe)(hint):
+        if hint < first_listed and await ask(hint_probe or probe, hint, limits):
             return hint
     # Times start at 0, or a little below it where a server names segments by their
     # presentation time (ffmpeg's AAC priming): never search below the lowest hint.

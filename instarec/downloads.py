@@ -28,6 +28,14 @@ from instarec.timeline import Timeline
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class LiveActivity:
+    """What the live follower needs to tell a live broadcast from one that has ended."""
+
+    recorded: int  # live segments recorded so far
+    waiting: int  # listed live segments queued but not yet asked for even once
+
+
 @dataclass(order=True, slots=True)
 class DownloadJob:
     priority: tuple[int, float]
@@ -37,6 +45,7 @@ class DownloadJob:
     # the whole body when ``whole`` (segments of several moofs).
     first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
     whole: bool = field(default=False, compare=False)
+    retry: bool = field(default=False, compare=False)  # asked again after a 404 ("not yet")
 
 
 class _FirstMoof:
@@ -102,6 +111,11 @@ class Downloads:
         self.recorded_seconds = {"archive": 0.0, "live": 0.0}
         self.queued = {"archive": 0, "live": 0}
         self.newest_recorded_end: float | None = None
+        self.live_recorded = 0
+        self._untried_live = 0
+        # Per track, the highest key on disk: a 404 for a lower key proves it missing (servers
+        # publish in order); a 404 with nothing later on disk may be a segment not out yet.
+        self._newest_key: dict[TrackKind, int] = {}
         # Durations are counted on one track so that video and audio are not added up.
         self.clock_track = "video" if "video" in timelines else "audio"
 
@@ -113,16 +127,48 @@ class Downloads:
         urgent: bool = False,
         whole: bool = False,
     ) -> None:
+        self._queue_job(ref, first_fragment=first_fragment, urgent=urgent, whole=whole)
+
+    def _queue_job(
+        self,
+        ref: SegmentRef,
+        *,
+        first_fragment: asyncio.Future[FragmentInfo | None] | None = None,
+        urgent: bool = False,
+        whole: bool = False,
+        retry: bool = False,
+    ) -> None:
         priority = (0 if urgent else 1, ref.start)
-        job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole)
+        job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole, retry)
         self.queue.put_nowait(job)
         self.queued[ref.origin] += 1
+        if self._counts_as_waiting(job):
+            self._untried_live += 1
+
+    @staticmethod
+    def _counts_as_waiting(job: DownloadJob) -> bool:
+        return (
+            job.ref is not None
+            and job.ref.origin == "live"
+            and job.first_fragment is None
+            and not job.retry
+        )
+
+    def live_activity(self) -> LiveActivity:
+        return LiveActivity(self.live_recorded, self._untried_live)
+
+    def record_missing(self, ref: SegmentRef) -> None:
+        """A segment the server should have and did not give, even when asked again."""
+        self._record_missing(ref, None)
 
     async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
         """The timing of a segment's whole body: waits for its download if it is in flight."""
         running = self._in_flight.get((track, key))
         if running is not None:
-            return await asyncio.shield(running)
+            try:
+                return await asyncio.shield(running)
+            except NetworkError:
+                return None
         if not self.store.has(track, key):
             return None
         timeline = self.timelines[track]
@@ -153,6 +199,8 @@ class Downloads:
             if job.ref is None:  # drain: downloads in flight are done, nothing new starts
                 self.queue.task_done()
                 return
+            if self._counts_as_waiting(job):
+                self._untried_live -= 1
             try:
                 if self._paced(job):
                     # --past-segment-delay spaces the past downloads of each download slot (a
@@ -177,17 +225,32 @@ class Downloads:
         ref = job.ref
         slot = (ref.track, ref.key)
         running = self._in_flight.get(slot)
+        future = job.first_fragment
         if running is not None:
             # A chain step asked for a segment already on its way: share that download.
-            info = await asyncio.shield(running)
-            if job.first_fragment is not None and not job.first_fragment.done():
-                job.first_fragment.set_result(info)
+            try:
+                info = await asyncio.shield(running)
+            except NetworkError as exc:
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+                return
+            if future is not None and not future.done():
+                future.set_result(info)
             return
         done: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
         self._in_flight[slot] = done
+        newest_before = self._newest_key.get(ref.track)
         try:
-            info = await self._fetch(ref, job.first_fragment, whole=job.whole)
+            info = await self._fetch(ref, future, whole=job.whole, newest_before=newest_before)
             done.set_result(info)
+        except NetworkError as exc:
+            log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
+            done.set_exception(exc)
+            done.exception()  # shared downloads re-raise it; nobody else needs to look
+            if future is not None and not future.done():
+                future.set_exception(exc)  # a chain step asks again before it calls it lost
+            else:
+                self._record_missing(ref, None)
         finally:
             if not done.done():
                 done.cancel()
@@ -199,8 +262,12 @@ class Downloads:
         future: asyncio.Future[FragmentInfo | None] | None,
         *,
         whole: bool = False,
+        newest_before: int | None = None,
     ) -> FragmentInfo | None:
-        """Download one segment into the store; its fragment info, or None when missing."""
+        """Download one segment into the store; its fragment info, or None when missing.
+
+        NetworkError when it failed after every retry: the caller decides what that means.
+        """
         timeline = self.timelines[ref.track]
         default = timeline.init.default_sample_duration if timeline.init else None
         if self.store.has(ref.track, ref.key):
@@ -214,7 +281,7 @@ class Downloads:
             watcher = _FirstMoof(
                 future,
                 default,
-                lambda info: self._learn(timeline, ref.key, info),
+                lambda info: self._learn(timeline, ref, info),
             )
         try:
             size = await self.http.download(
@@ -228,17 +295,15 @@ class Downloads:
             if future is not None:
                 # A chain step: the chain knows whether this is a gap or a wrong guess.
                 future.set_result(None)
-            else:
+            elif newest_before is not None and newest_before > ref.key:
                 self._record_missing(ref, None)
-            return None
-        except NetworkError as exc:
-            log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
-            self._record_missing(ref, future)
+            else:
+                self._ask_again_later(ref)
             return None
         info = self._parse_file(path, default)
         media_time = info.base_media_decode_time if info else None
         if info is not None:
-            self._learn(timeline, ref.key, info)
+            self._learn(timeline, ref, info)
             if info.moof_count > 1 and not timeline.multi_moof:
                 log.debug("%s: segments hold several moofs: chain on whole bodies", ref.track)
                 timeline.multi_moof = True
@@ -259,6 +324,10 @@ class Downloads:
         )
         self.downloaded += 1
         self.bytes += size
+        if ref.origin == "live":
+            self.live_recorded += 1
+        if ref.key > self._newest_key.get(ref.track, ref.key - 1):
+            self._newest_key[ref.track] = ref.key
         if ref.track == self.clock_track:
             self.recorded_seconds[ref.origin] += duration or 0.0
             end = start + (duration or 0.0)
@@ -268,13 +337,23 @@ class Downloads:
             future.set_result(info)
         return info
 
+    def _ask_again_later(self, ref: SegmentRef) -> None:
+        """A 404 with nothing later on disk: maybe not published yet (a live edge computed
+        from a clock runs ahead of the packager). Ask again a segment's length later; it is
+        missing once a later segment is on disk and it still answers 404."""
+        delay = min(5.0, max(0.5, ref.duration or 2.0))
+        log.debug("%s segment %d not there yet; asking again in %.1f s", ref.track, ref.key, delay)
+        asyncio.get_running_loop().call_later(delay, lambda: self._queue_job(ref, retry=True))
+
     @staticmethod
-    def _learn(timeline: Timeline, key: int, info: FragmentInfo) -> None:
+    def _learn(timeline: Timeline, ref: SegmentRef, info: FragmentInfo) -> None:
         if (
             info.base_media_decode_time is not None
             and timeline.rep.addressing is Addressing.TIME_TIMELINE
         ):
-            timeline.learn_time_mapping(key, info.base_media_decode_time)
+            timeline.learn_time_mapping(
+                ref.key, info.base_media_decode_time, listed=ref.origin == "live"
+            )
 
     def _record_missing(
         self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None

@@ -6,6 +6,7 @@ rerun that merges what an earlier run kept once the manifest is gone.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 from instarec.errors import InstarecError
 from instarec.merge import TrackInput, merge_tracks
 from instarec.options import Options
-from instarec.store import SegmentStore, StoredSegment
+from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,16 @@ def _timeline_gaps(
     """Holes in a track's recorded timeline, measured on the media itself (tfdt times).
 
     The media on disk is the truth: a lost segment, whatever found it missing (a 404 at the
-    live edge, a search in the archive), shows as a jump between its neighbours' times.
+    live edge, a search in the archive), shows as a jump between its neighbours' times. A jump
+    shorter than half a usual segment is no lost segment (a packager's rounding, a last sample
+    of odd length) and is not reported.
     """
     gaps: list[GapRange] = []
     ordered = sorted(stored, key=lambda s: (s.start, s.key))
+    tolerance = max(_GAP_TOLERANCE, _typical_length(ordered) / 2)
     for before, after in itertools.pairwise(ordered):
         end = before.start + (before.duration or 0.0)
-        if after.start - end > _GAP_TOLERANCE:
+        if after.start - end > tolerance:
             gaps.append(GapRange(kind, end, after.start))
     if ordered and any(key > ordered[-1].key for key in missing_keys):
         last = ordered[-1]
@@ -89,20 +93,59 @@ def _timeline_gaps(
 _GAP_TOLERANCE = 0.001
 
 
-def recorded_archive_start(searched: float | None, tracks: Sequence[TrackSummary]) -> float | None:
-    """Where the file really starts: the oldest segment found may expire before its download."""
-    if searched is None:
-        return None
-    starts = [t.start for t in tracks if t.start is not None]
-    if starts and min(starts) > searched + _GAP_TOLERANCE:
-        log.warning(
-            "the oldest segments expired before they could be downloaded: the recording starts "
-            "at %.3f s instead of %.3f s",
-            min(starts),
-            searched,
-        )
-        return min(starts)
-    return searched
+def _typical_length(stored: Sequence[StoredSegment]) -> float:
+    lengths = sorted(s.duration for s in stored if s.duration)
+    return lengths[len(lengths) // 2] if lengths else 0.0
+
+
+def _record_slack(stored: Sequence[StoredSegment]) -> float:
+    # A record's time comes from the manifest, the media's from tfdt: they may differ by a
+    # packager's offset (an encoder's audio priming), never by a good part of a segment.
+    return max(_GAP_TOLERANCE, _typical_length(stored) / 4)
+
+
+def _lost_segments(
+    stored: Sequence[StoredSegment], missing: Sequence[MissingSegment]
+) -> list[MissingSegment]:
+    """The records of misses whose time no recorded segment covers.
+
+    A miss a recorded segment covers was a wrong guess of a name (a rounding, an offset), not
+    a loss.
+    """
+    ordered = sorted(stored, key=lambda s: s.start)
+    starts = [s.start for s in ordered]
+    slack = _record_slack(ordered)
+
+    def covered(segment: MissingSegment) -> bool:
+        index = bisect.bisect_right(starts, segment.start + slack) - 1
+        if index < 0:
+            return False
+        holder = ordered[index]
+        return segment.start < holder.start + (holder.duration or 0.0) - slack
+
+    return [m for m in missing if not covered(m)]
+
+
+def _missing_count(
+    stored: Sequence[StoredSegment], lost: Sequence[MissingSegment], gaps: Sequence[GapRange]
+) -> int:
+    """Segments the server should have had and did not give.
+
+    Each hole in the media counts the segments recorded lost inside it, or, when the search
+    that crossed it recorded none, as many as fit in it at the usual length.
+    """
+    typical = _typical_length(stored)
+    slack = _record_slack(stored)
+    count = 0
+    counted: set[int] = set()
+    for gap in gaps:
+        if gap.end is None:
+            continue
+        inside = [m for m in lost if gap.start - slack <= m.start < gap.end]
+        counted.update(m.key for m in inside)
+        fits = round((gap.end - gap.start) / typical) if typical else 1
+        count += max(len(inside), fits, 1)
+    return count + sum(1 for m in lost if m.key not in counted)
 
 
 async def merge_store(
@@ -130,7 +173,8 @@ async def merge_store(
                     stored[0].start,
                 )
             )
-        gaps = _timeline_gaps(track.kind, stored, [m.key for m in missing])
+        lost = _lost_segments(stored, missing)
+        gaps = _timeline_gaps(track.kind, stored, [m.key for m in lost])
         all_gaps.extend(gaps)
         last = stored[-1] if stored else None
         summaries.append(
@@ -139,7 +183,7 @@ async def merge_store(
                 track.representation_id,
                 track.codecs,
                 len(stored),
-                max(len(missing), len(gaps)),
+                _missing_count(stored, lost, gaps),
                 stored[0].start if stored else None,
                 (last.start + (last.duration or 0.0)) if last else None,
             )

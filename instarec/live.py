@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
 
+from instarec.downloads import LiveActivity
 from instarec.errors import ManifestError, ManifestUnavailableError, NetworkError, UsageError
 from instarec.http import HttpClient
 from instarec.manifest import (
@@ -112,21 +113,24 @@ class LivePolicy:
 class LiveFollower:
     """Refreshes the manifest until the broadcast ends, handing each refresh to ``on_snapshot``.
 
-    ``on_snapshot`` returns how many segments it had not seen before; when no new segment shows
-    up for ``live_end_timeout`` seconds the broadcast is considered over (some packagers, such as
-    nginx-rtmp, never signal the end).
+    When no new live segment is *recorded* for ``live_end_timeout`` seconds, and none listed
+    is still waiting for its first request, the broadcast is considered over: some packagers
+    never signal the end (nginx-rtmp, Shaka Packager), and a manifest whose numbers follow the
+    clock lists new segments for ever, so what counts is media that exists.
     """
 
     def __init__(
         self,
         source: ManifestSource,
         policy: LivePolicy,
-        on_snapshot: Callable[[Snapshot], int],
+        on_snapshot: Callable[[Snapshot], object],
+        activity: Callable[[], LiveActivity],
         stop: asyncio.Event,
     ) -> None:
         self._source = source
         self._policy = policy
         self._on_snapshot = on_snapshot
+        self._activity = activity
         self._stop = stop
 
     async def run(self, first: Snapshot) -> str:
@@ -134,8 +138,12 @@ class LiveFollower:
         snapshot = first
         last_new = time.monotonic()
         last_ok = last_new
+        seen = self._activity().recorded
         while True:
-            if self._on_snapshot(snapshot):
+            self._on_snapshot(snapshot)
+            activity = self._activity()
+            if activity.recorded != seen or activity.waiting:
+                seen = activity.recorded
                 last_new = time.monotonic()
             if snapshot.ended:
                 return snapshot.ended

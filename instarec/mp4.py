@@ -272,10 +272,15 @@ def _parse_trun(buf: memoryview, trun: _Box, default_duration: int | None) -> tu
         return default_duration * count, count
     if per_sample == 4:
         # only durations: one unpack over the whole table
-        return sum(struct.unpack_from(f">{count}I", buf, pos)), count
-    total = 0
-    for i in range(count):
-        total += _U32.unpack_from(buf, pos + i * per_sample)[0]
+        durations: tuple[int, ...] | list[int] = struct.unpack_from(f">{count}I", buf, pos)
+    else:
+        durations = [_U32.unpack_from(buf, pos + i * per_sample)[0] for i in range(count)]
+    total = sum(durations)
+    if count > 1 and durations[-1] == 0:
+        # A live packager writing a fragment before the next frame exists (nginx-rtmp) gives
+        # its last sample duration 0; it lasts until the next fragment's tfdt, one ordinary
+        # sample (their mean) later. Counted as zero, every next time would be a frame early.
+        total += round(total / (count - 1))
     return total, count
 
 

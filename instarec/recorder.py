@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from instarec.archive import (
+    Presence,
     SearchLimits,
     StepResult,
     TimeChain,
@@ -38,9 +39,8 @@ from instarec.finish import (
     RecordingSummary,
     merge_leftovers,
     merge_store,
-    recorded_archive_start,
 )
-from instarec.http import HttpClient
+from instarec.http import HttpClient, HttpStatusError
 from instarec.live import (
     LiveFollower,
     LivePolicy,
@@ -101,7 +101,9 @@ class Recording:
                 period_start = first.manifest.periods[rep.period_index].start
                 self.timelines[kind] = Timeline(kind, rep, period_start)  # type: ignore[arg-type,index]
         self.downloads = Downloads(options, http, store, self.timelines)
-        self.archive_start: float | None = None
+        # The oldest key past recovery found per track, and whether it is the broadcast's
+        # first segment; the summary checks on disk that it was recorded (not expired).
+        self.archive_first: dict[TrackKind, int] = {}
         self.archive_complete = False
         self.started = time.monotonic()
         self.archive_active = False
@@ -175,6 +177,8 @@ class Recording:
         keys = [segment_key(segment, rep) for segment in segments]
         if timeline.floor is None:
             timeline.floor = keys[0]
+        if any(segment.duration for segment in segments):
+            timeline.typical = _typical_ticks(segments, timeline.timescale)
         if rep.addressing is Addressing.TIME_TIMELINE:
             previous_end = timeline.listed_end
             if (
@@ -258,13 +262,12 @@ class Recording:
 
     @staticmethod
     def _lowest_number(timeline: Timeline) -> int:
-        # With a timeline, startNumber numbers the first listed S, not the broadcast's first
-        # segment: the past lies below it, from 0 or 1.
-        if timeline.rep.addressing is Addressing.NUMBER_TIMELINE:
-            return 0
+        # The past lies below the window from 0 or 1, whatever startNumber says: under a
+        # timeline it numbers the first listed S, and some packagers move it with the window
+        # under @duration too. A broadcast numbered from startNumber answers there as well.
         template = timeline.rep.template
         assert template is not None
-        return template.start_number
+        return min(0, template.start_number)
 
     def _shared_time_tracks(self, listed: dict[str, list[MediaSegment]]) -> bool:
         if set(self.timelines) != {"video", "audio"}:
@@ -293,15 +296,15 @@ class Recording:
             start_number=lowest,
             first_listed=first_listed,
             guard=guard,
-            max_in_flight=self.limits.max_in_flight,
+            limits=self.limits,
         )
         if first is None:
             log.info("no past segment before the window")
-            self._note_archive_start(segments[0].start, first_listed <= lowest + 1)
+            for timeline in timelines:
+                self._note_archive_start(timeline, first_listed, first_listed <= lowest + 1)
             return
-        self._note_archive_start(
-            self._number_ref(leader, first, "archive").start, first <= lowest + 1
-        )
+        for timeline in timelines:
+            self._note_archive_start(timeline, first, first <= lowest + 1)
         log.info("recovering numbers %d-%d", first, first_listed - 1)
         for timeline in timelines:
             timeline.floor = min(first, timeline.floor if timeline.floor is not None else first)
@@ -329,6 +332,7 @@ class Recording:
         first_listed = segments[0].time
         assert first_listed is not None
         typical = _typical_ticks(segments, template.timescale)
+        limits = self.limits.in_timescale(template.timescale)
         # Fetching a listed segment first teaches the time mapping (rounding, offset) and
         # whether segments hold several moofs, before any time is derived.
         frame = await self._frame_ticks(timeline, segments[0])
@@ -340,10 +344,11 @@ class Recording:
             first_listed=first_listed,
             typical_duration=typical,
             frame_ticks=frame,
-            limits=self.limits,
+            limits=limits,
             hint_probe=lambda t: self._fetch_probe(timeline, t),
         )
-        self._note_archive_start(timeline.seconds(start), start in hints)
+        for chained in [timeline, *self._derived(timeline)]:
+            self._note_archive_start(chained, min(start, first_listed), start in hints)
         if start >= first_listed:
             log.info("%s: no past segment before the window", timeline.kind)
             return
@@ -369,14 +374,18 @@ class Recording:
     async def _seeded_chain(
         self,
         timeline: Timeline,
-        probe: Callable[[int], Awaitable[bool]],
+        probe: Callable[[int], Awaitable[Presence]],
         target: int,
         typical: int,
         frame: float | None,
         first_listed: int,
     ) -> None:
         seed = await find_seed(
-            probe, target, typical_duration=typical, frame_ticks=frame, limits=self.limits
+            probe,
+            target,
+            typical_duration=typical,
+            frame_ticks=frame,
+            limits=self.limits.in_timescale(timeline.timescale),
         )
         if seed is None or seed >= first_listed or seed in timeline.key_set:
             return  # nothing found, or a chain already walked past it
@@ -394,19 +403,25 @@ class Recording:
             return 1
         return max(1, min(self.options.concurrency, int(segments // SEGMENTS_PER_CHAIN)))
 
-    def _time_probe(self, timeline: Timeline) -> Callable[[int], Awaitable[bool]]:
+    def _time_probe(self, timeline: Timeline) -> Callable[[int], Awaitable[Presence]]:
         return lambda t: self._probe(timeline.rep.media_url(time=t))
 
-    async def _fetch_probe(self, timeline: Timeline, time_value: int) -> bool:
+    async def _fetch_probe(self, timeline: Timeline, time_value: int) -> Presence:
         """Probe by fetching: for a segment the chain will download anyway, GET beats HEAD."""
         future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
         self.offer(
             self._time_ref(timeline, time_value, "archive"), first_fragment=future, urgent=True
         )
-        if await future is None:
+        try:
+            info = await future
+        except NetworkError as exc:
+            log.debug("%s: no answer for time %d: %s", timeline.kind, time_value, exc)
             timeline.discard(time_value)
-            return False
-        return True
+            return Presence.UNKNOWN
+        if info is None:
+            timeline.discard(time_value)
+            return Presence.ABSENT
+        return Presence.PRESENT
 
     def _start_hints(self, first: Snapshot, timescale: int, timeline: Timeline) -> Iterator[int]:
         """Where the broadcast's first segment likely is: its first frame time, or time 0."""
@@ -427,14 +442,19 @@ class Recording:
         future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
         ref = self._time_ref(timeline, segment.time, "live")
         self.offer(ref, first_fragment=future, urgent=True, whole=True)
-        info = await future
+        try:
+            info = await future
+        except NetworkError as exc:
+            log.debug("%s: the first listed segment failed: %s", timeline.kind, exc)
+            return None
         if info is None or not info.sample_count or timeline.init is None:
             return None
         return info.duration / info.sample_count * timeline.timescale / timeline.init.timescale
 
-    def _note_archive_start(self, start: float, complete: bool) -> None:
-        if self.archive_start is None or start < self.archive_start:
-            self.archive_start = start
+    def _note_archive_start(self, timeline: Timeline, key: int, complete: bool) -> None:
+        known = self.archive_first.get(timeline.kind)
+        if known is None or key < known:
+            self.archive_first[timeline.kind] = key
             self.archive_complete = complete
 
     # -- the $Time$ chain -----------------------------------------------------------------------
@@ -444,13 +464,29 @@ class Recording:
     ) -> None:
         derived = self._derived(timeline)
         gaps: list[TimelineGap] = []
+        limits = self.limits.in_timescale(timeline.timescale)
+
+        async def fetch_step(ref: SegmentRef, whole: bool) -> FragmentInfo | None:
+            # A step that failed after its retries is unknown, not absent: ask again before
+            # the chain takes it for a gap (and then it counts as missing).
+            for attempt in range(limits.unknown_retries + 1):
+                future: asyncio.Future[FragmentInfo | None] = (
+                    asyncio.get_running_loop().create_future()
+                )
+                self.offer(ref, first_fragment=future, urgent=True, whole=whole)
+                try:
+                    return await future
+                except NetworkError as exc:
+                    log.warning("%s: segment at %d failed: %s", ref.track, ref.key, exc)
+                    if attempt < limits.unknown_retries:
+                        await asyncio.sleep(min(30.0, limits.unknown_delay * 2**attempt))
+            self.downloads.record_missing(ref)
+            return None
 
         async def step(time_value: int) -> StepResult | None:
-            future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
             ref = self._time_ref(timeline, time_value, origin)
             whole = timeline.multi_moof
-            self.offer(ref, first_fragment=future, urgent=True, whole=whole)
-            info = await future
+            info = await fetch_step(ref, whole)
             if info is None:
                 # Maybe only a wrong rounding of the time: the chain decides if it is a gap.
                 timeline.discard(time_value)
@@ -471,8 +507,8 @@ class Recording:
             step=step,
             probe=lambda t: self._probe(timeline.rep.media_url(time=t)),
             next_known=timeline.next_known,
-            limits=self.limits,
-            typical_duration=max(1, round(2.0 * timeline.timescale)),
+            limits=limits,
+            typical_duration=self._typical_duration(timeline),
             gaps=gaps,
         )
         await chain.run(start, frame_ticks=frame_ticks)
@@ -481,6 +517,11 @@ class Recording:
             log.warning(
                 "%s: no segment from %.3f s to %s", timeline.kind, timeline.seconds(gap.start), end
             )
+
+    @staticmethod
+    def _typical_duration(timeline: Timeline) -> int:
+        """A segment's usual length in the timeline's ticks (2 s until the manifest says)."""
+        return timeline.typical or max(1, 2 * timeline.timescale)
 
     def _derived(self, leader: Timeline) -> list[Timeline]:
         """The tracks whose segments share ``leader``'s $Time$ values (Instagram's audio)."""
@@ -519,12 +560,18 @@ class Recording:
             origin,  # type: ignore[arg-type]
         )
 
-    async def _probe(self, url: str) -> bool:
+    async def _probe(self, url: str) -> Presence:
         try:
-            return await self.http.probe(url)
+            present = await self.http.probe(url)
+        except HttpStatusError as exc:
+            if exc.status < 500:
+                return Presence.ABSENT  # a final client error: the server has no such segment
+            log.debug("probe failed for %s: %s", url, exc)
+            return Presence.UNKNOWN
         except NetworkError as exc:
             log.debug("probe failed for %s: %s", url, exc)
-            return False
+            return Presence.UNKNOWN
+        return Presence.PRESENT if present else Presence.ABSENT
 
 
 def _typical_ticks(segments: list[MediaSegment], timescale: int) -> int:
@@ -646,6 +693,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
                         recording.source,
                         policy,
                         lambda snapshot: recording.on_snapshot(snapshot, producers),
+                        recording.downloads.live_activity,
                         recording.stop,
                     )
                     live = producers.create_task(follower.run(first))
@@ -691,12 +739,27 @@ async def _finish(
     started: float,
 ) -> RecordingSummary:
     tracks = [RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
+    # Checked before the merge removes the segments: the oldest segment found may have left
+    # the server before its download.
+    expired = sorted(
+        kind for kind, key in recording.archive_first.items() if not recording.store.has(kind, key)
+    )
     summary = await merge_store(
         recording.store, tracks, output, ffmpeg, recording.options, end_reason, started
     )
+    # Where the file starts, in the media's own times (a timeline need not start at 0).
+    starts = [t.start for t in summary.tracks if t.start is not None]
+    archive_start = min(starts) if recording.archive_first and starts else None
+    if expired and archive_start is not None:
+        log.warning(
+            "the oldest %s segments found expired before they could be downloaded: the "
+            "recording starts at %.3f s",
+            " and ".join(expired),
+            archive_start,
+        )
     return replace(
         summary,
-        archive_start=recorded_archive_start(recording.archive_start, summary.tracks),
-        archive_complete=recording.archive_complete,
+        archive_start=archive_start,
+        archive_complete=recording.archive_complete and not expired,
         interrupted=interrupted,
     )

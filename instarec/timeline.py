@@ -27,11 +27,16 @@ class Timeline:
     key_set: set[int] = field(default_factory=set)
     listed_end: int | None = None  # end (ticks) of the last listed $Time$ segment
     listed_max_number: int | None = None
+    typical: int | None = None  # median listed segment duration, in ticks
     # How this server turns a segment's media time (tfdt) into its $Time$ value: a rounding
     # (when the timescales differ) and an offset (ffmpeg names AAC segments by their time minus
     # the encoder priming, 1024 samples, while their tfdt counts from 0).
     rounding: str = "round"
     time_offset: int = 0
+    # Set once a listed segment taught the mapping: a segment found by searching may be named
+    # unlike the rest (nginx-rtmp names its first fragment 0 though its tfdt is the first
+    # frame's time) and must not teach every later step a wrong name.
+    mapping_from_listing: bool = False
     # Segments made of several moof+mdat pairs (ffmpeg's -streaming 1 writes one per frame): the
     # first moof does not give the next segment's time, the whole body does.
     multi_moof: bool = False
@@ -48,10 +53,14 @@ class Timeline:
         ordered = [values[self.rounding]] + [values[m] for m in ("floor", "round", "ceil")]
         return tuple(value + self.time_offset for value in dict.fromkeys(ordered))
 
-    def learn_time_mapping(self, key: int, media_time: int) -> None:
-        """Learn rounding and offset from a segment whose $Time$ and tfdt are both known."""
-        if self.init is None:
+    def learn_time_mapping(self, key: int, media_time: int, *, listed: bool) -> None:
+        """Learn rounding and offset from a segment whose $Time$ and tfdt are both known.
+
+        ``listed``: the key came from the manifest, which outranks a key found by searching.
+        """
+        if self.init is None or (self.mapping_from_listing and not listed):
             return
+        self.mapping_from_listing = self.mapping_from_listing or listed
         exact = Fraction(media_time * self.timescale, self.init.timescale)
         candidates = (
             ("floor", math.floor(exact)),

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instarec.archive import (
+    Presence,
     SearchLimits,
+    SearchStalled,
     StepResult,
     TimeChain,
     TimelineGap,
@@ -18,6 +22,7 @@ from instarec.archive import (
     find_first_number,
     find_first_time,
     find_seed,
+    search_times,
     seed_targets,
 )
 
@@ -27,9 +32,9 @@ class NumberServer:
         self.present = present
         self.probes: list[int] = []
 
-    async def probe(self, number: int) -> bool:
+    async def probe(self, number: int) -> Presence:
         self.probes.append(number)
-        return number in self.present
+        return Presence.PRESENT if number in self.present else Presence.ABSENT
 
 
 async def test_start_number_present_costs_one_probe() -> None:
@@ -112,9 +117,9 @@ class TimeServer:
             return None
         return StepResult(self.next[time], 1000 / 30)
 
-    async def probe(self, time: int) -> bool:
+    async def probe(self, time: int) -> Presence:
         self.probes.append(time)
-        return time in self.present
+        return Presence.PRESENT if time in self.present else Presence.ABSENT
 
 
 def chain_for(server: TimeServer, known: list[int], gaps: list[TimelineGap]) -> TimeChain:
@@ -167,6 +172,26 @@ async def test_single_loss_costs_a_few_waves_of_probes() -> None:
     # 1.8-2.3 s segments: the next start is within 8 frames of 2 s, 2 grid times per frame,
     # probed in waves of 10.
     assert 0 < len(server.probes) <= 40
+
+
+async def test_a_next_time_a_tick_off_finds_the_very_next_segment() -> None:
+    # Media whose boxes put every next start a tick late (a packager's rounding of an odd last
+    # sample): the segment just before the computed time is the next one, not the one after.
+    starts = make_timeline(12, seed=6)
+    server = TimeServer(starts)
+
+    async def late_step(time: int) -> StepResult | None:
+        result = await server.step(time)
+        return None if result is None else StepResult(result.next_time + 1, 1000 / 30)
+
+    gaps: list[TimelineGap] = []
+    chain = chain_for(server, starts[-2:], gaps)
+    chain.step = late_step
+    await chain.run(0)
+    assert [t for t in server.steps if t in server.present] == starts[:-2]
+    assert gaps == []  # nothing is lost
+    # Each miss is settled by the handful of probes just around it.
+    assert len(server.probes) <= 6 * (len(starts) - 2)
 
 
 async def test_chain_gap_reaching_the_window_ends_at_the_window() -> None:
@@ -275,3 +300,107 @@ async def test_chain_asks_the_whole_body_when_the_first_moof_misleads() -> None:
     assert [t for t in server.steps if t in server.present] == starts[:-2]
     assert server.probes == []
     assert gaps == []
+
+
+class FlakyTimeServer(TimeServer):
+    """A server whose probes of some times fail (unknown) a few times before they answer."""
+
+    def __init__(self, starts: list[int], missing: set[int], flaky: dict[int, int]) -> None:
+        super().__init__(starts, missing)
+        self.failures_left = dict(flaky)
+
+    async def probe(self, time: int) -> Presence:
+        self.probes.append(time)
+        if self.failures_left.get(time, 0) > 0:
+            self.failures_left[time] -= 1
+            return Presence.UNKNOWN
+        return Presence.PRESENT if time in self.present else Presence.ABSENT
+
+
+QUICK_RETRY = SearchLimits(
+    max_in_flight=10, chunk_size=100, miss_threshold=30000, unknown_delay=0.0
+)
+
+
+async def test_an_unknown_probe_is_asked_again_never_taken_for_a_miss() -> None:
+    # Segments every 2000 ticks; 6000 and 8000 are lost; the probe of 10000 fails twice first.
+    starts = list(range(0, 30000, 2000))
+    server = FlakyTimeServer(starts, missing={6000, 8000}, flaky={10000: 2})
+    gaps: list[TimelineGap] = []
+    chain = chain_for(server, [28000], gaps)
+    chain.limits = QUICK_RETRY
+    await chain.run(0, frame_ticks=1000 / 30)
+    # Had the failed probe counted as a miss, the search would have found 12000 next.
+    assert gaps == [TimelineGap(6000, 10000)]
+    assert server.probes.count(10000) == 3
+    assert 10000 in server.steps
+
+
+async def test_a_probe_that_never_answers_stalls_the_search_loudly() -> None:
+    starts = list(range(0, 30000, 2000))
+    server = FlakyTimeServer(starts, missing={6000}, flaky={8000: 100})
+    chain = chain_for(server, [28000], [])
+    chain.limits = SearchLimits(max_in_flight=10, chunk_size=100, unknown_delay=0.0)
+    with pytest.raises(SearchStalled):
+        await chain.run(0, frame_ticks=1000 / 30)
+
+
+async def test_number_search_asks_unknown_numbers_again() -> None:
+    class FlakyNumbers(NumberServer):
+        def __init__(self, present: set[int]) -> None:
+            super().__init__(present)
+            self.failed: set[int] = set()
+
+        async def probe(self, number: int) -> Presence:
+            if number not in self.failed:  # every number fails once
+                self.failed.add(number)
+                self.probes.append(number)
+                return Presence.UNKNOWN
+            return await super().probe(number)
+
+    server = FlakyNumbers(set(range(400, 1100)))
+    first = await find_first_number(
+        server.probe, start_number=0, first_listed=1095, guard=3, limits=QUICK_RETRY
+    )
+    assert first == 400
+
+
+async def test_a_stalled_probe_holds_up_only_itself() -> None:
+    # The likeliest candidate stalls until a later one is asked: the others go on meanwhile,
+    # and once a hit is found no new candidate starts.
+    release = asyncio.Event()
+    asked: list[int] = []
+
+    async def probe(value: int) -> Presence:
+        asked.append(value)
+        if value == 50:
+            await release.wait()
+            return Presence.ABSENT
+        if value == 42:
+            release.set()  # reached while 50 is still in flight
+        return Presence.PRESENT if value in (40, 42) else Presence.ABSENT
+
+    found = await search_times(
+        probe, iter([50, 51, 49, 52, 48, 45, 42, 40, 60]), SearchLimits(max_in_flight=2)
+    )
+    assert found == 42
+    assert asked.index(42) > asked.index(50)
+    assert 40 not in asked and 60 not in asked
+
+
+async def test_a_hit_waits_for_nearer_candidates_in_flight() -> None:
+    # 42 answers at once, 41 (also present, earlier) slowly: the earliest must be chosen.
+    async def probe(value: int) -> Presence:
+        if value == 41:
+            await asyncio.sleep(0.05)
+        return Presence.PRESENT if value in (41, 42) else Presence.ABSENT
+
+    found = await search_times(probe, iter([41, 42, 43]), SearchLimits(max_in_flight=3))
+    assert found == 41
+
+
+def test_miss_threshold_is_milliseconds_of_media_in_every_timescale() -> None:
+    limits = SearchLimits(miss_threshold=30000)
+    assert limits.in_timescale(1000).miss_threshold == 30000
+    assert limits.in_timescale(90000).miss_threshold == 2_700_000
+    assert limits.in_timescale(48000).miss_threshold == 1_440_000

@@ -287,8 +287,35 @@ def test_built_fragments_parse_back(parts: list[tuple[int, list[int], bool, bool
     first_tfdt = parts[0][0] if parts[0][2] else parts[0][0] % 2**32
     assert info.track_id == 7
     assert info.base_media_decode_time == first_tfdt
-    assert info.duration == sum(sum(p[1]) for p in parts)
+
+    def lasting(durations: list[int]) -> int:
+        # A trailing 0 (a fragment closed before its next frame) lasts one average sample.
+        if len(durations) > 1 and durations[-1] == 0:
+            return sum(durations) + round(sum(durations) / (len(durations) - 1))
+        return sum(durations)
+
+    assert info.duration == sum(lasting(p[1]) for p in parts)
     assert info.sample_count == sum(len(p[1]) for p in parts)
     assert info.moof_count == len(parts)
     end = moof_end(data)
     assert end is not None and data[end + 4 : end + 8] == b"mdat"
+
+
+def test_a_trailing_zero_sample_duration_lasts_one_ordinary_sample() -> None:
+    # nginx-rtmp closes a fragment before the next frame exists: its last duration is 0.
+    data = fmp4.build_fragment(
+        track_id=1,
+        sequence_number=1,
+        base_media_decode_time=21,
+        durations=[33, 34, 33, 0],
+        sizes=[10, 10, 10, 10],
+    )
+    info = parse_fragment(data)
+    assert (info.duration, info.sample_count, info.end) == (133, 4, 154)
+
+
+def test_a_lone_zero_duration_sample_stays_zero() -> None:
+    data = fmp4.build_fragment(
+        track_id=1, sequence_number=1, base_media_decode_time=0, durations=[0], sizes=[10]
+    )
+    assert parse_fragment(data).duration == 0

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from instarec.cli import main
-from instarec.finish import GapRange, RecordingSummary, TrackSummary
+from instarec.finish import (
+    GapRange,
+    RecordingSummary,
+    TrackSummary,
+    _lost_segments,
+    _missing_count,
+    _timeline_gaps,
+)
+from instarec.store import MissingSegment, StoredSegment
 from instarec.summary import (
     SCHEMA,
     MissingRange,
@@ -170,3 +178,37 @@ async def test_summary_of_a_real_recording_with_a_hole(capsys, tmp_path, test_me
     assert doc["duration_seconds"] == pytest.approx(broadcast, abs=0.1)
     assert f"Missing        {format_timestamp(hole[0])}–" in out
     assert "Size           " in out and str(doc["size_bytes"]) in out
+
+
+def _stored(track: str, key: int, start: float, duration: float) -> StoredSegment:
+    return StoredSegment(track, key, start, duration, 1, None, None, Path("unused"))
+
+
+def test_jumps_shorter_than_half_a_segment_are_no_hole() -> None:
+    # nginx-rtmp's fragments end a frame short of the next one's start: no segment is lost.
+    stored = [_stored("video", k, k * 2.0 + 0.021, 1.967) for k in range(6)]
+    assert _timeline_gaps("video", stored, []) == []
+
+
+def test_missing_counts_lost_segments_not_wrong_guesses() -> None:
+    stored = [_stored("video", k * 2000, k * 2.0, 2.0) for k in (0, 1, 2, 5, 6)]
+    missing = [
+        MissingSegment("video", 1999, 1.999, 2.0),  # a wrong name of the segment at 2000
+        MissingSegment("video", 6000, 6.0, 2.0),  # one of the two lost in the hole
+        MissingSegment("video", 20000, 20.0, 2.0),  # lost after the last recorded one
+    ]
+    lost = _lost_segments(stored, missing)
+    assert [m.key for m in lost] == [6000, 20000]
+    gaps = _timeline_gaps("video", stored, [m.key for m in lost])
+    assert gaps == [GapRange("video", 6.0, 10.0), GapRange("video", 14.0, None)]
+    # The hole holds two segments of the usual length, though only one was recorded missing.
+    assert _missing_count(stored, lost, gaps) == 3
+
+
+def test_a_wrong_guess_beyond_the_last_segment_opens_no_hole() -> None:
+    stored = [_stored("audio", k * 2000, k * 2.0, 2.0) for k in range(3)]
+    missing = [MissingSegment("audio", 4001, 4.001, 2.0)]
+    lost = _lost_segments(stored, missing)
+    assert lost == []
+    assert _timeline_gaps("audio", stored, [m.key for m in lost]) == []
+    assert _missing_count(stored, lost, []) == 0
