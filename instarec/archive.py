@@ -164,6 +164,7 @@ def candidate_times(
     low: int,
     high: int,
     grid: float | None = None,
+    every_tick: bool = True,
 ) -> Iterator[int]:
     """Yield the integer times in ``[low, high]`` most likely to start the next segment first.
 
@@ -171,7 +172,7 @@ def candidate_times(
     ticks) the times a whole number of frames from ``expected`` come first, nearest first; then
     their neighbours one tick away (timestamps rounded to a coarse timescale such as
     milliseconds drift off an exact grid over a long broadcast); then every other time in the
-    range, by distance from ``expected``.
+    range, by distance from ``expected`` (unless ``every_tick`` is false and a grid is known).
     """
     seen: set[int] = set()
     if grid and grid > 0:
@@ -186,6 +187,8 @@ def candidate_times(
                         if low <= value <= high and value not in seen:
                             seen.add(value)
                             yield value
+        if not every_tick:
+            return
     for distance in range(0, max(expected - low, high - expected) + 1):
         for value in (expected + distance, expected - distance):
             if low <= value <= high and value not in seen:
@@ -354,9 +357,14 @@ class TimeChain:
         found = await search_times(self.probe, iter(near), limits, pick=min)
         if found is not None:
             return found
+        # With a frame grid, segment starts sit on it (a tick either side for a coarse
+        # timescale): probing every tick of a long range finds nothing more, at thousands of
+        # requests where the segments after a miss have left the server.
         rest = (
             value
-            for value in candidate_times(expected, low=missing + 1, high=high, grid=frame_ticks)
+            for value in candidate_times(
+                expected, low=missing + 1, high=high, grid=frame_ticks, every_tick=False
+            )
             if value not in near
         )
         return await search_times(self.probe, rest, self.limits, pick=min)
@@ -403,7 +411,7 @@ async def find_first_time(
     # presentation time (ffmpeg's AAC priming): never search below the lowest hint.
     lowest = min([0, *hints])
     oldest = first_listed
-    reach = min(3 * typical_duration, limits.miss_threshold)
+    reach = _backward_reach(typical_duration, limits)
     while oldest > lowest:
         low = max(lowest, oldest - reach)
         expected = max(low, oldest - _on_grid(typical_duration, frame_ticks))
@@ -416,6 +424,25 @@ async def find_first_time(
             break
         oldest = found
     return oldest
+
+
+def reaches_start(
+    oldest: int, *, hints: Iterable[int], typical_duration: int, limits: SearchLimits
+) -> bool:
+    """Whether ``oldest``, found by ``find_first_time``, is the broadcast's first segment.
+
+    It is when a hint named it, or when the search below it reached the lowest time a
+    broadcast can start at (a timeline starting a little after 0, as MPEG-TS times do).
+    """
+    hints = list(hints)
+    if oldest in hints:
+        return True
+    return oldest - _backward_reach(typical_duration, limits) <= min([0, *hints])
+
+
+def _backward_reach(typical_duration: int, limits: SearchLimits) -> int:
+    """How far below a found segment ``find_first_time`` looks for an older one."""
+    return min(3 * typical_duration, limits.miss_threshold)
 
 
 def _on_grid(duration: int, grid: float | None) -> int:

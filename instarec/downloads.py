@@ -28,12 +28,19 @@ from instarec.timeline import Timeline
 log = logging.getLogger(__name__)
 
 
+# How many times a segment answering 404 with nothing later on disk is asked again (a few
+# seconds apart: half a minute or more) before it counts as never published.
+NOT_YET_RETRIES = 15
+
+
 @dataclass(frozen=True, slots=True)
 class LiveActivity:
     """What the live follower needs to tell a live broadcast from one that has ended."""
 
     recorded: int  # live segments recorded so far
-    waiting: int  # listed live segments queued but not yet asked for even once
+    # When the oldest listed live segment still queued and not yet asked for once was queued
+    # (time.monotonic()), None when there is none: a backlog, not the end of the broadcast.
+    oldest_waiting: float | None
 
 
 @dataclass(order=True, slots=True)
@@ -45,7 +52,7 @@ class DownloadJob:
     # the whole body when ``whole`` (segments of several moofs).
     first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
     whole: bool = field(default=False, compare=False)
-    retry: bool = field(default=False, compare=False)  # asked again after a 404 ("not yet")
+    retries: int = field(default=0, compare=False)  # times asked again after a "not yet" 404
 
 
 class _FirstMoof:
@@ -112,7 +119,7 @@ class Downloads:
         self.queued = {"archive": 0, "live": 0}
         self.newest_recorded_end: float | None = None
         self.live_recorded = 0
-        self._untried_live = 0
+        self._untried_live: dict[int, float] = {}  # job sequence -> when it was queued
         # Per track, the highest key on disk: a 404 for a lower key proves it missing (servers
         # publish in order); a 404 with nothing later on disk may be a segment not out yet.
         self._newest_key: dict[TrackKind, int] = {}
@@ -136,14 +143,14 @@ class Downloads:
         first_fragment: asyncio.Future[FragmentInfo | None] | None = None,
         urgent: bool = False,
         whole: bool = False,
-        retry: bool = False,
+        retries: int = 0,
     ) -> None:
         priority = (0 if urgent else 1, ref.start)
-        job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole, retry)
+        job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole, retries)
         self.queue.put_nowait(job)
         self.queued[ref.origin] += 1
         if self._counts_as_waiting(job):
-            self._untried_live += 1
+            self._untried_live[job.sequence] = time.monotonic()
 
     @staticmethod
     def _counts_as_waiting(job: DownloadJob) -> bool:
@@ -151,11 +158,12 @@ class Downloads:
             job.ref is not None
             and job.ref.origin == "live"
             and job.first_fragment is None
-            and not job.retry
+            and not job.retries
         )
 
     def live_activity(self) -> LiveActivity:
-        return LiveActivity(self.live_recorded, self._untried_live)
+        oldest = next(iter(self._untried_live.values()), None)
+        return LiveActivity(self.live_recorded, oldest)
 
     def record_missing(self, ref: SegmentRef) -> None:
         """A segment the server should have and did not give, even when asked again."""
@@ -199,8 +207,7 @@ class Downloads:
             if job.ref is None:  # drain: downloads in flight are done, nothing new starts
                 self.queue.task_done()
                 return
-            if self._counts_as_waiting(job):
-                self._untried_live -= 1
+            self._untried_live.pop(job.sequence, None)
             try:
                 if self._paced(job):
                     # --past-segment-delay spaces the past downloads of each download slot (a
@@ -241,7 +248,9 @@ class Downloads:
         self._in_flight[slot] = done
         newest_before = self._newest_key.get(ref.track)
         try:
-            info = await self._fetch(ref, future, whole=job.whole, newest_before=newest_before)
+            info = await self._fetch(
+                ref, future, whole=job.whole, newest_before=newest_before, retries=job.retries
+            )
             done.set_result(info)
         except NetworkError as exc:
             log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
@@ -263,6 +272,7 @@ class Downloads:
         *,
         whole: bool = False,
         newest_before: int | None = None,
+        retries: int = 0,
     ) -> FragmentInfo | None:
         """Download one segment into the store; its fragment info, or None when missing.
 
@@ -298,7 +308,7 @@ class Downloads:
             elif newest_before is not None and newest_before > ref.key:
                 self._record_missing(ref, None)
             else:
-                self._ask_again_later(ref)
+                self._ask_again_later(ref, retries)
             return None
         info = self._parse_file(path, default)
         media_time = info.base_media_decode_time if info else None
@@ -337,13 +347,19 @@ class Downloads:
             future.set_result(info)
         return info
 
-    def _ask_again_later(self, ref: SegmentRef) -> None:
+    def _ask_again_later(self, ref: SegmentRef, retries: int) -> None:
         """A 404 with nothing later on disk: maybe not published yet (a live edge computed
         from a clock runs ahead of the packager). Ask again a segment's length later; it is
-        missing once a later segment is on disk and it still answers 404."""
+        missing once a later segment is on disk and it still answers 404. One that never
+        appears while nothing later does is no loss: the broadcast ended before it."""
+        if retries >= NOT_YET_RETRIES:
+            log.debug("%s segment %d never appeared; not asking again", ref.track, ref.key)
+            return
         delay = min(5.0, max(0.5, ref.duration or 2.0))
         log.debug("%s segment %d not there yet; asking again in %.1f s", ref.track, ref.key, delay)
-        asyncio.get_running_loop().call_later(delay, lambda: self._queue_job(ref, retry=True))
+        asyncio.get_running_loop().call_later(
+            delay, lambda: self._queue_job(ref, retries=retries + 1)
+        )
 
     @staticmethod
     def _learn(timeline: Timeline, ref: SegmentRef, info: FragmentInfo) -> None:

@@ -139,12 +139,18 @@ class LiveFollower:
         last_new = time.monotonic()
         last_ok = last_new
         seen = self._activity().recorded
+        checked = last_new
         while True:
             self._on_snapshot(snapshot)
             activity = self._activity()
-            if activity.recorded != seen or activity.waiting:
+            # Alive while live segments keep being recorded, or while some listed before the
+            # last check still wait for a download slot (a backlog). Numbers a clock-driven
+            # manifest lists anew on every refresh are neither, once they answer 404.
+            backlog = activity.oldest_waiting is not None and activity.oldest_waiting <= checked
+            if activity.recorded != seen or backlog:
                 seen = activity.recorded
                 last_new = time.monotonic()
+            checked = time.monotonic()
             if snapshot.ended:
                 return snapshot.ended
             if time.monotonic() - last_new > self._policy.live_end_timeout:

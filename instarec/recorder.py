@@ -30,6 +30,7 @@ from instarec.archive import (
     find_first_number,
     find_first_time,
     find_seed,
+    reaches_start,
     seed_targets,
 )
 from instarec.downloads import Downloads
@@ -112,6 +113,7 @@ class Recording:
             rep.id: segments
             for rep, segments in listed_segments(first, [t.rep for t in self.timelines.values()])
         }
+        self.first_snapshot = first
         # Instagram lists the same $Time$ values for video and audio: chain one, derive the other.
         self.shared_times = self._shared_time_tracks(self.first_listing)
 
@@ -161,8 +163,87 @@ class Recording:
         for rep, segments in listed_segments(snapshot, reps):
             timeline = next(t for t in self.timelines.values() if t.rep.id == rep.id)
             timeline.rep = rep
-            new += self._offer_listed(timeline, segments, group)
+            new += self._offer_listed(timeline, self._renumbered(timeline, segments), group)
         return new
+
+    # -- $Number$ under @duration: which number holds which time ------------------------------
+
+    async def calibrate_numbers(self) -> None:
+        """Learn from the media which number holds which time under SegmentTemplate@duration.
+
+        The standard numbers the segment at the presentation time offset ``startNumber``; a
+        packager that moves ``startNumber`` with its window while counting from the broadcast's
+        start makes every computed number run ahead of what exists. One segment's tfdt settles
+        it: the first listed one, else the one numbered ``startNumber``.
+        """
+        if not self.first_snapshot.manifest.is_dynamic:
+            return
+        for timeline in self.timelines.values():
+            template = timeline.rep.template
+            segments = self.first_listing.get(timeline.rep.id)
+            if (
+                timeline.rep.addressing is not Addressing.NUMBER_DURATION
+                or template is None
+                or not template.duration
+                or not segments
+                or segments[0].number is None
+            ):
+                continue
+            for number in dict.fromkeys([segments[0].number, template.start_number]):
+                base = await self._number_base_from(timeline, number)
+                if base is not None:
+                    break
+            else:
+                continue
+            timeline.number_base = base
+            if base != template.start_number:
+                log.info(
+                    "%s: the media numbers segments from %d at time 0, not from startNumber %d",
+                    timeline.kind,
+                    base,
+                    template.start_number,
+                )
+            self.first_listing[timeline.rep.id] = self._renumbered(timeline, segments)
+
+    async def _number_base_from(self, timeline: Timeline, number: int) -> int | None:
+        template = timeline.rep.template
+        assert template is not None and template.duration
+        future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+        self.offer(self._number_ref(timeline, number, "live"), first_fragment=future, urgent=True)
+        try:
+            info = await future
+        except NetworkError as exc:
+            log.debug("%s: segment %d gave no answer: %s", timeline.kind, number, exc)
+            info = None
+        if info is None:
+            timeline.discard(number)  # not there (yet): the listing may offer it again
+            return None
+        if info.base_media_decode_time is None or timeline.init is None:
+            return None
+        ticks = info.base_media_decode_time * template.timescale / timeline.init.timescale
+        index = round((ticks - template.presentation_time_offset) / template.duration)
+        return number - index
+
+    def _renumbered(self, timeline: Timeline, segments: list[MediaSegment]) -> list[MediaSegment]:
+        """Listed @duration segments under the numbering the media showed."""
+        template = timeline.rep.template
+        base = timeline.number_base
+        if (
+            base is None
+            or template is None
+            or not template.duration
+            or timeline.rep.addressing is not Addressing.NUMBER_DURATION
+        ):
+            return segments
+        renumbered = []
+        for segment in segments:
+            if segment.time is None:
+                return segments
+            index = (segment.time - template.presentation_time_offset) // template.duration
+            number = base + index
+            url = timeline.rep.media_url(number=number)
+            renumbered.append(replace(segment, number=number, url=url))
+        return renumbered
 
     def _offer_listed(
         self,
@@ -319,7 +400,8 @@ class Recording:
         duration: float | None = None
         if template.duration:
             duration = template.duration / template.timescale
-            start += (number - template.start_number) * duration
+            base = template.start_number if timeline.number_base is None else timeline.number_base
+            start += (number - base) * duration
         return SegmentRef(
             timeline.kind, number, rep.media_url(number=number), None, start, duration, origin
         )  # type: ignore[arg-type]
@@ -347,8 +429,9 @@ class Recording:
             limits=limits,
             hint_probe=lambda t: self._fetch_probe(timeline, t),
         )
+        complete = reaches_start(start, hints=hints, typical_duration=typical, limits=limits)
         for chained in [timeline, *self._derived(timeline)]:
-            self._note_archive_start(chained, min(start, first_listed), start in hints)
+            self._note_archive_start(chained, min(start, first_listed), complete)
         if start >= first_listed:
             log.info("%s: no past segment before the window", timeline.kind)
             return
@@ -688,6 +771,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
 
             async def produce() -> None:
                 nonlocal end_reason
+                await recording.calibrate_numbers()
                 async with asyncio.TaskGroup() as producers:
                     follower = LiveFollower(
                         recording.source,

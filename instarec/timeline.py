@@ -37,6 +37,10 @@ class Timeline:
     # unlike the rest (nginx-rtmp names its first fragment 0 though its tfdt is the first
     # frame's time) and must not teach every later step a wrong name.
     mapping_from_listing: bool = False
+    # Under SegmentTemplate@duration, the number of the segment at media time 0 (presentation
+    # time offset): startNumber by the standard, but some packagers move startNumber with the
+    # window and keep counting from 1, so the media's tfdt decides (None: not learned).
+    number_base: int | None = None
     # Segments made of several moof+mdat pairs (ffmpeg's -streaming 1 writes one per frame): the
     # first moof does not give the next segment's time, the whole body does.
     multi_moof: bool = False

@@ -22,6 +22,7 @@ from instarec.archive import (
     find_first_number,
     find_first_time,
     find_seed,
+    reaches_start,
     search_times,
     seed_targets,
 )
@@ -194,6 +195,18 @@ async def test_a_next_time_a_tick_off_finds_the_very_next_segment() -> None:
     assert len(server.probes) <= 6 * (len(starts) - 2)
 
 
+async def test_a_search_finding_nothing_probes_the_frame_grid_only() -> None:
+    # Everything between the miss and the window has left the server: the search must stop
+    # after the grid times (and a tick either side), not go on to every tick of the range.
+    starts = make_timeline(20, seed=9)
+    server = TimeServer(starts, missing=set(starts[5:13]))
+    gaps: list[TimelineGap] = []
+    await chain_for(server, starts[13:], gaps).run(starts[4])
+    assert gaps == [TimelineGap(starts[5], starts[13])]
+    frames = (starts[13] - starts[5]) / (1000 / 30)
+    assert len(server.probes) <= 4 * frames + 10
+
+
 async def test_chain_gap_reaching_the_window_ends_at_the_window() -> None:
     starts = make_timeline(20, seed=5)
     server = TimeServer(starts, missing={starts[15], starts[16]})
@@ -230,6 +243,15 @@ async def test_find_first_time_walks_back_to_the_oldest_retained() -> None:
         limits=SearchLimits(),
     )
     assert first == starts[80]
+
+
+def test_the_first_segment_is_the_start_when_the_search_reached_time_zero() -> None:
+    limits = SearchLimits(miss_threshold=30000)
+    # MPEG-TS times: the broadcast's first segment at 1.4 s, nothing between 0 and it.
+    assert reaches_start(1400, hints=[0], typical_duration=2000, limits=limits)
+    assert reaches_start(895, hints=[895, 0], typical_duration=2000, limits=limits)
+    # Far from 0 with no hint naming it: older segments may have expired.
+    assert not reaches_start(160_000, hints=[0], typical_duration=2000, limits=limits)
 
 
 def test_seed_targets_split_the_span_on_the_frame_grid() -> None:
