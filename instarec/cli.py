@@ -327,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--end-stream-miss-threshold",
         type=_positive_int,
         default=30000,
-        metavar="N",
-        help="consecutive missing addresses before the past search stops",
+        metavar="MS",
+        help="milliseconds of media (whatever the timescale) the past search looks across "
+        "without a hit before it stops",
     )
     search.add_argument(
         "--past-segment-delay",
