@@ -786,6 +786,16 @@ def _one_line(message: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run instarec; return the process exit code. Never raises."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # A Ctrl+C pressed again while the recorder finishes (its handlers already gone, or
+        # in the cleanup below) is the same request to stop: no traceback, the same code.
+        sys.stderr.write("instarec: interrupted (segments on disk are kept: rerun to resume)\n")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     stderr = sys.stderr
     verbose = any(a in ("-v", "--verbose") for a in args)
