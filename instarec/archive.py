@@ -394,6 +394,7 @@ async def find_first_time(
     frame_ticks: float | None,
     limits: SearchLimits,
     hint_probe: Probe | None = None,
+    on_found: Callable[[int], None] | None = None,
 ) -> int:
     """Return the oldest segment start still served at or before ``first_listed``.
 
@@ -401,7 +402,8 @@ async def find_first_time(
     ``probe``; the recorder fetches the segment itself, which the chain needs anyway): when one
     answers, no search is needed. Otherwise walk backward from the window one segment at a
     time, probing the times where the previous segment most likely starts; stop when none
-    answers within three typical durations (or the miss threshold).
+    answers within three typical durations (or the miss threshold). ``on_found`` is told of
+    every segment start the walk finds, as it finds it.
     """
     hints = list(hints)
     for hint in hints:
@@ -423,6 +425,10 @@ async def find_first_time(
         if found is None:
             break
         oldest = found
+        if on_found is not None:
+            # A server deleting its past may drop this segment while the walk goes on:
+            # the caller starts its download now, not after the walk.
+            on_found(found)
     return oldest
 
 

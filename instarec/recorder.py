@@ -428,6 +428,7 @@ class Recording:
             frame_ticks=frame,
             limits=limits,
             hint_probe=lambda t: self._fetch_probe(timeline, t),
+            on_found=lambda t: self._fetch_found(timeline, t),
         )
         complete = reaches_start(start, hints=hints, typical_duration=typical, limits=limits)
         for chained in [timeline, *self._derived(timeline)]:
@@ -505,6 +506,13 @@ class Recording:
             timeline.discard(time_value)
             return Presence.ABSENT
         return Presence.PRESENT
+
+    def _fetch_found(self, timeline: Timeline, time_value: int) -> None:
+        """Download a segment the backward search found before it can leave the server."""
+        for chained in [timeline, *self._derived(timeline)]:
+            floor = chained.floor
+            chained.floor = time_value if floor is None else min(floor, time_value)
+            self.offer(self._time_ref(chained, time_value, "archive"), urgent=True)
 
     def _start_hints(self, first: Snapshot, timescale: int, timeline: Timeline) -> Iterator[int]:
         """Where the broadcast's first segment likely is: its first frame time, or time 0."""

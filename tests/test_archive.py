@@ -245,6 +245,23 @@ async def test_find_first_time_walks_back_to_the_oldest_retained() -> None:
     assert first == starts[80]
 
 
+async def test_the_backward_walk_reports_each_segment_as_it_finds_it() -> None:
+    starts = make_timeline(40, seed=11)
+    server = TimeServer(starts[20:])  # the older ones have left the server
+    found: list[int] = []
+    first = await find_first_time(
+        server.probe,
+        hints=[0],
+        first_listed=starts[30],
+        typical_duration=2000,
+        frame_ticks=1000 / 30,
+        limits=SearchLimits(),
+        on_found=found.append,
+    )
+    assert first == starts[20]
+    assert found == starts[29:19:-1]  # newest first, each as the walk reached it
+
+
 def test_the_first_segment_is_the_start_when_the_search_reached_time_zero() -> None:
     limits = SearchLimits(miss_threshold=30000)
     # MPEG-TS times: the broadcast's first segment at 1.4 s, nothing between 0 and it.
