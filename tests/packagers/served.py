@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-
-from tests.packagers.programs import free_port
 
 # -- the served directory ----------------------------------------------------------------------
 
@@ -62,9 +61,14 @@ async def served_directory(
     app.router.add_static("/", directory)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    # Bound here, port 0: a port picked first and bound later may be taken meanwhile by a
+    # case running beside this one.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    site = web.SockSite(runner, sock)
     await site.start()
     try:
-        yield site.name.rstrip("/"), log
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", log
     finally:
         await runner.cleanup()
+        sock.close()
