@@ -173,8 +173,10 @@ class Recording:
 
         The standard numbers the segment at the presentation time offset ``startNumber``; a
         packager that moves ``startNumber`` with its window while counting from the broadcast's
-        start makes every computed number run ahead of what exists. One segment's tfdt settles
-        it: the first listed one, else the one numbered ``startNumber``.
+        start makes every computed number run ahead of what exists. When the first listed
+        number is not there, the segment numbered ``startNumber`` tells by its tfdt which
+        number holds which time; that numbering is taken only once the window's first segment
+        answers under it.
         """
         if not self.first_snapshot.manifest.is_dynamic:
             return
@@ -187,27 +189,30 @@ class Recording:
                 or not template.duration
                 or not segments
                 or segments[0].number is None
+                or segments[0].number == template.start_number
             ):
                 continue
-            for number in dict.fromkeys([segments[0].number, template.start_number]):
-                base = await self._number_base_from(timeline, number)
-                if base is not None:
-                    break
-            else:
+            if await self._fetched(timeline, segments[0].number) is not None:
+                continue  # the manifest's numbers name what exists
+            found = await self._fetched(timeline, template.start_number)
+            base = self._number_base(timeline, template.start_number, found)
+            if base is None or base == template.start_number:
                 continue
             timeline.number_base = base
-            if base != template.start_number:
-                log.info(
-                    "%s: the media numbers segments from %d at time 0, not from startNumber %d",
-                    timeline.kind,
-                    base,
-                    template.start_number,
-                )
-            self.first_listing[timeline.rep.id] = self._renumbered(timeline, segments)
+            renumbered = self._renumbered(timeline, segments)
+            if await self._fetched(timeline, renumbered[0].number or 0) is None:
+                timeline.number_base = None  # no better: keep the manifest's numbers
+                continue
+            log.info(
+                "%s: the media numbers segments from %d at time 0, not from startNumber %d",
+                timeline.kind,
+                base,
+                template.start_number,
+            )
+            self.first_listing[timeline.rep.id] = renumbered
 
-    async def _number_base_from(self, timeline: Timeline, number: int) -> int | None:
-        template = timeline.rep.template
-        assert template is not None and template.duration
+    async def _fetched(self, timeline: Timeline, number: int) -> FragmentInfo | None:
+        """Download segment ``number`` now; its timing, or None if it is not there (yet)."""
         future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
         self.offer(self._number_ref(timeline, number, "live"), first_fragment=future, urgent=True)
         try:
@@ -217,9 +222,15 @@ class Recording:
             info = None
         if info is None:
             timeline.discard(number)  # not there (yet): the listing may offer it again
+        return info
+
+    @staticmethod
+    def _number_base(timeline: Timeline, number: int, info: FragmentInfo | None) -> int | None:
+        """The number of the segment at the presentation time offset, by ``info``'s tfdt."""
+        template = timeline.rep.template
+        if info is None or info.base_media_decode_time is None or timeline.init is None:
             return None
-        if info.base_media_decode_time is None or timeline.init is None:
-            return None
+        assert template is not None and template.duration
         ticks = info.base_media_decode_time * template.timescale / timeline.init.timescale
         index = round((ticks - template.presentation_time_offset) / template.duration)
         return number - index
