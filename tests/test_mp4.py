@@ -319,3 +319,78 @@ def test_a_lone_zero_duration_sample_stays_zero() -> None:
         track_id=1, sequence_number=1, base_media_decode_time=0, durations=[0], sizes=[10]
     )
     assert parse_fragment(data).duration == 0
+
+
+# --------------------------------------------------------------------------- nginx-rtmp's habit
+
+
+def test_zeroing_the_last_sample_duration_is_an_in_place_write() -> None:
+    data = fmp4.build_fragment(
+        track_id=1,
+        sequence_number=1,
+        base_media_decode_time=2021,
+        durations=[33, 34, 33],
+        sizes=[10, 11, 12],
+        payload=bytes(range(33)),
+        with_styp=True,
+    )
+    out = fmp4.zero_last_sample_duration(data)
+    assert len(out) == len(data)
+    # Exactly the last sample's 4 duration bytes differ.
+    differing = [i for i, (a, b) in enumerate(zip(data, out, strict=True)) if a != b]
+    assert differing and differing[-1] - differing[0] < 4
+    assert [s.duration for s in fmp4.read_samples(out)] == [33, 34, 0]
+    assert [s.size for s in fmp4.read_samples(out)] == [10, 11, 12]
+    assert parse_fragment(out).base_media_decode_time == 2021
+
+
+def test_zeroing_touches_only_the_last_sample_of_a_multi_moof_segment() -> None:
+    first = fmp4.build_fragment(
+        track_id=1, sequence_number=1, base_media_decode_time=0, durations=[5, 5], sizes=[1, 1]
+    )
+    second = fmp4.build_fragment(
+        track_id=1, sequence_number=2, base_media_decode_time=10, durations=[5, 6], sizes=[1, 1]
+    )
+    out = fmp4.zero_last_sample_duration(first + second)
+    assert [s.duration for s in fmp4.read_samples(out)] == [5, 5, 5, 0]
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_zeroing_real_segments_keeps_every_sample_and_the_tfdt(
+    test_media: TestMedia, kind: str
+) -> None:
+    # ffmpeg's video runs rely on the tfhd default duration: they are given explicit durations
+    # first (the moof grows); the AAC runs already carry them (in place).
+    track = test_media.track(kind)
+    default = parse_init(track.init).default_sample_duration
+    segment = track.segment_data(1)
+    out = fmp4.zero_last_sample_duration(segment, default)
+    before, after = fmp4.read_samples(segment, default), fmp4.read_samples(out, default)
+    assert [s.duration for s in after] == [s.duration for s in before[:-1]] + [0]
+    assert [(s.size, s.flags, s.composition_offset) for s in after] == [
+        (s.size, s.flags, s.composition_offset) for s in before
+    ]
+    for old, new in zip(before, after, strict=True):
+        assert (
+            out[new.offset : new.offset + new.size] == segment[old.offset : old.offset + old.size]
+        )
+    if kind == "audio":
+        assert len(out) == len(segment)
+    original = parse_fragment(segment, default_sample_duration=default)
+    rewritten = parse_fragment(out, default_sample_duration=default)
+    assert rewritten.base_media_decode_time == original.base_media_decode_time
+    assert rewritten.sample_count == original.sample_count
+    # A demuxer still reads the same samples from the rewritten boxes.
+    packets = _pyav_packets(track.init + out)
+    assert len(packets) == original.sample_count
+    assert packets[0].dts == original.base_media_decode_time
+    assert [bytes(p) for p in packets] == [bytes(p) for p in _pyav_packets(track.init + segment)]
+
+
+def test_explicit_durations_need_a_default_when_the_run_has_none() -> None:
+    moof = make_moof(make_traf(count=2))
+    data = moof + box(b"mdat", bytes(20))
+    with pytest.raises(Mp4Error):
+        fmp4.explicit_sample_durations(data)
+    out = fmp4.explicit_sample_durations(data, default_sample_duration=3000)
+    assert [s.duration for s in fmp4.read_samples(out)] == [3000, 3000]

@@ -20,6 +20,7 @@ from lxml import etree
 
 from instarec.manifest import Manifest, expand_segments, parse_manifest
 from instarec.mp4 import parse_fragment, parse_init
+from instarec.testing import fmp4
 from instarec.testing.clock import ManualClock, SpeedClock
 from instarec.testing.faults import FaultConfig, FaultPlan
 from instarec.testing.media import MediaSpec, TestMedia, generate_media
@@ -1028,3 +1029,162 @@ def test_command_line_flags_reach_the_config() -> None:
     assert faults.kinds == {"media", "init", "manifest"}
     defaults = config_from_args(build_parser().parse_args([]))
     assert defaults == OriginConfig(media=defaults.media)
+
+
+# --------------------------------------------------------------------------- packager habits
+
+
+@pytest.mark.parametrize("shape", LIVE_SHAPES)
+async def test_last_sample_duration_zero_ends_every_segment_one_sample_short(
+    shape: str, test_media: TestMedia, constant_media: TestMedia
+) -> None:
+    media = media_for(shape, test_media, constant_media)
+    config = config_for(shape, already_broadcast=45.0, window=4, last_sample_duration_zero=True)
+    async with (
+        Origin(config, ManualClock(), media=media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        looped = origin.media
+        for kind in ("video", "audio"):
+            track = media.track(kind)
+            default = parse_init(track.init).default_sample_duration
+            # Past one loop of the source too: the habit applies after the tfdt rewrite.
+            for i in (*origin.listed_segments(), 0, len(track.segments) + 1):
+                status, _, body = await get(session, origin.segment_url(kind, i))
+                assert status == 200
+                samples = fmp4.read_samples(body, default)
+                source = fmp4.read_samples(track.segment_data(i % len(track.segments)), default)
+                assert [s.duration for s in samples] == [s.duration for s in source[:-1]] + [0]
+                fragment = parse_fragment(body, default_sample_duration=default)
+                entry = looped.segment_info(kind, i)
+                assert fragment.base_media_decode_time == entry.t  # tfdt exactly as without
+                short = entry.t + sum(s.duration for s in samples)
+                assert short + source[-1].duration == looped.segment_info(kind, i + 1).t
+
+
+async def test_last_sample_duration_zero_names_the_first_time_segment_zero(
+    test_media: TestMedia,
+) -> None:
+    # nginx-rtmp: the first fragment is named 0 while its video tfdt is 21 ms.
+    offset = 0.021
+    config = OriginConfig(
+        shape="time",
+        already_broadcast=10.0,
+        window=10,
+        timeline_offset=offset,
+        last_sample_duration_zero=True,
+    )
+    async with (
+        Origin(config, ManualClock(), media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        body = await _raw(session, origin)
+        manifest = parse_manifest(body, origin.manifest_url)
+        for rep in manifest.representations():
+            kind = rep.content_type
+            track = test_media.track(kind)
+            tfdts = [track.segments[i].t + round(offset * track.timescale) for i in range(3)]
+            segments = expand_segments(manifest, rep, origin.wall_time())
+            # Segment 0 is named and listed from 0 to the next segment's real time ...
+            assert [s.time for s in segments[:3]] == [0, tfdts[1], tfdts[2]]
+            assert timeline_of(body, kind)[0] == {"t": "0", "d": str(tfdts[1])}
+            assert origin.segment_key(kind, 0) == 0
+            for segment, tfdt in zip(segments[:3], tfdts, strict=True):
+                status, _, served = await get(session, segment.url)
+                assert status == 200
+                # ... while its bytes keep their own time.
+                assert parse_fragment(served).base_media_decode_time == tfdt
+    # Without an offset segment 0 starts at 0 anyway: names are the tfdt, as without the flag.
+    config = OriginConfig(shape="time", already_broadcast=10.0, last_sample_duration_zero=True)
+    async with Origin(config, ManualClock(), media=test_media) as origin:
+        for kind in ("video", "audio"):
+            times = [origin.broadcast.media_time(kind, i)[0] for i in range(4)]
+            assert [origin.segment_key(kind, i) for i in range(4)] == times
+
+
+async def test_start_number_follows_the_window_while_files_keep_their_numbers(
+    constant_media: TestMedia,
+) -> None:
+    clock = ManualClock()
+    config = config_for(
+        "number_duration", already_broadcast=30.0, window=4, start_number_follows_window=True
+    )
+    async with (
+        Origin(config, clock, media=constant_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        firsts = []
+        for now in (30.0, 50.0):
+            clock.set(now)
+            manifest = await manifest_at(session, origin)
+            assert manifest.type == "dynamic"
+            assert manifest.availability_start_time == origin.broadcast_start
+            first = origin.listed_segments()[0]
+            for rep in manifest.representations():
+                kind = rep.content_type
+                template = rep.template
+                assert template is not None
+                assert template.presentation_time_offset == 0
+                # startNumber is the window's first segment, not segment 0's number ...
+                assert template.start_number == origin.segment_key(kind, first) == first + 1
+                # ... and that file is still the segment of that absolute number.
+                url = rep.media_url(number=template.start_number)
+                status, _, body = await get(session, url)
+                assert status == 200
+                tfdt = parse_fragment(body).base_media_decode_time
+                assert tfdt == origin.broadcast.media_time(kind, first)[0]
+                assert (await get(session, origin.segment_url(kind, 0)))[0] == 200
+            firsts.append(first)
+        assert firsts[1] - firsts[0] == 10  # 20 s of 2 s segments later
+        # The end: the static manifest describes the whole broadcast from its first number.
+        clock.set(origin.duration + 1)
+        manifest = await manifest_at(session, origin)
+        assert manifest.type == "static"
+        assert {rep.template.start_number for rep in manifest.representations()} == {1}  # type: ignore[union-attr]
+    # Without an end signal (Shaka's own way) the frozen manifest keeps its last window's number.
+    config = config_for(
+        "number_duration",
+        broadcast_duration=40.0,
+        already_broadcast=60.0,
+        window=4,
+        signal_end=False,
+        start_number_follows_window=True,
+    )
+    async with (
+        Origin(config, ManualClock(), media=constant_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        manifest = await manifest_at(session, origin)
+        assert manifest.type == "dynamic"
+        numbers = {rep.template.start_number for rep in manifest.representations()}  # type: ignore[union-attr]
+        assert numbers == {origin.segment_count - 4 + 1}
+
+
+async def test_start_number_follows_window_leaves_other_shapes_alone(
+    test_media: TestMedia,
+) -> None:
+    for follows in (False, True):
+        config = OriginConfig(
+            shape="time", already_broadcast=30.0, start_number_follows_window=follows
+        )
+        async with (
+            Origin(config, ManualClock(), media=test_media) as origin,
+            aiohttp.ClientSession() as session,
+        ):
+            body = await _raw(session, origin)
+            assert b"startNumber" not in body
+
+
+def test_command_line_flags_for_packager_habits() -> None:
+    args = build_parser().parse_args(
+        [
+            "--shape",
+            "number_duration",
+            "--last-sample-duration-zero",
+            "--start-number-follows-window",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.last_sample_duration_zero and config.start_number_follows_window
+    defaults = config_from_args(build_parser().parse_args([]))
+    assert not defaults.last_sample_duration_zero and not defaults.start_number_follows_window

@@ -297,6 +297,141 @@ def rewrite_fragment(
     return bytes(out)
 
 
+def zero_last_sample_duration(data: bytes, default_sample_duration: int | None = None) -> bytes:
+    """Copy of a media segment whose last sample of each track lasts 0 ticks, tfdt untouched.
+
+    This is what nginx-rtmp writes: it closes a fragment before the next frame exists, so the
+    last sample's duration (the gap to the next sample) is unknown and written as 0, and
+    tfdt + sum of durations ends one sample short of the next segment. Only the segment's last
+    sample per track is affected: inside a segment the next sample exists, so a multi-moof
+    segment keeps the durations of its earlier runs.
+
+    Where that last run carries per-sample durations the change is a 4-byte write in place and
+    every box keeps its size. A run relying on a default duration (tfhd or trex; ffmpeg's video
+    fragments do) has no field to zero: such runs are first given explicit durations
+    (``explicit_sample_durations``), which grows the moof by 4 bytes a sample.
+    """
+    if _runs_without_durations(data):
+        data = explicit_sample_durations(data, default_sample_duration)
+    out = bytearray(data)
+    last: dict[int, int] = {}  # track_id -> offset of its last sample's duration field
+    for moof in iter_boxes(out):
+        if moof.type != b"moof":
+            continue
+        for traf in iter_boxes(out, moof.payload, moof.end):
+            if traf.type != b"traf":
+                continue
+            track_id: int | None = None
+            for sub in iter_boxes(out, traf.payload, traf.end):
+                if sub.type == b"tfhd":
+                    track_id = _U32.unpack_from(out, sub.payload + 4)[0]
+                elif sub.type == b"trun" and track_id is not None:
+                    flags = _U32.unpack_from(out, sub.payload)[0] & 0xFFFFFF
+                    count = _U32.unpack_from(out, sub.payload + 4)[0]
+                    if count:
+                        first_entry, per_sample = _trun_layout(sub.payload, flags)
+                        last[track_id] = first_entry + (count - 1) * per_sample
+    for pos in last.values():
+        _U32.pack_into(out, pos, 0)  # duration is the first field of a sample entry
+    return bytes(out)
+
+
+def explicit_sample_durations(data: bytes, default_sample_duration: int | None = None) -> bytes:
+    """Copy of a media segment where every trun carries per-sample durations.
+
+    Runs without them take the tfhd default duration, else ``default_sample_duration`` (the
+    init segment's trex default). The grown moofs get their sizes and moof-relative data
+    offsets fixed; the mdat bytes are unchanged.
+    """
+    parts: list[bytes] = []
+    for top in iter_boxes(data):
+        if top.type != b"moof" or not _runs_without_durations(data, top):
+            parts.append(data[top.start : top.end])
+            continue
+        children: list[bytes] = []
+        growth = 0
+        for child in iter_boxes(data, top.payload, top.end):
+            if child.type != b"traf":
+                children.append(data[child.start : child.end])
+                continue
+            default = _tfhd_default_duration(data, child)
+            if default is None:
+                default = default_sample_duration
+            traf_parts: list[bytes] = []
+            for sub in iter_boxes(data, child.payload, child.end):
+                if sub.type != b"trun":
+                    traf_parts.append(data[sub.start : sub.end])
+                    continue
+                flags = _U32.unpack_from(data, sub.payload)[0] & 0xFFFFFF
+                if flags & TRUN_SAMPLE_DURATION:
+                    traf_parts.append(data[sub.start : sub.end])
+                    continue
+                if default is None:
+                    raise Mp4Error("trun has no durations and no default duration is known")
+                trun = _with_durations(data, sub, flags, default)
+                growth += len(trun) - (sub.end - sub.start)
+                traf_parts.append(trun)
+            children.append(box(b"traf", *traf_parts))
+        moof = bytearray(box(b"moof", *children))
+        _shift_trun_offsets(moof, growth)
+        parts.append(bytes(moof))
+    return b"".join(parts)
+
+
+def _trun_layout(payload: int, flags: int) -> tuple[int, int]:
+    """(offset of the first sample entry, bytes per sample entry) of a trun."""
+    first = payload + 8
+    first += 4 if flags & TRUN_DATA_OFFSET else 0
+    first += 4 if flags & TRUN_FIRST_SAMPLE_FLAGS else 0
+    fields = (TRUN_SAMPLE_DURATION, TRUN_SAMPLE_SIZE, TRUN_SAMPLE_FLAGS, TRUN_SAMPLE_CTO)
+    return first, 4 * sum(1 for bit in fields if flags & bit)
+
+
+def _runs_without_durations(data: bytes, moof: BoxSpan | None = None) -> bool:
+    """Whether a trun (in ``moof``, or anywhere in ``data``) relies on a default duration."""
+    moofs = [moof] if moof is not None else [b for b in iter_boxes(data) if b.type == b"moof"]
+    for m in moofs:
+        for traf in iter_boxes(data, m.payload, m.end):
+            if traf.type != b"traf":
+                continue
+            for sub in iter_boxes(data, traf.payload, traf.end):
+                if sub.type == b"trun" and not _U32.unpack_from(data, sub.payload)[0] & (
+                    TRUN_SAMPLE_DURATION
+                ):
+                    return True
+    return False
+
+
+def _tfhd_default_duration(data: bytes, traf: BoxSpan) -> int | None:
+    for sub in iter_boxes(data, traf.payload, traf.end):
+        if sub.type != b"tfhd":
+            continue
+        flags = _U32.unpack_from(data, sub.payload)[0] & 0xFFFFFF
+        if flags & _TFHD_BASE_DATA_OFFSET:
+            # An absolute data offset would point into the moved mdat: not worth supporting
+            # for test media, which never uses one.
+            raise Mp4Error("tfhd base_data_offset is not supported when growing a moof")
+        if not flags & _TFHD_DEFAULT_SAMPLE_DURATION:
+            return None
+        pos = sub.payload + 8 + (4 if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX else 0)
+        return _U32.unpack_from(data, pos)[0]
+    raise Mp4Error("traf has no tfhd")
+
+
+def _with_durations(data: bytes, trun: BoxSpan, flags: int, duration: int) -> bytes:
+    """The trun rewritten with ``duration`` written into every sample entry."""
+    version = data[trun.payload]
+    count = _U32.unpack_from(data, trun.payload + 4)[0]
+    first, per_sample = _trun_layout(trun.payload, flags)
+    entries = bytearray()
+    for i in range(count):
+        start = first + i * per_sample
+        # duration comes first in a sample entry, before size, flags and composition offset
+        entries += _U32.pack(duration) + data[start : start + per_sample]
+    header = data[trun.payload + 4 : first]  # sample count, data offset, first sample flags
+    return full_box(b"trun", version, flags | TRUN_SAMPLE_DURATION, header, bytes(entries))
+
+
 def _widen_tfdt(data: bytes, delta: int) -> bytes:
     """Rebuild each moof with version-1 tfdt boxes holding old + delta."""
     parts: list[bytes] = []

@@ -26,6 +26,10 @@ What the server does (see :mod:`instarec.testing.mpd` for the timeline and the m
   ``end_signal_manifest_404_after`` virtual seconds after the end (not the static shape).
 * Instagram shape with ``signed=True``: every URL carries ``?oh=...&oe=...``; a request
   without it or with a wrong one gets 403.
+* Packager habits, off by default: ``last_sample_duration_zero`` (nginx-rtmp: the last sample
+  of every segment lasts 0, and segment 0 of a ``$Time$`` shape is named 0) and
+  ``start_number_follows_window`` (Shaka Packager: a number_duration ``startNumber`` that
+  moves with the window while the files keep their numbers).
 * Faults (:class:`FaultConfig`): 503, 429 + Retry-After, TCP reset before or during the body,
   truncated body, slow first byte, per-request latency, and manifest failures, seeded per URL
   and attempt; every answer is kept in :attr:`Origin.request_log`.
@@ -45,17 +49,21 @@ import struct
 import sys
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
+from lxml import etree
 
+from instarec.mp4 import parse_init
+from instarec.testing import fmp4
 from instarec.testing.clock import Clock, ManualClock, SpeedClock
 from instarec.testing.faults import Fault, FaultConfig, FaultPlan
-from instarec.testing.media import MediaSpec, TestMedia, generate_media
+from instarec.testing.media import LoopedMedia, MediaSpec, TestMedia, generate_media
 from instarec.testing.mpd import (
+    DASH_NS,
     EPOCH,
     SHAPES,
     Broadcast,
@@ -116,6 +124,12 @@ class OriginConfig:
     timescale: int | None = None
     publish_frame_time: bool = True  # instagram: publishFrameTime and firstAvTimeMs present
     request_log_size: int = 100_000  # entries kept in Origin.request_log (oldest dropped)
+    # True imitates nginx-rtmp: the last sample of every media segment lasts 0 in its trun
+    # (tfdt unchanged), and in the $Time$ shapes segment 0 is named $Time$ 0 whatever its tfdt.
+    last_sample_duration_zero: bool = False
+    # True imitates Shaka Packager's --segment_template_constant_duration (number_duration
+    # only): the live startNumber is the first listed segment's number, files keep theirs.
+    start_number_follows_window: bool = False
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -236,10 +250,14 @@ class _Counters:
 
 
 class _SegmentCache:
-    """A small LRU of segment bytes: memory stays flat over long broadcasts."""
+    """A small LRU of segment bytes: memory stays flat over long broadcasts.
 
-    def __init__(self, media: object, size: int) -> None:
-        self._media = media
+    ``load(kind, i)`` makes the bytes as served, packager habits applied: the key can stay
+    (kind, i) because one cache serves one origin, whose configuration never changes.
+    """
+
+    def __init__(self, load: Callable[[str, int], bytes], size: int) -> None:
+        self._load = load
         self._size = max(size, 1)
         self._data: collections.OrderedDict[tuple[str, int], bytes] = collections.OrderedDict()
 
@@ -249,7 +267,7 @@ class _SegmentCache:
         if data is not None:
             self._data.move_to_end(key)
             return data
-        data = self._media.segment_bytes(kind, i)  # type: ignore[attr-defined]
+        data = self._load(kind, i)
         self._data[key] = data
         if len(self._data) > self._size:
             self._data.popitem(last=False)
@@ -377,7 +395,8 @@ class Origin:
         signed = cfg.shape == "instagram" and cfg.signed
         # Expiry (oe) far in the real future, hex like the CDN's.
         expiry = format(int(time.time()) + 7 * 86400, "x")
-        self._broadcast = Broadcast(
+        broadcast_class = _FirstNamedZero if cfg.last_sample_duration_zero else Broadcast
+        self._broadcast = broadcast_class(
             looped,
             _describe_tracks(media, cfg.media, cfg.shape),
             shape=cfg.shape,
@@ -393,7 +412,8 @@ class Origin:
             timescale=cfg.timescale,
             publish_frame_time=cfg.publish_frame_time,
         )
-        self._cache = _SegmentCache(looped, cfg.segment_cache)
+        load = _zeroing_last_durations(looped, media) if cfg.last_sample_duration_zero else None
+        self._cache = _SegmentCache(load or looped.segment_bytes, cfg.segment_cache)
         if media.video is not None:
             self._tracks["video"] = media.video.init
         if media.audio is not None:
@@ -633,6 +653,8 @@ class Origin:
         body, ended_header = render_manifest(
             b, now, time_url=self.url("/time"), signal_end=self.config.signal_end
         )
+        if self.config.start_number_follows_window and b.shape == "number_duration":
+            body = _start_number_of_window(body, b, now)
         headers = {"Cache-Control": "no-cache"}
         if ended_header:
             headers[BROADCAST_ENDED_HEADER] = "1"
@@ -763,6 +785,58 @@ class Origin:
         )
 
 
+def _zeroing_last_durations(looped: LoopedMedia, media: TestMedia) -> Callable[[str, int], bytes]:
+    """A segment loader giving the last sample of each segment duration 0 (nginx-rtmp).
+
+    The rewrite runs once per cache miss. The trex default duration is passed for runs that
+    carry no durations and no tfhd default (the test media's have a tfhd default).
+    """
+    defaults = {t.kind: parse_init(t.init).default_sample_duration for t in media.tracks()}
+
+    def load(kind: str, i: int) -> bytes:
+        return fmp4.zero_last_sample_duration(looped.segment_bytes(kind, i), defaults[kind])
+
+    return load
+
+
+class _FirstNamedZero(Broadcast):
+    """nginx-rtmp's naming: the first fragment of a ``$Time$`` stream is named 0.
+
+    nginx-rtmp names the first fragment after the stream's first timestamp (the audio's 0)
+    while its video tfdt is later (21 ms), and every later fragment after its own tfdt. So in
+    the generic ``$Time$`` shapes segment 0 is ``$Time$`` 0 and its ``S`` runs from 0 to the next
+    segment's time; its bytes keep the real tfdt. Without ``timeline_offset`` segment 0 starts
+    at 0 anyway and nothing changes. The keys and the ``S`` entries both come from
+    ``mpd_time``, so overriding it renames the segment everywhere (URL, route, manifest).
+    """
+
+    def mpd_time(self, kind: str, i: int) -> tuple[int, int]:
+        t, d = super().mpd_time(kind, i)
+        if i == 0 and self.shape in ("time", "static"):
+            return 0, t + d
+        return t, d
+
+
+def _start_number_of_window(body: bytes, b: Broadcast, now: float) -> bytes:
+    """The manifest with SegmentTemplate@startNumber set to its window's first number.
+
+    Shaka Packager under ``--segment_template_constant_duration`` writes the number of its
+    window's first segment there on every refresh, while the files keep their numbers and
+    media times, availabilityStartTime stays the broadcast start and there is no
+    presentationTimeOffset. Live manifests only: a static one (the end, with ``signal_end``)
+    describes the whole presentation from the period start, so it keeps the broadcast's own
+    startNumber (Shaka never turns static by itself, so it shows nothing else to imitate).
+    """
+    root = etree.fromstring(body)
+    if root.get("type") != "dynamic":
+        return body
+    # number_duration numbers both tracks alike: one number for the whole window.
+    first = b.key(b.reference, b.listed(now)[0])
+    for template in root.iter(f"{{{DASH_NS}}}SegmentTemplate"):
+        template.set("startNumber", str(first))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
 def _reset(request: web.Request) -> None:
     """Drop the connection with a TCP RST (SO_LINGER 0): the client sees ECONNRESET."""
     transport = request.transport
@@ -824,6 +898,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--end-404-after", type=float, default=30.0, help="manifest 404 this long after the end")
     add("--unsigned", action="store_true", help="instagram: do not require oh/oe")
     add("--start-number", type=int, default=1)
+    add(
+        "--last-sample-duration-zero",
+        action="store_true",
+        help="nginx-rtmp: the last sample of every segment lasts 0 in its trun; "
+        "$Time$ shapes name segment 0 $Time$ 0",
+    )
+    add(
+        "--start-number-follows-window",
+        action="store_true",
+        help="number_duration, as Shaka Packager: startNumber is the window's first number",
+    )
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=0, help="0 picks a free port")
     add("--media-duration", type=float, default=30.0, help="seconds of source media to encode")
@@ -899,6 +984,8 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         timeline_offset=args.timeline_offset,
         timescale=args.timescale,
         publish_frame_time=not args.no_publish_frame_time,
+        last_sample_duration_zero=args.last_sample_duration_zero,
+        start_number_follows_window=args.start_number_follows_window,
     )
 
 
