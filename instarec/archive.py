@@ -207,13 +207,15 @@ async def search_times(
 
     Up to ``max_in_flight`` probes (at most ``chunk_size``) are in flight at once, and a new
     candidate starts as soon as any probe answers, so one stalled request holds up only itself.
-    Once a hit is found no new candidate starts, but every probe already started is waited for
-    (asked again while its answer is unknown): a nearer segment among them must not be passed
-    over. ``pick`` chooses among those hits (the earliest time forward, the latest backward).
+    Once a hit is found no new candidate starts, but every probe already started that could
+    give a hit ``pick`` prefers is waited for (asked again while its answer is unknown): a
+    nearer segment among them must not be passed over; the others are stopped. ``pick``
+    chooses among those hits (the earliest time forward, the latest backward).
     """
     width = max(1, min(limits.max_in_flight, limits.chunk_size))
     hits: list[int] = []
     running: dict[asyncio.Task[bool], int] = {}
+    stopped: list[asyncio.Task[bool]] = []
     exhausted = False
     try:
         while True:
@@ -230,11 +232,20 @@ async def search_times(
                 value = running.pop(task)
                 if task.result():
                     hits.append(value)
+            if hits:
+                # A probe whose hit ``pick`` would not prefer cannot change the answer: stop
+                # it rather than wait out its retries.
+                best = pick(hits)
+                for task, value in list(running.items()):
+                    if pick([best, value]) == best:
+                        task.cancel()
+                        stopped.append(task)
+                        del running[task]
     finally:
         for task in running:
             task.cancel()
-        if running:
-            await asyncio.wait(running)
+        if running or stopped:
+            await asyncio.wait([*running, *stopped])
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +413,7 @@ async def find_first_time(
     ``probe``; the recorder fetches the segment itself, which the chain needs anyway): when one
     answers, no search is needed. Otherwise walk backward from the window one segment at a
     time, probing the times where the previous segment most likely starts; stop when none
-    answers within three typical durations (or the miss threshold). ``on_found`` is told of
+    answers within the miss threshold. ``on_found`` is told of
     every segment start the walk finds, as it finds it.
     """
     hints = list(hints)
@@ -447,8 +458,12 @@ def reaches_start(
 
 
 def _backward_reach(typical_duration: int, limits: SearchLimits) -> int:
-    """How far below a found segment ``find_first_time`` looks for an older one."""
-    return min(3 * typical_duration, limits.miss_threshold)
+    """How far below a found segment ``find_first_time`` looks for an older one.
+
+    The miss threshold, at least two segments: a hole of a few segments in the past must not
+    pass for the start of the broadcast.
+    """
+    return max(2 * typical_duration, limits.miss_threshold)
 
 
 def _on_grid(duration: int, grid: float | None) -> int:

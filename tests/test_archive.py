@@ -262,6 +262,21 @@ async def test_the_backward_walk_reports_each_segment_as_it_finds_it() -> None:
     assert found == starts[29:19:-1]  # newest first, each as the walk reached it
 
 
+async def test_the_backward_walk_crosses_a_hole_of_several_segments() -> None:
+    # Four lost segments (8 s) in the past of a timeline far from 0: not the broadcast's start.
+    starts = [s + 5_000_000 for s in make_timeline(40, seed=12)]
+    server = TimeServer(starts, missing=set(starts[10:14]))
+    first = await find_first_time(
+        server.probe,
+        hints=[0],
+        first_listed=starts[30],
+        typical_duration=2000,
+        frame_ticks=1000 / 30,
+        limits=SearchLimits(miss_threshold=30000),
+    )
+    assert first == starts[0]
+
+
 def test_the_first_segment_is_the_start_when_the_search_reached_time_zero() -> None:
     limits = SearchLimits(miss_threshold=30000)
     # MPEG-TS times: the broadcast's first segment at 1.4 s, nothing between 0 and it.
@@ -436,6 +451,21 @@ async def test_a_hit_waits_for_nearer_candidates_in_flight() -> None:
 
     found = await search_times(probe, iter([41, 42, 43]), SearchLimits(max_in_flight=3))
     assert found == 41
+
+
+async def test_a_hit_stops_the_probes_that_cannot_beat_it() -> None:
+    # Searching backward (pick=max): 39 answers first; 38 stalls but could only lose to it.
+    stalled = asyncio.Event()
+
+    async def probe(value: int) -> Presence:
+        if value == 38:
+            await stalled.wait()  # never set: only cancelling ends it
+        return Presence.PRESENT if value in (38, 39) else Presence.ABSENT
+
+    found = await asyncio.wait_for(
+        search_times(probe, iter([39, 38, 37]), SearchLimits(max_in_flight=3), pick=max), 5
+    )
+    assert found == 39
 
 
 def test_miss_threshold_is_milliseconds_of_media_in_every_timescale() -> None:
