@@ -425,14 +425,26 @@ async def find_first_time(
     lowest = min([0, *hints])
     oldest = first_listed
     reach = _backward_reach(typical_duration, limits)
+    # Most steps find the previous segment within a few frames of one usual length back: a
+    # few probes at a time there keep each step to a round trip or two (a walk slower than a
+    # server's retention loses the oldest segments); only then the whole reach, at full width.
+    near = replace(limits, max_in_flight=min(limits.max_in_flight, _WALK_NEAR_WIDTH))
     while oldest > lowest:
         low = max(lowest, oldest - reach)
         expected = max(low, oldest - _on_grid(typical_duration, frame_ticks))
-        candidates = candidate_times(expected, low=low, high=oldest - 1, grid=frame_ticks)
-        if frame_ticks:
-            # Starts sit on the frame grid: probing only grid times keeps a miss cheap.
-            candidates = _grid_only(candidates, expected, frame_ticks)
-        found = await search_times(probe, candidates, limits, pick=max)
+        half = max(1, typical_duration // 2)
+        found = await search_times(
+            probe,
+            _walk_candidates(
+                expected, max(low, expected - half), min(oldest - 1, expected + half), frame_ticks
+            ),
+            near,
+            pick=max,
+        )
+        if found is None:
+            found = await search_times(
+                probe, _walk_candidates(expected, low, oldest - 1, frame_ticks), limits, pick=max
+            )
         if found is None:
             break
         oldest = found
@@ -464,6 +476,17 @@ def _backward_reach(typical_duration: int, limits: SearchLimits) -> int:
     pass for the start of the broadcast.
     """
     return max(2 * typical_duration, limits.miss_threshold)
+
+
+_WALK_NEAR_WIDTH = 8
+
+
+def _walk_candidates(expected: int, low: int, high: int, grid: float | None) -> Iterator[int]:
+    candidates = candidate_times(expected, low=low, high=high, grid=grid)
+    if grid:
+        # Starts sit on the frame grid: probing only grid times keeps a miss cheap.
+        return _grid_only(candidates, expected, grid)
+    return candidates
 
 
 def _on_grid(duration: int, grid: float | None) -> int:

@@ -428,7 +428,7 @@ class Recording:
         limits = self.limits.in_timescale(template.timescale)
         # Fetching a listed segment first teaches the time mapping (rounding, offset) and
         # whether segments hold several moofs, before any time is derived.
-        frame = await self._frame_ticks(timeline, segments[0])
+        frame = await self._listed_frame_ticks(timeline, segments)
         hints = list(dict.fromkeys(self._start_hints(first, template.timescale, timeline)))
         probe = self._time_probe(timeline)
         start = await find_first_time(
@@ -538,6 +538,20 @@ class Recording:
         yield timeline.time_offset
         yield 0
 
+    async def _listed_frame_ticks(
+        self, timeline: Timeline, segments: list[MediaSegment]
+    ) -> float | None:
+        """One frame's length, read from the first listed segments that answer.
+
+        The first listed one may be a hole: without the frame grid every search would probe
+        every tick.
+        """
+        for segment in segments[:_FRAME_SOURCES]:
+            frame = await self._frame_ticks(timeline, segment)
+            if frame is not None:
+                return frame
+        return None
+
     async def _frame_ticks(self, timeline: Timeline, segment: MediaSegment) -> float | None:
         if segment.time is None:
             return None
@@ -547,9 +561,12 @@ class Recording:
         try:
             info = await future
         except NetworkError as exc:
-            log.debug("%s: the first listed segment failed: %s", timeline.kind, exc)
+            log.debug("%s: listed segment %d failed: %s", timeline.kind, segment.time, exc)
+            info = None
+        if info is None:
+            timeline.discard(segment.time)  # the listing offers it again, as any listed one
             return None
-        if info is None or not info.sample_count or timeline.init is None:
+        if not info.sample_count or timeline.init is None:
             return None
         return info.duration / info.sample_count * timeline.timescale / timeline.init.timescale
 
@@ -674,6 +691,10 @@ class Recording:
             log.debug("probe failed for %s: %s", url, exc)
             return Presence.UNKNOWN
         return Presence.PRESENT if present else Presence.ABSENT
+
+
+# Listed segments tried for the frame length before the searches go on without the grid.
+_FRAME_SOURCES = 4
 
 
 def _typical_ticks(segments: list[MediaSegment], timescale: int) -> int:

@@ -21,14 +21,19 @@ The checks use only the origin's own model and request log, PyAV on the output f
 summary JSON (never the recorder's logs):
 
 * every frame of every segment the origin still served while the recorder ran is in the file,
-  video and audio, each segment whole, no frame twice, nothing from a configured hole;
+  video and audio, each segment whole, no frame twice, nothing from a configured hole (a run
+  started after the manifest of an ended broadcast went 404 is owed nothing new);
 * the tracks start and end together (within a segment);
-* the summary's missing ranges are exactly the configured holes inside the recorded span
-  (adjacent holes merged), no zero-length range, nothing else;
-* after a resume, no segment body is served again except those in flight at the kill;
+* the summary's missing ranges are exactly the holes inside the recorded span (adjacent holes
+  merged), no zero-length range, nothing else;
+* no segment body is served twice to one run, and after a resume none is served again except
+  those in flight at the kill;
 * after Ctrl+C: exit 130, the file holds every segment served before the signal, nothing that
-  was never served, and its holes are reported as missing;
+  was never served, and its holes are reported as missing (a recorder that finished before
+  the interruption point never got the signal and must exit 0);
 * the recording ends within a wall-time limit derived from the case.
+
+``docs/chaos.md`` describes the draw, the checks and how to add a combination to the matrix.
 
 A failing seed prints ``python -m instarec.testing.chaos --seed K`` and what was violated; the
 exit status is 1 when any seed failed.
@@ -51,12 +56,14 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from instarec.testing.faults import FaultConfig
+from instarec.testing.fmp4 import read_samples
 from instarec.testing.media import MediaSpec, TestMedia, generate_media
 from instarec.testing.origin import Origin, OriginConfig, RequestRecord
 
@@ -72,9 +79,9 @@ __all__ = [
 
 REPRODUCE = "python -m instarec.testing.chaos --seed {seed}"
 
-# Seeds whose draw is the field failure of the issue (instagram and generic $Time$): found by
-# drawing, listed so the suite can run them by name.
-FIELD_FAILURE_SEEDS: tuple[int, ...] = ()
+# Seeds whose draw is the field failure of the issue, the first of each shape: 2 (instagram)
+# and 4 (generic $Time$). Found by drawing (`--show 2 4`), listed so the suite runs them by name.
+FIELD_FAILURE_SEEDS: tuple[int, ...] = (2, 4)
 
 # A segment the recorder could reach for less than this many real seconds is not owed: it
 # covers the start of a process, one fault retry and the recorder's first steps.
@@ -84,6 +91,7 @@ _TIME_TOLERANCE = 0.003
 _RANGE_TOLERANCE = 0.05
 # A body served this close before SIGKILL may not have reached the recorder's journal.
 _IN_FLIGHT = 1.0
+_SIGNATURE_SAMPLES = 8  # sizes of a segment's first samples that identify it in the loop
 _DRAIN_LIMIT = 45.0  # real seconds from SIGINT to exit: the recorder's drain plus a merge
 
 
@@ -372,10 +380,12 @@ def build_config(case: ChaosCase, media: TestMedia) -> OriginConfig:
 
 @dataclass(frozen=True, slots=True)
 class FileTimes:
-    """Packet start times (seconds, sorted) per track kind, as PyAV demuxes the file."""
+    """Packet start times (seconds, sorted) per track kind, as PyAV demuxes the file, and the
+    packets' sizes in the same order."""
 
     tracks: dict[str, list[float]]
     error: str | None = None
+    sizes: dict[str, list[int]] = field(default_factory=dict)
 
 
 def inspect_file(path: Path) -> FileTimes:
@@ -384,7 +394,8 @@ def inspect_file(path: Path) -> FileTimes:
         import av
     except ImportError as exc:  # the test extra brings PyAV
         return FileTimes({}, f"PyAV is not installed ({exc}): pip install 'instarec[test]'")
-    times: dict[str, list[float]] = {}
+    packets: dict[str, list[tuple[float, int]]] = {}
+    error = None
     try:
         with av.open(str(path)) as container:
             streams = [*container.streams.video[:1], *container.streams.audio[:1]]
@@ -392,12 +403,17 @@ def inspect_file(path: Path) -> FileTimes:
                 if packet.pts is None or packet.size == 0:
                     continue
                 kind = packet.stream.type
-                times.setdefault(kind, []).append(float(packet.pts * packet.time_base))
+                t = float(packet.pts * packet.time_base)
+                packets.setdefault(kind, []).append((t, packet.size))
     except av.error.FFmpegError as exc:
-        return FileTimes(times, f"PyAV cannot read {path.name}: {exc}")
-    for values in times.values():
+        error = f"PyAV cannot read {path.name}: {exc}"
+    for values in packets.values():
         values.sort()
-    return FileTimes(times)
+    return FileTimes(
+        {kind: [t for t, _ in v] for kind, v in packets.items()},
+        error,
+        {kind: [size for _, size in v] for kind, v in packets.items()},
+    )
 
 
 # -- the origin's model ----------------------------------------------------------------------------
@@ -405,18 +421,30 @@ def inspect_file(path: Path) -> FileTimes:
 
 @dataclass(frozen=True, slots=True)
 class TrackModel:
-    """Segment times and sizes of one track, in seconds of the track's media clock."""
+    """Segment times and sizes of one track, in seconds of the track's media clock.
+
+    ``signatures`` holds the sizes of the first samples of each source segment of the looped
+    media (segment ``i`` is source ``i % len(signatures)``); empty: not known.
+    """
 
     kind: str
     starts: list[float]
     ends: list[float]
     frames: list[int]
+    signatures: tuple[tuple[int, ...], ...] = ()
 
     def index_at(self, t: float) -> int | None:
         i = bisect.bisect_right(self.starts, t + _TIME_TOLERANCE) - 1
         if i < 0 or t > self.ends[i] + _TIME_TOLERANCE:
             return None
         return i
+
+    def starts_like(self, i: int, sizes: Sequence[int]) -> bool:
+        """Whether packets of these sizes can be the first ones of segment ``i``."""
+        if not self.signatures:
+            return True
+        signature = self.signatures[i % len(self.signatures)]
+        return tuple(sizes[: len(signature)]) == signature[: len(sizes)]
 
 
 def track_models(origin: Origin) -> dict[str, TrackModel]:
@@ -428,9 +456,12 @@ def track_models(origin: Origin) -> dict[str, TrackModel]:
         infos = [media.segment_info(track.kind, i) for i in range(origin.segment_count)]  # type: ignore[attr-defined]
         starts = [info.t / track.timescale for info in infos]
         ends = [(info.t + info.d) / track.timescale for info in infos]
-        models[track.kind] = TrackModel(
-            track.kind, starts, ends, [info.sample_count for info in infos]
+        signatures = tuple(
+            tuple(s.size for s in read_samples(track.segment_data(j))[:_SIGNATURE_SAMPLES])
+            for j in range(test_media.source_count)
         )
+        frames = [info.sample_count for info in infos]
+        models[track.kind] = TrackModel(track.kind, starts, ends, frames, signatures)
     return models
 
 
@@ -636,7 +667,11 @@ async def run_case(
         if origin.request_log_dropped:
             notes.append(f"the request log dropped {origin.request_log_dropped} entries")
         checker = Checker(case, origin, models, runs, served, limit)
-        violations = checker.check(output, summary_path)
+        try:
+            violations = checker.check(output, summary_path)
+        except Exception as exc:  # noqa: BLE001 - a checker bug fails its seed, not the run
+            detail = "".join(traceback.format_exception(exc)[-3:]).strip()
+            violations = [f"the checker raised {exc!r} (a runner bug): {detail}"]
         notes += checker.notes
     return CaseResult(case, tuple(violations), tuple(notes), time.monotonic() - began, workdir)
 
@@ -690,8 +725,8 @@ class Checker:
         if times.error is not None:
             violations.append(times.error)
             return violations
-        present = self._segments_in_file(times, violations)
-        if self.case.interruption == "sigint":
+        present = self._segments_in_file(times, summary, violations)
+        if self._signalled():
             violations += self._sigint_content(present)
         else:
             violations += self._content(present)
@@ -702,6 +737,10 @@ class Checker:
         return violations
 
     # -- processes and summary
+
+    def _signalled(self) -> bool:
+        """Whether the recorder got its Ctrl+C (not when it finished before the point)."""
+        return self.case.interruption == "sigint" and self.runs[0].interrupted_at is not None
 
     def _process_checks(self) -> list[str]:
         problems = []
@@ -714,7 +753,9 @@ class Checker:
             )
         elif wall > self.limit:
             problems.append(f"wall time {wall:.1f} s over the limit of {self.limit:.0f} s")
-        expected_code = 130 if self.case.interruption == "sigint" else 0
+        # A recorder that finished before the interruption point never got the signal: it
+        # owes a normal exit (it was expected to say 130 for a Ctrl+C it never saw).
+        expected_code = 130 if self._signalled() else 0
         if final.returncode is not None and final.returncode != expected_code:
             tail = final.stderr_tail.strip().splitlines()[-3:]
             problems.append(f"exit status {final.returncode}, expected {expected_code}: {tail}")
@@ -733,31 +774,63 @@ class Checker:
         except json.JSONDecodeError as exc:
             violations.append(f"the summary file is not JSON: {exc}")
             return None
-        interrupted = self.case.interruption == "sigint" and self.runs[0].interrupted_at
-        if bool(summary.get("interrupted")) != bool(interrupted):
+        if bool(summary.get("interrupted")) != self._signalled():
             violations.append(f"summary says interrupted={summary.get('interrupted')}")
         return summary
 
     # -- the file against the model
 
-    def _offset(self) -> float | None:
-        """Media-clock time of the file's zero: the earliest first segment served, any track."""
-        firsts = []
-        for kind, model in self.models.items():
-            indexes = [
+    def _served_indexes(self, kind: str) -> list[int]:
+        """Indexes of the ``kind`` segments the origin served in full, sorted."""
+        return sorted(
+            {
                 s.index
                 for s in self.served
                 if s.kind == "media" and s.track == kind and s.complete and s.index is not None
-            ]
-            if indexes:
-                firsts.append(model.starts[min(indexes)])
-        return min(firsts) if firsts else None
+            }
+        )
+
+    def _offset(self, times: FileTimes, summary: dict[str, Any] | None) -> float | None:
+        """Media-clock time of the file's zero.
+
+        The file starts with the first frame of a segment the origin served in full, but not
+        always the earliest one served: a body handed over just before a kill -9 may never
+        reach the recorder's store, and by the resume it may have expired (taking the earliest
+        for the file's start used to shift every packet of such a recording by a segment or
+        more). Frame times cannot tell segments apart (frames are evenly spaced in every
+        track), their sizes can: the file's first packets must have the sizes of the
+        candidate's first samples, which the looped media repeats only once a loop. Of the
+        served segments that match, the one the summary names as the start wins, else the
+        earliest; when none matches, the earliest served.
+        """
+        firsts = [(v[0], kind) for kind, v in times.tracks.items() if v and kind in self.models]
+        if not firsts:
+            return None
+        first, kind = min(firsts)
+        served = self._served_indexes(kind)
+        if not served:
+            return None
+        model = self.models[kind]
+        sizes = times.sizes.get(kind, [])
+        matching = [i for i in served if model.starts_like(i, sizes)] or served
+        claimed = [
+            track["start_seconds"] - times.tracks[track["kind"]][0]
+            for track in (summary or {}).get("tracks", [])
+            if isinstance(track.get("start_seconds"), int | float)
+            and times.tracks.get(track.get("kind"))
+        ]
+
+        def rank(i: int) -> tuple[bool, int]:
+            offset = model.starts[i] - first
+            return (any(abs(offset - c) <= _RANGE_TOLERANCE for c in claimed), -i)
+
+        return model.starts[max(matching, key=rank)] - first
 
     def _segments_in_file(
-        self, times: FileTimes, violations: list[str]
+        self, times: FileTimes, summary: dict[str, Any] | None, violations: list[str]
     ) -> dict[str, dict[int, int]]:
         """Packets per segment index per track; stray and repeated packets are violations."""
-        offset = self._offset()
+        offset = self._offset(times, summary)
         present: dict[str, dict[int, int]] = {kind: {} for kind in self.models}
         if offset is None:
             violations.append("the origin served no media segment in full")
@@ -790,6 +863,13 @@ class Checker:
         b = self.origin.broadcast
         grace = _REACH_GRACE + self.case.faults.slow_max * (self.case.faults.slow > 0)
         retention = self.case.retention
+        # A run started once the manifest of an ended broadcast answers 404 can fetch nothing
+        # new: it merges what the earlier run kept (as documented). A kill late in a long
+        # archive recovery resumes after that point; the run owed nothing, it was not lost.
+        gone = math.inf
+        if b.shape != "static" and self.case.signal_end:
+            gone = b.duration + self.origin.config.end_signal_manifest_404_after
+        runs = [r for r in self.runs if r.virtual_start + grace * self.case.speed <= gone]
         owed = set()
         for i in range(b.count):
             if i in b.gaps:
@@ -798,7 +878,7 @@ class Checker:
             expires = math.inf
             if retention is not None and i + retention < b.count:
                 expires = b.ends[i + retention]
-            for run in self.runs:
+            for run in runs:
                 # A run that ended by itself should have stayed until the end of the broadcast.
                 end = run.interrupted_virtual if run.interrupted_virtual is not None else math.inf
                 reach = min(expires, end) - max(available, run.virtual_start)
@@ -839,7 +919,8 @@ class Checker:
         signalled = self.runs[0].interrupted_at
         for kind in self.models:
             full = [s for s in self.served if s.kind == "media" and s.track == kind and s.complete]
-            before = {s.index for s in full if signalled is None or s.real_time < signalled}
+            # Handed over before the signal: a stalled answer goes out after its arrival.
+            before = {s.index for s in full if signalled is None or self._handed(s) < signalled}
             ever = {s.index for s in full}
             have = set(present[kind])
             lost = sorted(i for i in before - have if i is not None)
@@ -896,18 +977,32 @@ class Checker:
 
     # -- the request log
 
+    def _handed(self, s: RequestRecord) -> float:
+        """The latest real time at which the body of ``s`` can have been handed over.
+
+        The log keeps arrival times; a stalled answer goes out up to ``slow_max`` later.
+        """
+        return s.real_time + (self.case.faults.slow_max if s.fault == "slow" else 0.0)
+
     def _refetches(self) -> list[str]:
         problems = []
         kill = self.runs[0].interrupted_at if self.case.interruption == "kill" else None
+        resumed = self.runs[1].started if kill is not None and len(self.runs) > 1 else None
         first_run: dict[tuple[str, int], float] = {}
         again_same_run: set[tuple[str, int]] = set()
         again_after_resume: list[tuple[str, int]] = []
         seen: dict[tuple[str, int], int] = {}
-        for s in self.served:
+        # The log is in the order the answers were decided, so a stalled answer to the first
+        # run can come after answers to the second: go by arrival, which says whose request it
+        # was.
+        for s in sorted(self.served, key=lambda s: s.real_time):
             if s.kind != "media" or not s.complete or s.index is None or s.track is None:
                 continue
             key = (s.track, s.index)
-            run = 0 if kill is None or s.real_time < kill else 1
+            # Whose request: the second process did not exist before it started, and the
+            # origin shares this event loop, so it can stamp a request of the first process a
+            # few milliseconds after the kill.
+            run = 0 if resumed is None or s.real_time < resumed else 1
             if key in seen:
                 if seen[key] == run:
                     again_same_run.add(key)
@@ -916,9 +1011,8 @@ class Checker:
                 continue
             seen[key] = run
             if run == 0:
-                first_run[key] = s.real_time - (
-                    self.case.faults.slow_max if s.fault == "slow" else 0.0
-                )
+                # A stalled body goes out after its arrival, not before (it was subtracted).
+                first_run[key] = self._handed(s)
         if again_same_run:
             problems.append(
                 f"{len(again_same_run)} segment bodies served twice to one run: "
