@@ -202,8 +202,12 @@ async def search_times(
     limits: SearchLimits,
     *,
     pick: Callable[[list[int]], int] = min,
+    first_hit: bool = False,
 ) -> int | None:
     """Probe candidates, most likely first; return ``pick`` of the hits once a hit is found.
+
+    With ``first_hit`` the first segment found is the answer and the other probes stop: for a
+    caller to whom any segment start in the range will do.
 
     Up to ``max_in_flight`` probes (at most ``chunk_size``) are in flight at once, and a new
     candidate starts as soon as any probe answers, so one stalled request holds up only itself.
@@ -232,6 +236,8 @@ async def search_times(
                 value = running.pop(task)
                 if task.result():
                     hits.append(value)
+            if hits and first_hit:
+                return hits[0]
             if hits:
                 # A probe whose hit ``pick`` would not prefer cannot change the answer: stop
                 # it rather than wait out its retries.
@@ -433,18 +439,16 @@ async def find_first_time(
         low = max(lowest, oldest - reach)
         expected = max(low, oldest - _on_grid(typical_duration, frame_ticks))
         half = max(1, typical_duration // 2)
-        found = await search_times(
-            probe,
-            _walk_candidates(
-                expected, max(low, expected - half), min(oldest - 1, expected + half), frame_ticks
-            ),
-            near,
-            pick=max,
+        likely = _walk_candidates(
+            expected, max(low, expected - half), min(oldest - 1, expected + half), frame_ticks
         )
+        # Any older segment will do, not only the one just before: the chain forward from
+        # the oldest reads every start in between from the media. So the first hit ends a
+        # step, and a stalled probe holds up nothing.
+        found = await search_times(probe, likely, near, first_hit=True)
         if found is None:
-            found = await search_times(
-                probe, _walk_candidates(expected, low, oldest - 1, frame_ticks), limits, pick=max
-            )
+            rest = _walk_candidates(expected, low, oldest - 1, frame_ticks)
+            found = await search_times(probe, rest, limits, first_hit=True)
         if found is None:
             break
         oldest = found

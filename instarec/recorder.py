@@ -519,11 +519,16 @@ class Recording:
         return Presence.PRESENT
 
     def _fetch_found(self, timeline: Timeline, time_value: int) -> None:
-        """Download a segment the backward search found before it can leave the server."""
+        """Download a segment the backward search found before it can leave the server.
+
+        Only downloaded, not made known: the walk may skip segments between two it found,
+        and a chain stops at known ground, so the chain forward must step through it (from
+        the store, not the network) to reach them.
+        """
         for chained in [timeline, *self._derived(timeline)]:
             floor = chained.floor
             chained.floor = time_value if floor is None else min(floor, time_value)
-            self.offer(self._time_ref(chained, time_value, "archive"), urgent=True)
+            self.downloads.submit(self._time_ref(chained, time_value, "archive"), urgent=True)
 
     def _start_hints(self, first: Snapshot, timescale: int, timeline: Timeline) -> Iterator[int]:
         """Where the broadcast's first segment likely is: its first frame time, or time 0."""
