@@ -139,7 +139,7 @@ async def test_second_ctrl_c_exits_at_once_and_keeps_segments(
         broadcast_duration=3600,
         already_broadcast=300,
         media=test_media.spec,
-        faults=FaultConfig(latency=0.4),
+        faults=FaultConfig(latency=1.0),
     )
     clock = ManualClock()
     output = tmp_path / "aborted.mp4"
@@ -149,9 +149,17 @@ async def test_second_ctrl_c_exits_at_once_and_keeps_segments(
         proc = await start_recorder(origin.manifest_url, output)
         await wait_until(lambda: len(journal_keys(segments_dir)) >= 10)
         proc.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.1)
+        # The second one once the first is being handled: downloads of a second each are in
+        # flight then, so it lands while the recorder waits for them, whatever the load.
+        assert proc.stderr is not None
+        seen = b""
+        while b"stopping:" not in seen:
+            line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
+            assert line, seen.decode()[-2000:]
+            seen += line
         proc.send_signal(signal.SIGINT)
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+        _, rest = await asyncio.wait_for(proc.communicate(), timeout=60)
+        stderr = seen + rest
 
     assert proc.returncode == 130, stderr.decode()[-2000:]
     assert b"Traceback" not in stderr
