@@ -400,7 +400,11 @@ class Recording:
         log.info("recovering numbers %d-%d", first, first_listed - 1)
         for timeline in timelines:
             timeline.floor = min(first, timeline.floor if timeline.floor is not None else first)
-            for number in range(first, first_listed):
+        # Oldest first across tracks, not track by track: under a timeline every numbered ref
+        # has the same start, so the queue keeps this order, and a server's retention takes
+        # the oldest numbers of both tracks alike.
+        for number in range(first, first_listed):
+            for timeline in timelines:
                 self.offer(self._number_ref(timeline, number, "archive"))
 
     def _number_ref(self, timeline: Timeline, number: int, origin: str) -> SegmentRef:

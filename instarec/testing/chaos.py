@@ -21,8 +21,9 @@ The checks use only the origin's own model and request log, PyAV on the output f
 summary JSON (never the recorder's logs):
 
 * every frame of every segment the origin still served while the recorder ran is in the file,
-  video and audio, each segment whole, no frame twice, nothing from a configured hole (a run
-  started after the manifest of an ended broadcast went 404 is owed nothing new);
+  video and audio, each segment whole, no frame twice, nothing from a configured hole (a
+  resume that got no manifest owes what the killed run kept; a segment only ever answered
+  with faults until it expired is not owed);
 * the tracks start and end together (within a segment);
 * the summary's missing ranges are exactly the holes inside the recorded span (adjacent holes
   merged), no zero-length range, nothing else;
@@ -91,6 +92,9 @@ _TIME_TOLERANCE = 0.003
 _RANGE_TOLERANCE = 0.05
 # A body served this close before SIGKILL may not have reached the recorder's journal.
 _IN_FLIGHT = 1.0
+# The recorder's retry backoff doubles from 1 s (1, 2, 4, 8 s and a quarter of jitter): asks
+# of one segment this far apart are one retry sequence.
+_RETRY_GAP = 10.0
 _SIGNATURE_SAMPLES = 8  # sizes of a segment's first samples that identify it in the loop
 _DRAIN_LIMIT = 45.0  # real seconds from SIGINT to exit: the recorder's drain plus a merge
 
@@ -650,10 +654,14 @@ async def run_case(
             seen = {"entries": 0, "bodies": 0}
 
             def reached() -> bool:
-                # The log only grows (until its bound): count the new entries only.
+                # Count the new entries only. Past its bound the log drops its oldest entries
+                # and stays as long, so "new" is counted from every entry ever logged (the
+                # length alone stopped moving, and a case with a probe storm was never
+                # interrupted).
                 log = origin.request_log
-                new = log[seen["entries"] :]
-                seen["entries"] = len(log)
+                dropped = origin.request_log_dropped
+                new = log[max(0, seen["entries"] - dropped) :]
+                seen["entries"] = dropped + len(log)
                 seen["bodies"] += sum(1 for s in new if s.kind == "media" and s.complete)
                 return seen["bodies"] >= threshold
 
@@ -863,13 +871,8 @@ class Checker:
         b = self.origin.broadcast
         grace = _REACH_GRACE + self.case.faults.slow_max * (self.case.faults.slow > 0)
         retention = self.case.retention
-        # A run started once the manifest of an ended broadcast answers 404 can fetch nothing
-        # new: it merges what the earlier run kept (as documented). A kill late in a long
-        # archive recovery resumes after that point; the run owed nothing, it was not lost.
-        gone = math.inf
-        if b.shape != "static" and self.case.signal_end:
-            gone = b.duration + self.origin.config.end_signal_manifest_404_after
-        runs = [r for r in self.runs if r.virtual_start + grace * self.case.speed <= gone]
+        # A run that never got a manifest can fetch nothing (see _kept_before_kill).
+        runs = [r for r in self.runs if self._got_manifest(r)]
         owed = set()
         for i in range(b.count):
             if i in b.gaps:
@@ -902,11 +905,87 @@ class Checker:
                 problems.append(f"{kind} frames of configured holes {in_gaps}")
         return problems
 
+    def _got_manifest(self, run: RecorderRun) -> bool:
+        """Whether the origin answered ``run`` a manifest in full."""
+        return any(
+            s.kind == "manifest" and s.complete and run.started <= s.real_time <= run.ended
+            for s in self.served
+        )
+
+    def _lost_to_faults(self, kind: str) -> set[int]:
+        """``kind`` segments the origin never really served: every answer it gave while the
+        segment was fetchable was an injected fault, and the recorder was still asking when
+        it expired: asked again every ``_RETRY_GAP`` real seconds at most, up to an answer
+        404 after its retention ended.
+
+        Retries wait real seconds while retention runs on the sped-up clock: at 12x a segment
+        kept for 28 segments lives under 5 real seconds, which three or four faults in a row
+        and their backoff can outlast. Such a segment is not owed (at real speed it would
+        take a server failing it for a minute). One the recorder stopped asking for while it
+        was still there stays owed.
+        """
+        b = self.origin.broadcast
+        asked: dict[int, list[RequestRecord]] = {}
+        for s in self.served:
+            if s.kind == "media" and s.track == kind and s.method == "GET" and s.index is not None:
+                asked.setdefault(s.index, []).append(s)
+        lost = set()
+        for i, answers in asked.items():
+            if i in b.gaps:
+                continue
+            there = [s for s in answers if b.fetchable(i, s.virtual_time)]
+            expired = [
+                s
+                for s in answers
+                if s.status == 404 and s.fault is None and s.virtual_time >= b.ends[i]
+                if not b.fetchable(i, s.virtual_time)
+            ]
+            if not there or not expired:
+                continue
+            if any(s.fault is None or s.complete for s in there):
+                continue  # served once at least: owed
+            times = sorted(s.real_time for s in [*there, min(expired, key=lambda s: s.real_time)])
+            if all(b - a <= _RETRY_GAP for a, b in itertools.pairwise(times)):
+                lost.add(i)
+        return lost
+
+    def _kept_before_kill(self, kind: str) -> set[int] | None:
+        """After a kill -9 whose resume never got a manifest (the broadcast's was gone), the
+        ``kind`` segments the killed run had downloaded: all the recording can hold then.
+
+        The resume can only merge what the killed run kept (as documented), so what that run
+        had not reached yet was lost with the kill, not by the recorder; owing it would blame
+        the resume for the origin's 404. None in every other case.
+        """
+        if self.case.interruption != "kill" or len(self.runs) < 2:
+            return None
+        if self._got_manifest(self.runs[1]):
+            return None
+        kill, resumed = self.runs[0].interrupted_at, self.runs[1].started
+        assert kill is not None
+        return {
+            s.index
+            for s in self.served
+            if s.kind == "media" and s.track == kind and s.complete and s.index is not None
+            if s.real_time < resumed and self._handed(s) < kill - _IN_FLIGHT
+        }
+
     def _content(self, present: dict[str, dict[int, int]]) -> list[str]:
         problems = self._partial(present)
-        owed = self._owed()
+        reachable = self._owed()
         for kind in self.models:
-            missing = sorted(owed - set(present[kind]))
+            owed = self._kept_before_kill(kind)
+            if owed is None:
+                owed = reachable
+            elif kind == "video" or len(self.models) == 1:
+                self.notes.append("the resume found no manifest: it owes what the killed run kept")
+            lost = sorted((owed - set(present[kind])) & self._lost_to_faults(kind))
+            if lost:
+                self.notes.append(
+                    f"{kind} segments only ever answered with faults until they expired: "
+                    f"{_describe_indexes(lost)}"
+                )
+            missing = sorted(owed - set(present[kind]) - set(lost))
             if missing:
                 problems.append(
                     f"{kind} segments the origin served are missing from the file: "
@@ -937,10 +1016,15 @@ class Checker:
         return problems
 
     def _together(self, present: dict[str, dict[int, int]]) -> list[str]:
-        """Video and audio start and end within one segment of each other."""
+        """Video and audio start and end within one segment of each other.
+
+        A segment lost to faults until it expired (see ``_lost_to_faults``) counts as there:
+        at the edge of retention it can make one track start later, and it is not owed.
+        """
         if len(present) < 2 or not all(present.values()):
             return []
-        video, audio = set(present["video"]), set(present["audio"])
+        video = set(present["video"]) | self._lost_to_faults("video")
+        audio = set(present["audio"]) | self._lost_to_faults("audio")
         if abs(min(video) - min(audio)) > 1 or abs(max(video) - max(audio)) > 1:
             return [
                 f"the tracks do not start and end together: video segments "
