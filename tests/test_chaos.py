@@ -54,8 +54,28 @@ REGRESSION_SEEDS = [
     3,  # instagram, retention, stalls: each backward step waited for its slowest probe
 ]
 
+# Seeds that fail because of an open recorder bug. They run, so that the fix shows (an
+# unexpected pass is reported, not a failure: the failure rides on timing), and move to
+# REGRESSION_SEEDS with it.
+OPEN_BUG_SEEDS = [
+    101,  # time, retention 93, no faults: the audio's backward walk crosses the hole 46-48
+    #       slower than the video's, the audio's oldest expire, the file opens with 8 s of
+    #       video alone (tracks start 4 segments apart)
+]
 
-@pytest.mark.parametrize("seed", [*FIELD_FAILURE_SEEDS, *SEEDS, *REGRESSION_SEEDS])
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        *FIELD_FAILURE_SEEDS,
+        *SEEDS,
+        *REGRESSION_SEEDS,
+        *(
+            pytest.param(s, marks=pytest.mark.xfail(reason="open recorder bug"))
+            for s in OPEN_BUG_SEEDS
+        ),
+    ],
+)
 async def test_chaos_seed(
     seed: int, tmp_path: Path, test_media: TestMedia, constant_media: TestMedia
 ) -> None:
