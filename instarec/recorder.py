@@ -213,15 +213,27 @@ class Recording:
 
     async def _fetched(self, timeline: Timeline, number: int) -> FragmentInfo | None:
         """Download segment ``number`` now; its timing, or None if it is not there (yet)."""
-        future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
-        self.offer(self._number_ref(timeline, number, "live"), first_fragment=future, urgent=True)
         try:
-            info = await future
+            return await self._fetch_now(self._number_ref(timeline, number, "live"))
         except NetworkError as exc:
             log.debug("%s: segment %d gave no answer: %s", timeline.kind, number, exc)
-            info = None
+            return None
+
+    async def _fetch_now(self, ref: SegmentRef, *, whole: bool = False) -> FragmentInfo | None:
+        """Download ``ref`` ahead of the queue; its timing, or None on a 404.
+
+        NetworkError when it gave no answer. Either way a key that is not there is forgotten,
+        so that the listing or a chain may offer it again.
+        """
+        future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+        self.offer(ref, first_fragment=future, urgent=True, whole=whole)
+        try:
+            info = await future
+        except NetworkError:
+            self.timelines[ref.track].discard(ref.key)
+            raise
         if info is None:
-            timeline.discard(number)  # not there (yet): the listing may offer it again
+            self.timelines[ref.track].discard(ref.key)
         return info
 
     @staticmethod
@@ -507,20 +519,12 @@ class Recording:
 
     async def _fetch_probe(self, timeline: Timeline, time_value: int) -> Presence:
         """Probe by fetching: for a segment the chain will download anyway, GET beats HEAD."""
-        future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
-        self.offer(
-            self._time_ref(timeline, time_value, "archive"), first_fragment=future, urgent=True
-        )
         try:
-            info = await future
+            info = await self._fetch_now(self._time_ref(timeline, time_value, "archive"))
         except NetworkError as exc:
             log.debug("%s: no answer for time %d: %s", timeline.kind, time_value, exc)
-            timeline.discard(time_value)
             return Presence.UNKNOWN
-        if info is None:
-            timeline.discard(time_value)
-            return Presence.ABSENT
-        return Presence.PRESENT
+        return Presence.ABSENT if info is None else Presence.PRESENT
 
     def _fetch_found(self, timeline: Timeline, time_value: int) -> None:
         """Download a segment the backward search found before it can leave the server.
@@ -564,18 +568,12 @@ class Recording:
     async def _frame_ticks(self, timeline: Timeline, segment: MediaSegment) -> float | None:
         if segment.time is None:
             return None
-        future: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
-        ref = self._time_ref(timeline, segment.time, "live")
-        self.offer(ref, first_fragment=future, urgent=True, whole=True)
         try:
-            info = await future
+            info = await self._fetch_now(self._time_ref(timeline, segment.time, "live"), whole=True)
         except NetworkError as exc:
             log.debug("%s: listed segment %d failed: %s", timeline.kind, segment.time, exc)
-            info = None
-        if info is None:
-            timeline.discard(segment.time)  # the listing offers it again, as any listed one
             return None
-        if not info.sample_count or timeline.init is None:
+        if info is None or not info.sample_count or timeline.init is None:
             return None
         return info.duration / info.sample_count * timeline.timescale / timeline.init.timescale
 
