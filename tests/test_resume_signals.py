@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -15,7 +16,6 @@ import pytest
 
 from instarec.recorder import record
 from instarec.testing.clock import ManualClock
-from instarec.testing.faults import FaultConfig
 from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin, OriginConfig
 from tests.recording import fast_options, inspect, running_clock
@@ -132,34 +132,31 @@ async def test_ctrl_c_merges_what_is_recorded(tmp_path: Path, test_media: TestMe
 async def test_second_ctrl_c_exits_at_once_and_keeps_segments(
     tmp_path: Path, test_media: TestMedia
 ) -> None:
-    # Slow answers keep downloads in flight after the first Ctrl+C: the second one lands
-    # while the recorder waits for them.
+    # An ffmpeg that announces itself and then takes two minutes holds the merge open: the second
+    # Ctrl+C lands while the recorder waits for it, however fast or loaded the machine is.
+    real_ffmpeg = shutil.which("ffmpeg")
+    assert real_ffmpeg is not None
+    merging = tmp_path / "merging"
+    slow_ffmpeg = tmp_path / "slow-ffmpeg"
+    slow_ffmpeg.write_text(
+        f"#!/bin/sh\ntrap 'kill $!; exit 143' TERM\ntouch \"{merging}\"\n"
+        f'sleep 120 & wait $!\nexec "{real_ffmpeg}" "$@"\n'
+    )
+    slow_ffmpeg.chmod(0o755)
     config = OriginConfig(
-        shape="time",
-        broadcast_duration=3600,
-        already_broadcast=300,
-        media=test_media.spec,
-        faults=FaultConfig(latency=1.0),
+        shape="time", broadcast_duration=3600, already_broadcast=300, media=test_media.spec
     )
     clock = ManualClock()
     output = tmp_path / "aborted.mp4"
     segments_dir = tmp_path / "aborted.mp4.segments"
     origin = Origin(config, clock, media=test_media)
     async with origin, running_clock(origin, clock, step=0.1, every=0.01):
-        proc = await start_recorder(origin.manifest_url, output)
+        proc = await start_recorder(origin.manifest_url, output, "--ffmpeg-path", str(slow_ffmpeg))
         await wait_until(lambda: len(journal_keys(segments_dir)) >= 10)
         proc.send_signal(signal.SIGINT)
-        # The second one once the first is being handled: downloads of a second each are in
-        # flight then, so it lands while the recorder waits for them, whatever the load.
-        assert proc.stderr is not None
-        seen = b""
-        while b"stopping:" not in seen:
-            line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
-            assert line, seen.decode()[-2000:]
-            seen += line
+        await wait_until(merging.exists)
         proc.send_signal(signal.SIGINT)
-        _, rest = await asyncio.wait_for(proc.communicate(), timeout=60)
-        stderr = seen + rest
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
 
     assert proc.returncode == 130, stderr.decode()[-2000:]
     assert b"Traceback" not in stderr
