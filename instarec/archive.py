@@ -412,6 +412,7 @@ async def find_first_time(
     limits: SearchLimits,
     hint_probe: Probe | None = None,
     on_found: Callable[[int], None] | None = None,
+    peer_oldest: PeerOldest | None = None,
 ) -> int:
     """Return the oldest segment start still served at or before ``first_listed``.
 
@@ -420,7 +421,8 @@ async def find_first_time(
     answers, no search is needed. Otherwise walk backward from the window one segment at a
     time, probing the times where the previous segment most likely starts; stop when none
     answers within the miss threshold. ``on_found`` is told of
-    every segment start the walk finds, as it finds it.
+    every segment start the walk finds, as it finds it; ``peer_oldest`` tells where another
+    track's walk has got to, and a step tries there first (``PeerLead``).
     """
     hints = list(hints)
     for hint in hints:
@@ -435,6 +437,7 @@ async def find_first_time(
     # few probes at a time there keep each step to a round trip or two (a walk slower than a
     # server's retention loses the oldest segments); only then the whole reach, at full width.
     near = replace(limits, max_in_flight=min(limits.max_in_flight, _WALK_NEAR_WIDTH))
+    lead = PeerLead(peer_oldest, frame_ticks)
     while oldest > lowest:
         low = max(lowest, oldest - reach)
         expected = max(low, oldest - _on_grid(typical_duration, frame_ticks))
@@ -445,10 +448,13 @@ async def find_first_time(
         # Any older segment will do, not only the one just before: the chain forward from
         # the oldest reads every start in between from the media. So the first hit ends a
         # step, and a stalled probe holds up nothing.
-        found = await search_times(probe, likely, near, first_hit=True)
+        found = await search_times(probe, lead.first(likely, oldest, lowest), near, first_hit=True)
         if found is None:
             rest = _walk_candidates(expected, low, oldest - 1, frame_ticks)
-            found = await search_times(probe, rest, limits, first_hit=True)
+            found = await search_times(
+                probe, lead.first(rest, oldest, lowest), limits, first_hit=True
+            )
+        lead.judge(found)
         if found is None:
             break
         oldest = found
@@ -457,6 +463,73 @@ async def find_first_time(
             # the caller starts its download now, not after the walk.
             on_found(found)
     return oldest
+
+
+PeerOldest = Callable[[], float | None]
+"""The oldest segment start another track's backward walk has found, in this track's ticks."""
+
+_PEER_MISSES = 3  # steps in a row a peer's lead gave no hit before it is no longer followed
+
+
+class PeerLead:
+    """Where another track's walk has got to, as the likeliest start of this track's segments.
+
+    Packagers cut the audio at the video's segment edges (at the nearest audio frame), so the
+    segment starts of one track are, within a frame, those of the other. When one track's walk
+    is ahead (the other's frames are shorter, so its steps cost more probes, or it met a hole
+    later), the other tries the grid points next to the leader's oldest start before its own
+    candidates and, on a hit, jumps there: a few probes instead of a search per step, and the
+    two tracks keep pace with a server deleting its oldest segments. Any older start will
+    do, since the chain forward reads every start in between from the media. A lead that
+    keeps missing (tracks cut independently) is no longer followed.
+    """
+
+    def __init__(self, peer_oldest: PeerOldest | None, grid: float | None) -> None:
+        self._peer_oldest = peer_oldest
+        self._grid = grid
+        self._followed: float | None = None
+        self._tried: set[int] = set()
+        self._misses = 0
+
+    def first(self, candidates: Iterator[int], oldest: int, lowest: int) -> Iterator[int]:
+        """``candidates``, led by the times next to the peer's oldest start whenever it moves."""
+        seen: set[int] = set()
+        for value in candidates:
+            for lead in self._times(oldest, lowest):
+                if lead not in seen:
+                    seen.add(lead)
+                    yield lead
+            if value not in seen:
+                seen.add(value)
+                yield value
+
+    def judge(self, found: int | None) -> None:
+        """Count a step whose lead gave no hit; stop following a lead that keeps missing."""
+        if self._tried:
+            self._misses = 0 if found in self._tried else self._misses + 1
+        self._tried = set()
+
+    def _times(self, oldest: int, lowest: int) -> list[int]:
+        if self._peer_oldest is None or self._misses >= _PEER_MISSES:
+            return []
+        peer = self._peer_oldest()
+        if peer is None or peer == self._followed or peer >= oldest - 0.5 * (self._grid or 1):
+            return []
+        self._followed = peer
+        if self._grid:
+            # On this track's own grid, counted from its oldest start: the nearest frame edge,
+            # then one frame either side (the peer's edge rounded the other way).
+            exact = oldest - round((oldest - peer) / self._grid) * self._grid
+            points = [exact, exact - self._grid, exact + self._grid]
+        else:
+            points = [peer, peer - 1, peer + 1]
+        times: list[int] = []
+        for point in points:
+            for value in (round(point), math.floor(point), math.ceil(point)):
+                if lowest <= value < oldest and value not in times:
+                    times.append(value)
+        self._tried.update(times)
+        return times
 
 
 def reaches_start(

@@ -106,6 +106,9 @@ class Recording:
         # first segment; the summary checks on disk that it was recorded (not expired).
         self.archive_first: dict[TrackKind, int] = {}
         self.archive_complete = False
+        # Where each track's backward $Time$ walk has got (presentation seconds): the others
+        # try there first and keep pace (archive.PeerLead).
+        self.walked_back: dict[TrackKind, float] = {}
         self.started = time.monotonic()
         self.archive_active = False
         self.newest_listed_end: float | None = None
@@ -455,7 +458,8 @@ class Recording:
             frame_ticks=frame,
             limits=limits,
             hint_probe=lambda t: self._fetch_probe(timeline, t),
-            on_found=lambda t: self._fetch_found(timeline, t),
+            on_found=lambda t: self._walked_to(timeline, t),
+            peer_oldest=lambda: self._peer_walked(timeline),
         )
         complete = reaches_start(start, hints=hints, typical_duration=typical, limits=limits)
         for chained in [timeline, *self._derived(timeline)]:
@@ -525,6 +529,15 @@ class Recording:
             log.debug("%s: no answer for time %d: %s", timeline.kind, time_value, exc)
             return Presence.UNKNOWN
         return Presence.ABSENT if info is None else Presence.PRESENT
+
+    def _walked_to(self, timeline: Timeline, time_value: int) -> None:
+        self.walked_back[timeline.kind] = timeline.seconds(time_value)
+        self._fetch_found(timeline, time_value)
+
+    def _peer_walked(self, timeline: Timeline) -> float | None:
+        """The oldest start another track's walk has found, in ``timeline``'s ticks."""
+        others = [at for kind, at in self.walked_back.items() if kind != timeline.kind]
+        return timeline.ticks(min(others)) if others else None
 
     def _fetch_found(self, timeline: Timeline, time_value: int) -> None:
         """Download a segment the backward search found before it can leave the server.

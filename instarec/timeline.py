@@ -106,3 +106,9 @@ class Timeline:
         template = self.rep.template
         offset = template.presentation_time_offset if template else 0
         return self.period_start + (ticks - offset) / self.timescale
+
+    def ticks(self, seconds: float) -> float:
+        """The timeline time at presentation time ``seconds`` (the inverse of ``seconds``)."""
+        template = self.rep.template
+        offset = template.presentation_time_offset if template else 0
+        return (seconds - self.period_start) * self.timescale + offset

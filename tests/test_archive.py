@@ -277,6 +277,57 @@ async def test_the_backward_walk_crosses_a_hole_of_several_segments() -> None:
     assert first == starts[0]
 
 
+def audio_edges(video_starts_ms: list[int]) -> list[int]:
+    """48 kHz audio cut at the AAC frame (1024 samples) nearest to each video edge."""
+    return [round(ms * 48 / 1024) * 1024 for ms in video_starts_ms]
+
+
+async def test_a_walk_behind_another_track_jumps_to_where_that_one_got() -> None:
+    video = make_timeline(40, seed=13)
+    audio = audio_edges(video)
+    server = TimeServer(audio[20:])  # the older ones have left the server
+    found: list[tuple[int, int]] = []  # (start, probes spent until then)
+    first = await find_first_time(
+        server.probe,
+        hints=[0],
+        first_listed=audio[30],
+        typical_duration=96000,
+        frame_ticks=1024,
+        limits=SearchLimits().in_timescale(48000),
+        on_found=lambda t: found.append((t, len(server.probes))),
+        peer_oldest=lambda: video[20] * 48.0,  # the video's walk already reached segment 20
+    )
+    assert first == audio[20]
+    assert found[0][0] == audio[20]  # straight there, not one segment at a time
+    assert found[0][1] <= 9
+
+
+async def test_a_lead_that_keeps_missing_is_no_longer_followed() -> None:
+    # The other track is cut elsewhere: its starts lie mid-segment here.
+    video = make_timeline(40, seed=14)
+    audio = audio_edges(video)
+    server = TimeServer(audio[20:])
+    walked: list[int] = []
+
+    def peer() -> float:
+        return (walked[-1] if walked else audio[30]) - 48000.0  # a second below this walk
+
+    unled = TimeServer(audio[20:])
+    for target, lead in ((server, peer), (unled, None)):
+        first = await find_first_time(
+            target.probe,
+            hints=[0],
+            first_listed=audio[30],
+            typical_duration=96000,
+            frame_ticks=1024,
+            limits=SearchLimits().in_timescale(48000),
+            on_found=walked.append if lead else None,
+            peer_oldest=lead,
+        )
+        assert first == audio[20]
+    assert len(server.probes) <= len(unled.probes) + 3 * 9
+
+
 def test_the_first_segment_is_the_start_when_the_search_reached_time_zero() -> None:
     limits = SearchLimits(miss_threshold=30000)
     # MPEG-TS times: the broadcast's first segment at 1.4 s, nothing between 0 and it.

@@ -52,15 +52,9 @@ REGRESSION_SEEDS = [
     123,  # number_timeline, retention: the archive was queued track by track (every number the
     #       same start), the audio's oldest expired while the video's downloaded
     3,  # instagram, retention, stalls: each backward step waited for its slowest probe
-]
-
-# Seeds that fail because of an open recorder bug. They run, so that the fix shows (an
-# unexpected pass is reported, not a failure: the failure rides on timing), and move to
-# REGRESSION_SEEDS with it.
-OPEN_BUG_SEEDS = [
-    101,  # time, retention 93, no faults: the audio's backward walk crosses the hole 46-48
-    #       slower than the video's, the audio's oldest expire, the file opens with 8 s of
-    #       video alone (tracks start 4 segments apart)
+    101,  # time, retention 93, no faults: the audio's backward walk crossed the hole 46-48
+    #       slower than the video's (shorter frames, more probes per step), the audio's
+    #       oldest expired, the file opened with 8 s of video alone
 ]
 
 
@@ -70,10 +64,6 @@ OPEN_BUG_SEEDS = [
         *FIELD_FAILURE_SEEDS,
         *SEEDS,
         *REGRESSION_SEEDS,
-        *(
-            pytest.param(s, marks=pytest.mark.xfail(reason="open recorder bug"))
-            for s in OPEN_BUG_SEEDS
-        ),
     ],
 )
 async def test_chaos_seed(
