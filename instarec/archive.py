@@ -102,48 +102,58 @@ async def find_first_number(
     first_listed: int,
     guard: int,
     limits: SearchLimits | None = None,
+    on_found: Callable[[int], None] | None = None,
 ) -> int | None:
     """Return the oldest segment number the server still serves, or ``None`` if none below.
 
     ``first_listed`` is the first number of the manifest's window (known to exist). The search
-    tries ``start_number`` first (servers that keep everything answer at once), then steps down
-    exponentially from the window and bisects the boundary between a miss and a hit. A gap (a
-    single lost segment) could masquerade as that boundary, so ``guard`` numbers below it are
-    probed too, in parallel: any hit there restarts the search from that hit.
+    tries ``start_number`` first (servers that keep everything answer at once), then steps
+    down exponentially from the window, several steps asked at once (a server deleting its
+    oldest segments meanwhile must not win by the round trips), and bisects the boundary
+    between a miss and a hit. A gap (a
+    lost segment or a few) could masquerade as the boundary, so ``guard`` numbers below it are
+    probed too, in parallel: any hit there restarts the search from that hit. ``on_found`` is
+    told of each lower hit as it is found: every number from there up exists, and the caller
+    can start downloading them before the search ends.
     """
     limits = limits or SearchLimits()
-
-    async def exists(number: int) -> bool:
-        return await ask(probe, number, limits)
+    report = on_found or (lambda _: None)
 
     if first_listed <= start_number:
         return None
-    if await exists(start_number):
+    if await ask(probe, start_number, limits):
         return start_number
     floor = start_number  # known absent, and nothing below it can exist
     if start_number == 0 and first_listed > 1:
         # Broadcasts usually number from 1 (some packagers count from 0, which was just
         # probed), whatever startNumber the manifest shows today.
-        if await exists(1):
+        if await ask(probe, 1, limits):
             return 1
         floor = 1
     hit = first_listed  # known present
     while True:
         miss = floor
-        step = 1
-        while hit - step > floor:
-            if await exists(hit - step):
-                hit -= step
-                step *= 2
-            else:
-                miss = hit - step
-                break
+        base, exponent = hit, 0  # the gallop asks base - 2**k, _GALLOP_WIDTH k at a time
+        galloping = True
         while hit - miss > 1:
-            middle = (hit + miss) // 2
-            if await exists(middle):
-                hit = middle
+            if galloping:
+                ks = range(exponent, exponent + _GALLOP_WIDTH)
+                numbers = [base - 2**k for k in ks if miss < base - 2**k < hit]
+                exponent += _GALLOP_WIDTH
+                if not numbers:
+                    galloping = False
+                    continue
             else:
-                miss = middle
+                numbers = [(hit + miss) // 2]
+            answers = await probe_many(probe, numbers, limits)
+            present = [n for n in numbers if answers[n]]
+            if present and min(present) < hit:
+                hit = min(present)
+                report(hit)
+            absent = [n for n in numbers if not answers[n] and n < hit]
+            if absent:
+                miss = max(miss, max(absent))
+                galloping = False
         # hit - 1 is absent (or the floor). A lost segment looks the same as the end of
         # retention: look ``guard`` numbers further down before believing it.
         below = range(hit - 2, max(floor + 1, hit - 1 - guard) - 1, -1)
@@ -154,8 +164,14 @@ async def find_first_number(
         if not hits:
             break
         hit = min(hits)
+        report(hit)
         log.debug("archive search: segment %d exists below a gap", hit)
     return hit if hit < first_listed else None
+
+
+# Steps of the gallop asked at once: a round trip (or one slow answer) per four doublings
+# instead of one per doubling; at most three probes beyond the boundary are wasted.
+_GALLOP_WIDTH = 4
 
 
 def candidate_times(
@@ -206,8 +222,9 @@ async def search_times(
 ) -> int | None:
     """Probe candidates, most likely first; return ``pick`` of the hits once a hit is found.
 
-    With ``first_hit`` the first segment found is the answer and the other probes stop: for a
-    caller to whom any segment start in the range will do.
+    With ``first_hit`` the first segment found is the answer (``pick`` of the hits that
+    answered at once) and the other probes stop: for a caller to whom any segment start in the
+    range will do.
 
     Up to ``max_in_flight`` probes (at most ``chunk_size``) are in flight at once, and a new
     candidate starts as soon as any probe answers, so one stalled request holds up only itself.
@@ -237,7 +254,7 @@ async def search_times(
                 if task.result():
                     hits.append(value)
             if hits and first_hit:
-                return hits[0]
+                return pick(hits)  # of those that answered at once
             if hits:
                 # A probe whose hit ``pick`` would not prefer cannot change the answer: stop
                 # it rather than wait out its retries.
@@ -279,6 +296,11 @@ class TimelineGap:
 Step = Callable[[int], Awaitable["StepResult | None"]]
 
 
+# Seconds a chain step may take before the chain also walks on from further ahead: a segment
+# answers in a round trip or two; longer is a stalled answer or a retry's backoff.
+HEDGE_AFTER = 1.0
+
+
 @dataclass(slots=True)
 class TimeChain:
     """Walks a ``$Time$`` timeline forward from a known segment until it meets known ground.
@@ -287,6 +309,11 @@ class TimeChain:
     starts, or ``None`` on a 404. ``next_known(t)`` gives the smallest time ``>= t`` that the live
     poller already holds: the chain stops there, so past and live meet without duplicate or
     overlap. At a missing segment the chain probes forward for the next start.
+
+    A step that takes longer than ``hedge_after`` seconds (a stalled answer, a retry's backoff)
+    holds up every segment after it, while a server deleting its past may take them: the
+    chain then looks for a segment start a little further on (``_hedge``) and walks from
+    there too, up to known ground; the stalled chain stops where that one started.
     """
 
     step: Step
@@ -295,9 +322,20 @@ class TimeChain:
     limits: SearchLimits
     typical_duration: int
     gaps: list[TimelineGap]
+    hedge_after: float | None = HEDGE_AFTER
 
     async def run(self, start: int, *, frame_ticks: float | None = None) -> int:
         """Walk from ``start``; return the number of segments stepped through."""
+        try:
+            async with asyncio.TaskGroup() as hedges:
+                return await self._walk(start, frame_ticks, hedges)
+        except BaseExceptionGroup as failure:
+            # Callers handle a chain's own errors (SearchStalled, NetworkError), not a group.
+            if len(failure.exceptions) == 1:
+                raise failure.exceptions[0] from None
+            raise
+
+    async def _walk(self, start: int, frame_ticks: float | None, hedges: asyncio.TaskGroup) -> int:
         time = start
         steps = 0
         alternatives: tuple[int, ...] = ()
@@ -310,7 +348,7 @@ class TimeChain:
                 if time > bound:
                     log.warning("chain overshot a known segment (%d > %d)", time, bound)
                 return steps
-            result = await self.step(time)
+            result = await self._step_or_hedge(time, bound, frame_ticks, hedges)
             steps += 1
             if result is not None:
                 if result.next_time <= time:
@@ -340,6 +378,40 @@ class TimeChain:
             if found is None:
                 return steps
             time = found
+
+    async def _step_or_hedge(
+        self,
+        time: int,
+        bound: int | None,
+        frame_ticks: float | None,
+        hedges: asyncio.TaskGroup,
+    ) -> StepResult | None:
+        stepping = asyncio.ensure_future(self.step(time))
+        try:
+            if self.hedge_after is not None and frame_ticks:
+                done, _ = await asyncio.wait({stepping}, timeout=self.hedge_after)
+                if not done:
+                    hedges.create_task(self._hedge(time, bound, frame_ticks))
+            return await stepping
+        finally:
+            if not stepping.done():
+                stepping.cancel()
+
+    async def _hedge(self, stalled: int, bound: int | None, frame_ticks: float) -> None:
+        """Walk on from the first segment start found past ``stalled``, while it waits."""
+        high = stalled + 2 * self.typical_duration
+        if bound is not None:
+            high = min(high, bound - 1)
+        expected = min(high, stalled + _on_grid(self.typical_duration, frame_ticks))
+        if high <= stalled:
+            return
+        candidates = _walk_candidates(expected, stalled + 1, high, frame_ticks)
+        seed = await search_times(self.probe, candidates, self.limits, first_hit=True)
+        known = self.next_known(stalled + 1)
+        if seed is None or (known is not None and known <= seed):
+            return  # nothing there, or the ground up to it is known already
+        log.debug("a step at %d is slow: a chain also walks from %d", stalled, seed)
+        await self.run(seed, frame_ticks=frame_ticks)
 
     async def _try_alternatives(
         self, alternatives: tuple[int, ...], bound: int | None
@@ -420,8 +492,10 @@ async def find_first_time(
     ``probe``; the recorder fetches the segment itself, which the chain needs anyway): when one
     answers, no search is needed. Otherwise walk backward from the window one segment at a
     time, probing the times where the previous segment most likely starts; stop when none
-    answers within the miss threshold. ``on_found`` is told of
-    every segment start the walk finds, as it finds it; ``peer_oldest`` tells where another
+    answers within the miss threshold. Before the walk, and again past each hole it crosses,
+    the search leaps back (``_leap_back``): a server deleting its past at one segment per
+    segment length must not outrun a walk of one round trip or two per segment. ``on_found``
+    is told of every segment start found, as it is found; ``peer_oldest`` tells where another
     track's walk has got to, and a step tries there first (``PeerLead``).
     """
     hints = list(hints)
@@ -438,7 +512,14 @@ async def find_first_time(
     # server's retention loses the oldest segments); only then the whole reach, at full width.
     near = replace(limits, max_in_flight=min(limits.max_in_flight, _WALK_NEAR_WIDTH))
     lead = PeerLead(peer_oldest, frame_ticks)
+    found_one = on_found or (lambda _: None)
+    leap = True
     while oldest > lowest:
+        if leap:
+            oldest = await _leap_back(
+                probe, oldest, lowest, typical_duration, frame_ticks, limits, lead, found_one
+            )
+            leap = False
         low = max(lowest, oldest - reach)
         expected = max(low, oldest - _on_grid(typical_duration, frame_ticks))
         half = max(1, typical_duration // 2)
@@ -454,15 +535,65 @@ async def find_first_time(
             found = await search_times(
                 probe, lead.first(rest, oldest, lowest), limits, first_hit=True
             )
+            leap = found is not None and oldest - found > 2 * typical_duration
         lead.judge(found)
         if found is None:
             break
         oldest = found
-        if on_found is not None:
-            # A server deleting its past may drop this segment while the walk goes on:
-            # the caller starts its download now, not after the walk.
-            on_found(found)
+        # A server deleting its past may drop this segment while the walk goes on: the
+        # caller starts its download now, not after the walk.
+        found_one(found)
     return oldest
+
+
+async def _leap_back(
+    probe: Probe,
+    oldest: int,
+    lowest: int,
+    typical: int,
+    grid: float | None,
+    limits: SearchLimits,
+    lead: PeerLead,
+    on_found: Callable[[int], None],
+) -> int:
+    """The oldest segment start found by leaps back from ``oldest``, for the walk to go on from.
+
+    Leaps of 2, 4, 8, ... segment lengths while a segment start lies within a segment length
+    of where each lands, then halving between the farthest hit and the nearest miss: about
+    2·log2(N) searches of a couple of segment lengths each, instead of N steps. A miss is
+    expired ground, the time before the broadcast, or a hole of two segments or more; the
+    walk that follows crosses holes and decides where the broadcast starts. Only on a known
+    frame grid: without one each search would probe every tick.
+    """
+    if not grid:
+        return oldest
+    distance = 2 * typical
+    miss: int | None = None  # the lowest target whose neighbourhood held no segment start
+    while True:
+        if miss is None:
+            target = max(oldest - distance, lowest + typical)
+            distance *= 2
+        elif oldest - miss <= 3 * typical:
+            return oldest
+        else:
+            target = (oldest + miss) // 2
+        if target >= oldest - typical:
+            return oldest
+        # On the grid of the nearest known start: a grid extrapolated over hours drifts.
+        target = oldest - _on_grid(oldest - target, grid)
+        low, high = max(lowest, target - typical), min(oldest - 1, target + typical)
+        candidates = lead.first(_walk_candidates(target, low, high, grid), oldest, lowest)
+        found = await search_times(probe, candidates, limits, first_hit=True)
+        lead.judge(found)
+        if found is None:
+            miss = target if miss is None else max(miss, target)
+            continue
+        oldest = found
+        on_found(found)
+        if miss is None and target <= lowest + typical:
+            return oldest
+        if miss is not None and found <= miss:
+            return oldest  # below the miss (another track's lead): nothing left to halve
 
 
 PeerOldest = Callable[[], float | None]

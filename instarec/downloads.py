@@ -303,8 +303,10 @@ class Downloads:
             )
         except SegmentMissing:
             if future is not None:
-                # A chain step: the chain knows whether this is a gap or a wrong guess.
-                future.set_result(None)
+                # A chain step: the chain knows whether this is a gap or a wrong guess (unless
+                # it stopped waiting, or the first moof already answered it).
+                if not future.done():
+                    future.set_result(None)
             elif newest_before is not None and newest_before > ref.key:
                 self._record_missing(ref, None)
             else:

@@ -398,12 +398,30 @@ class Recording:
         # --end-stream-miss-threshold counts timeline milliseconds: as numbers, that much media.
         guard = max(1, math.ceil(self.limits.miss_threshold / 1000 / typical))
         lowest = self._lowest_number(leader)
+        queued_from = first_listed
+
+        def queue_from(number: int) -> None:
+            # Every number from a hit up exists: download them while the search goes on,
+            # before a server deleting its oldest segments takes them. Oldest first across
+            # tracks, not track by track: under a timeline every numbered ref has the same
+            # start, so the queue keeps this order, and retention takes both tracks alike.
+            nonlocal queued_from
+            for timeline in timelines:
+                timeline.floor = min(
+                    number, queued_from if timeline.floor is None else timeline.floor
+                )
+            for n in range(number, queued_from):
+                for timeline in timelines:
+                    self.offer(self._number_ref(timeline, n, "archive"))
+            queued_from = min(queued_from, number)
+
         first = await find_first_number(
             lambda n: self._probe(leader.rep.media_url(number=n)),
             start_number=lowest,
             first_listed=first_listed,
             guard=guard,
             limits=self.limits,
+            on_found=queue_from,
         )
         if first is None:
             log.info("no past segment before the window")
@@ -413,14 +431,7 @@ class Recording:
         for timeline in timelines:
             self._note_archive_start(timeline, first, first <= lowest + 1)
         log.info("recovering numbers %d-%d", first, first_listed - 1)
-        for timeline in timelines:
-            timeline.floor = min(first, timeline.floor if timeline.floor is not None else first)
-        # Oldest first across tracks, not track by track: under a timeline every numbered ref
-        # has the same start, so the queue keeps this order, and a server's retention takes
-        # the oldest numbers of both tracks alike.
-        for number in range(first, first_listed):
-            for timeline in timelines:
-                self.offer(self._number_ref(timeline, number, "archive"))
+        queue_from(first)  # a start number that answered at once was not reported
 
     def _number_ref(self, timeline: Timeline, number: int, origin: str) -> SegmentRef:
         rep = timeline.rep
@@ -450,34 +461,49 @@ class Recording:
         frame = await self._listed_frame_ticks(timeline, segments)
         hints = list(dict.fromkeys(self._start_hints(first, template.timescale, timeline)))
         probe = self._time_probe(timeline)
-        start = await find_first_time(
-            probe,
-            hints=hints,
-            first_listed=first_listed,
-            typical_duration=typical,
-            frame_ticks=frame,
-            limits=limits,
-            hint_probe=lambda t: self._fetch_probe(timeline, t),
-            on_found=lambda t: self._walked_to(timeline, t),
-            peer_oldest=lambda: self._peer_walked(timeline),
-        )
-        complete = reaches_start(start, hints=hints, typical_duration=typical, limits=limits)
-        for chained in [timeline, *self._derived(timeline)]:
-            self._note_archive_start(chained, min(start, first_listed), complete)
-        if start >= first_listed:
-            log.info("%s: no past segment before the window", timeline.kind)
-            return
-        for chained in [timeline, *self._derived(timeline)]:
-            chained.floor = min(start, chained.floor if chained.floor is not None else start)
-        chains = self._chain_count((first_listed - start) / typical)
-        log.info(
-            "%s: recovering the past from time %d with up to %d chain(s)",
-            timeline.kind,
-            start,
-            chains,
-        )
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.chain_from(timeline, start, origin="archive", frame_ticks=frame))
+            walked: set[int] = set()
+
+            def found(time_value: int) -> None:
+                # A server deleting its past may drop what the search found while it goes on
+                # (and what lies just after): a chain starts from each find at once, reading
+                # the starts the search leapt over, up to the ground a newer find made known.
+                walked.add(time_value)
+                self.walked_back[timeline.kind] = timeline.seconds(time_value)
+                self._lower_floor(timeline, time_value)
+                group.create_task(
+                    self.chain_from(timeline, time_value, origin="archive", frame_ticks=frame)
+                )
+
+            start = await find_first_time(
+                probe,
+                hints=hints,
+                first_listed=first_listed,
+                typical_duration=typical,
+                frame_ticks=frame,
+                limits=limits,
+                hint_probe=lambda t: self._fetch_probe(timeline, t),
+                on_found=found,
+                peer_oldest=lambda: self._peer_walked(timeline),
+            )
+            complete = reaches_start(start, hints=hints, typical_duration=typical, limits=limits)
+            for chained in [timeline, *self._derived(timeline)]:
+                self._note_archive_start(chained, min(start, first_listed), complete)
+            if start >= first_listed:
+                log.info("%s: no past segment before the window", timeline.kind)
+                return
+            self._lower_floor(timeline, start)
+            chains = self._chain_count((first_listed - start) / typical)
+            log.info(
+                "%s: recovering the past from time %d with up to %d chain(s)",
+                timeline.kind,
+                start,
+                chains,
+            )
+            if start not in walked:  # a hint named it
+                group.create_task(
+                    self.chain_from(timeline, start, origin="archive", frame_ticks=frame)
+                )
             # A long archive walked by one chain costs one round trip per segment: more chains
             # start from seeds found by short searches, each as soon as its seed is found, and
             # each chain stops where the next one's seed lies.
@@ -485,6 +511,12 @@ class Recording:
                 group.create_task(
                     self._seeded_chain(timeline, probe, target, typical, frame, first_listed)
                 )
+
+    def _lower_floor(self, timeline: Timeline, time_value: int) -> None:
+        """Let refs down to ``time_value`` in: the past reaches at least that far."""
+        for chained in [timeline, *self._derived(timeline)]:
+            floor = chained.floor
+            chained.floor = time_value if floor is None else min(floor, time_value)
 
     async def _seeded_chain(
         self,
@@ -530,26 +562,10 @@ class Recording:
             return Presence.UNKNOWN
         return Presence.ABSENT if info is None else Presence.PRESENT
 
-    def _walked_to(self, timeline: Timeline, time_value: int) -> None:
-        self.walked_back[timeline.kind] = timeline.seconds(time_value)
-        self._fetch_found(timeline, time_value)
-
     def _peer_walked(self, timeline: Timeline) -> float | None:
         """The oldest start another track's walk has found, in ``timeline``'s ticks."""
         others = [at for kind, at in self.walked_back.items() if kind != timeline.kind]
         return timeline.ticks(min(others)) if others else None
-
-    def _fetch_found(self, timeline: Timeline, time_value: int) -> None:
-        """Download a segment the backward search found before it can leave the server.
-
-        Only downloaded, not made known: the walk may skip segments between two it found,
-        and a chain stops at known ground, so the chain forward must step through it (from
-        the store, not the network) to reach them.
-        """
-        for chained in [timeline, *self._derived(timeline)]:
-            floor = chained.floor
-            chained.floor = time_value if floor is None else min(floor, time_value)
-            self.downloads.submit(self._time_ref(chained, time_value, "archive"), urgent=True)
 
     def _start_hints(self, first: Snapshot, timescale: int, timeline: Timeline) -> Iterator[int]:
         """Where the broadcast's first segment likely is: its first frame time, or time 0."""
