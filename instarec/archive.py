@@ -559,8 +559,9 @@ async def _leap_back(
     """The oldest segment start found by leaps back from ``oldest``, for the walk to go on from.
 
     Leaps of 2, 4, 8, ... segment lengths while a segment start lies within a segment length
-    of where each lands, then halving between the farthest hit and the nearest miss: about
-    2·log2(N) searches of a couple of segment lengths each, instead of N steps. A miss is
+    of where each lands, then halving between the farthest hit and the nearest miss, with a
+    look one segment back before each halving (it ends the leaps when it misses): about
+    3·log2(N) searches of a segment length or two each, instead of N steps. A miss is
     expired ground, the time before the broadcast, or a hole of two segments or more; the
     walk that follows crosses holes and decides where the broadcast starts. Only on a known
     frame grid: without one each search would probe every tick.
@@ -569,7 +570,24 @@ async def _leap_back(
         return oldest
     distance = 2 * typical
     miss: int | None = None  # the lowest target whose neighbourhood held no segment start
+    step_next = False
     while True:
+        if step_next:
+            # While halving, every other search looks one segment back first: the edge of
+            # retention is usually right there, and a halving search that misses costs a whole
+            # neighbourhood of probes while the server deletes what lies just below.
+            step_next = False
+            expected = oldest - _on_grid(typical, grid)
+            half = max(1, typical // 2)
+            low, high = max(lowest, expected - half), min(oldest - 1, expected + half)
+            candidates = lead.first(_walk_candidates(expected, low, high, grid), oldest, lowest)
+            found = await search_times(probe, candidates, limits, first_hit=True)
+            lead.judge(found)
+            if found is None:
+                return oldest
+            oldest = found
+            on_found(found)
+            continue
         if miss is None:
             target = max(oldest - distance, lowest + typical)
             distance *= 2
@@ -587,9 +605,11 @@ async def _leap_back(
         lead.judge(found)
         if found is None:
             miss = target if miss is None else max(miss, target)
+            step_next = True
             continue
         oldest = found
         on_found(found)
+        step_next = miss is not None
         if miss is None and target <= lowest + typical:
             return oldest
         if miss is not None and found <= miss:

@@ -45,7 +45,9 @@ class LiveActivity:
 
 @dataclass(order=True, slots=True)
 class DownloadJob:
-    priority: tuple[int, float]
+    # (urgent first, then by broadcast time, then by key: numbers under a timeline all carry
+    # the period's start, and their number orders them)
+    priority: tuple[int, float, int]
     sequence: int
     ref: SegmentRef | None = field(compare=False)  # None: a worker's signal to stop
     # Answered with the segment's timing: from its first moof as soon as that arrives, or from
@@ -145,7 +147,7 @@ class Downloads:
         whole: bool = False,
         retries: int = 0,
     ) -> None:
-        priority = (0 if urgent else 1, ref.start)
+        priority = (0 if urgent else 1, ref.start, ref.key)
         job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole, retries)
         self.queue.put_nowait(job)
         self.queued[ref.origin] += 1
@@ -225,7 +227,7 @@ class Downloads:
     async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
         """Let the downloads in flight finish (bounded), start no other: what Ctrl+C asks."""
         for _ in workers:
-            self.queue.put_nowait(DownloadJob((-1, 0.0), next(self._sequence), None))
+            self.queue.put_nowait(DownloadJob((-1, 0.0, 0), next(self._sequence), None))
         await asyncio.wait(workers, timeout=grace)
 
     async def _run_job(self, job: DownloadJob) -> None:

@@ -402,9 +402,9 @@ class Recording:
 
         def queue_from(number: int) -> None:
             # Every number from a hit up exists: download them while the search goes on,
-            # before a server deleting its oldest segments takes them. Oldest first across
-            # tracks, not track by track: under a timeline every numbered ref has the same
-            # start, so the queue keeps this order, and retention takes both tracks alike.
+            # before a server deleting its oldest segments takes them. The queue orders them
+            # oldest first across tracks (by number where they carry no time of their own),
+            # so a lower hit's numbers go first and retention takes both tracks alike.
             nonlocal queued_from
             for timeline in timelines:
                 timeline.floor = min(

@@ -55,6 +55,32 @@ async def test_retention_boundary_found_in_logarithmic_probes() -> None:
     assert len(server.probes) <= budget, (len(server.probes), budget)
 
 
+async def test_the_number_search_reports_each_lower_hit_and_gallops_in_rounds() -> None:
+    oldest, listed = 7_000, 10_000
+    present = set(range(oldest, listed + 5))
+    asked_at_once: list[int] = []
+    in_flight = 0
+
+    async def probe(number: int) -> Presence:
+        nonlocal in_flight
+        in_flight += 1
+        asked_at_once.append(in_flight)
+        await asyncio.sleep(0)  # answers arrive together, as over a network
+        in_flight -= 1
+        return Presence.PRESENT if number in present else Presence.ABSENT
+
+    reported: list[int] = []
+    first = await find_first_number(
+        probe, start_number=1, first_listed=listed, guard=15, on_found=reported.append
+    )
+    assert first == oldest
+    assert reported == sorted(reported, reverse=True)
+    assert reported[-1] == oldest
+    assert all(number in present for number in reported)
+    assert reported[0] >= listed - 8  # the first round's hits, not the search's end
+    assert max(asked_at_once) >= 4  # the gallop asks several doublings at once
+
+
 async def test_gap_below_boundary_does_not_fool_the_search() -> None:
     # 990 is lost, but 900..989 are still there: the guard must look past the hole.
     present = set(range(900, 1100)) - {990}
