@@ -57,8 +57,6 @@ REGRESSION_SEEDS = [
     #       oldest expired, the file opened with 8 s of video alone
     152,  # instagram, retention 146, faults: a backward walk of one step per segment was
     #       outrun by the server deleting its oldest (the search leaps back now)
-    37,  # number_timeline, retention, faults: numbers queued while the search went on sat
-    #       behind newer ones (no time of their own: the queue now orders them by number)
 ]
 
 
