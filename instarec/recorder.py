@@ -407,9 +407,8 @@ class Recording:
             # so a lower hit's numbers go first and retention takes both tracks alike.
             nonlocal queued_from
             for timeline in timelines:
-                timeline.floor = min(
-                    number, queued_from if timeline.floor is None else timeline.floor
-                )
+                floor = timeline.floor
+                timeline.floor = number if floor is None else min(floor, number)
             for n in range(number, queued_from):
                 for timeline in timelines:
                     self.offer(self._number_ref(timeline, n, "archive"))
