@@ -402,9 +402,9 @@ class TimeChain:
         high = stalled + 2 * self.typical_duration
         if bound is not None:
             high = min(high, bound - 1)
-        expected = min(high, stalled + _on_grid(self.typical_duration, frame_ticks))
         if high <= stalled:
             return
+        expected = min(high, stalled + _on_grid(self.typical_duration, frame_ticks))
         candidates = _walk_candidates(expected, stalled + 1, high, frame_ticks)
         seed = await search_times(self.probe, candidates, self.limits, first_hit=True)
         known = self.next_known(stalled + 1)
@@ -521,20 +521,14 @@ async def find_first_time(
             )
             leap = False
         low = max(lowest, oldest - reach)
-        expected = max(low, oldest - _on_grid(typical_duration, frame_ticks))
-        half = max(1, typical_duration // 2)
-        likely = _walk_candidates(
-            expected, max(low, expected - half), min(oldest - 1, expected + half), frame_ticks
-        )
+        expected, near_low, near_high = _one_back(oldest, low, typical_duration, frame_ticks)
         # Any older segment will do, not only the one just before: the chain forward from
         # the oldest reads every start in between from the media. So the first hit ends a
         # step, and a stalled probe holds up nothing.
-        found = await search_times(probe, lead.first(likely, oldest, lowest), near, first_hit=True)
+        back = _SearchBack(probe, lead, frame_ticks, oldest, lowest)
+        found = await back.search(expected, near_low, near_high, near)
         if found is None:
-            rest = _walk_candidates(expected, low, oldest - 1, frame_ticks)
-            found = await search_times(
-                probe, lead.first(rest, oldest, lowest), limits, first_hit=True
-            )
+            found = await back.search(expected, low, oldest - 1, limits)
             leap = found is not None and oldest - found > 2 * typical_duration
         lead.judge(found)
         if found is None:
@@ -577,11 +571,8 @@ async def _leap_back(
             # retention is usually right there, and a halving search that misses costs a whole
             # neighbourhood of probes while the server deletes what lies just below.
             step_next = False
-            expected = oldest - _on_grid(typical, grid)
-            half = max(1, typical // 2)
-            low, high = max(lowest, expected - half), min(oldest - 1, expected + half)
-            candidates = lead.first(_walk_candidates(expected, low, high, grid), oldest, lowest)
-            found = await search_times(probe, candidates, limits, first_hit=True)
+            back = _SearchBack(probe, lead, grid, oldest, lowest)
+            found = await back.search(*_one_back(oldest, lowest, typical, grid), limits)
             lead.judge(found)
             if found is None:
                 return oldest
@@ -600,8 +591,9 @@ async def _leap_back(
         # On the grid of the nearest known start: a grid extrapolated over hours drifts.
         target = oldest - _on_grid(oldest - target, grid)
         low, high = max(lowest, target - typical), min(oldest - 1, target + typical)
-        candidates = lead.first(_walk_candidates(target, low, high, grid), oldest, lowest)
-        found = await search_times(probe, candidates, limits, first_hit=True)
+        found = await _SearchBack(probe, lead, grid, oldest, lowest).search(
+            target, low, high, limits
+        )
         lead.judge(found)
         if found is None:
             miss = target if miss is None else max(miss, target)
@@ -614,6 +606,30 @@ async def _leap_back(
             return oldest
         if miss is not None and found <= miss:
             return oldest  # below the miss (another track's lead): nothing left to halve
+
+
+def _one_back(oldest: int, low: int, typical: int, grid: float | None) -> tuple[int, int, int]:
+    """Where the segment before ``oldest`` most likely starts: (expected, low, high)."""
+    expected = max(low, oldest - _on_grid(typical, grid))
+    half = max(1, typical // 2)
+    return expected, max(low, expected - half), min(oldest - 1, expected + half)
+
+
+@dataclass(frozen=True, slots=True)
+class _SearchBack:
+    """One search for a segment start below ``oldest``, the peer's lead first."""
+
+    probe: Probe
+    lead: PeerLead
+    grid: float | None
+    oldest: int
+    lowest: int
+
+    async def search(self, expected: int, low: int, high: int, limits: SearchLimits) -> int | None:
+        """The first start found in ``[low, high]``, nearest ``expected`` first."""
+        candidates = _walk_candidates(expected, low, high, self.grid)
+        led = self.lead.first(candidates, self.oldest, self.lowest)
+        return await search_times(self.probe, led, limits, first_hit=True)
 
 
 PeerOldest = Callable[[], float | None]

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import math
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -265,6 +266,19 @@ async def test_chain_gap_reaching_the_window_ends_at_the_window() -> None:
     assert gaps == [TimelineGap(starts[15], starts[17])]
 
 
+async def walk_back(server: TimeServer, first_listed: int, **extra: Any) -> int:
+    """``find_first_time`` on a millisecond timeline of 30 fps segments of about 2 s."""
+    return await find_first_time(
+        server.probe,
+        hints=[0],
+        first_listed=first_listed,
+        typical_duration=2000,
+        frame_ticks=1000 / 30,
+        limits=SearchLimits(),
+        **extra,
+    )
+
+
 async def test_find_first_time_uses_the_hint() -> None:
     starts = [s + 895 for s in make_timeline(100, seed=6)]
     server = TimeServer(starts)
@@ -284,14 +298,7 @@ async def test_find_first_time_walks_back_to_the_oldest_retained() -> None:
     starts = make_timeline(100, seed=7)
     retained = starts[80:]
     server = TimeServer(retained)
-    first = await find_first_time(
-        server.probe,
-        hints=[0],
-        first_listed=starts[95],
-        typical_duration=2000,
-        frame_ticks=1000 / 30,
-        limits=SearchLimits(),
-    )
+    first = await walk_back(server, starts[95])
     assert first == starts[80]
 
 
@@ -299,15 +306,7 @@ async def test_the_backward_walk_reports_each_segment_as_it_finds_it() -> None:
     starts = make_timeline(40, seed=11)
     server = TimeServer(starts[20:])  # the older ones have left the server
     found: list[int] = []
-    first = await find_first_time(
-        server.probe,
-        hints=[0],
-        first_listed=starts[30],
-        typical_duration=2000,
-        frame_ticks=1000 / 30,
-        limits=SearchLimits(),
-        on_found=found.append,
-    )
+    first = await walk_back(server, starts[30], on_found=found.append)
     assert first == starts[20]
     # Newest first, each as the search reached it (leaps skip some: the chain reads them).
     assert found == sorted(found, reverse=True)
@@ -319,14 +318,7 @@ async def test_the_backward_walk_crosses_a_hole_of_several_segments() -> None:
     # Four lost segments (8 s) in the past of a timeline far from 0: not the broadcast's start.
     starts = [s + 5_000_000 for s in make_timeline(40, seed=12)]
     server = TimeServer(starts, missing=set(starts[10:14]))
-    first = await find_first_time(
-        server.probe,
-        hints=[0],
-        first_listed=starts[30],
-        typical_duration=2000,
-        frame_ticks=1000 / 30,
-        limits=SearchLimits(miss_threshold=30000),
-    )
+    first = await walk_back(server, starts[30])
     assert first == starts[0]
 
 
@@ -337,15 +329,7 @@ async def test_the_backward_search_leaps_to_a_far_retention_edge(holes: tuple[in
     starts = make_timeline(400, seed=15)
     server = TimeServer(starts[50:], missing={starts[i] for i in holes})
     found: list[int] = []
-    first = await find_first_time(
-        server.probe,
-        hints=[0],
-        first_listed=starts[395],
-        typical_duration=2000,
-        frame_ticks=1000 / 30,
-        limits=SearchLimits(miss_threshold=30000),
-        on_found=found.append,
-    )
+    first = await walk_back(server, starts[395], on_found=found.append)
     assert first == starts[50]
     assert len(found) <= 2 * (2 * math.ceil(math.log2(345)) + 2), found
 
