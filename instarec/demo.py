@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from instarec.errors import InstarecError, UsageError
 from instarec.finish import RecordingSummary
 from instarec.options import Options
-from instarec.recorder import Reporter, record
+from instarec.progress import Reporter
+from instarec.recorder import record
 
 if TYPE_CHECKING:
     from instarec.testing.media import TestMedia

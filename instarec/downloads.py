@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from instarec.errors import InstarecError, NetworkError
@@ -43,18 +43,30 @@ class LiveActivity:
     oldest_waiting: float | None
 
 
-@dataclass(order=True, slots=True)
-class DownloadJob:
+@dataclass(slots=True)
+class _Queued:
     # (urgent first, then by broadcast time, then by key: numbers under a timeline all carry
-    # the period's start, and their number orders them)
+    # the period's start, and their number orders them); the sequence keeps equal ones FIFO.
     priority: tuple[int, float, int]
     sequence: int
-    ref: SegmentRef | None = field(compare=False)  # None: a worker's signal to stop
+
+    def __lt__(self, other: _Queued) -> bool:
+        return (self.priority, self.sequence) < (other.priority, other.sequence)
+
+
+@dataclass(slots=True)
+class DownloadJob(_Queued):
+    ref: SegmentRef
     # Answered with the segment's timing: from its first moof as soon as that arrives, or from
     # the whole body when ``whole`` (segments of several moofs).
-    first_fragment: asyncio.Future[FragmentInfo | None] | None = field(default=None, compare=False)
-    whole: bool = field(default=False, compare=False)
-    retries: int = field(default=0, compare=False)  # times asked again after a "not yet" 404
+    first_fragment: asyncio.Future[FragmentInfo | None] | None = None
+    whole: bool = False
+    retries: int = 0  # times asked again after a "not yet" 404
+
+
+@dataclass(slots=True)
+class StopJob(_Queued):
+    """Tells the worker that takes it to stop: the downloads in flight end, none starts."""
 
 
 class _FirstMoof:
@@ -111,7 +123,7 @@ class Downloads:
         self.http = http
         self.store = store
         self.timelines = timelines
-        self.queue: asyncio.PriorityQueue[DownloadJob] = asyncio.PriorityQueue()
+        self.queue: asyncio.PriorityQueue[DownloadJob | StopJob] = asyncio.PriorityQueue()
         self._in_flight: dict[tuple[str, int], asyncio.Future[FragmentInfo | None]] = {}
         self._sequence = itertools.count()
         self.downloaded = 0
@@ -206,7 +218,7 @@ class Downloads:
         last_past_start = -math.inf
         while True:
             job = await self.queue.get()
-            if job.ref is None:  # drain: downloads in flight are done, nothing new starts
+            if isinstance(job, StopJob):
                 self.queue.task_done()
                 return
             self._untried_live.pop(job.sequence, None)
@@ -227,7 +239,7 @@ class Downloads:
     async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
         """Let the downloads in flight finish (bounded), start no other: what Ctrl+C asks."""
         for _ in workers:
-            self.queue.put_nowait(DownloadJob((-1, 0.0, 0), next(self._sequence), None))
+            self.queue.put_nowait(StopJob((-1, 0.0, 0), next(self._sequence)))
         await asyncio.wait(workers, timeout=grace)
 
     async def _run_job(self, job: DownloadJob) -> None:

@@ -91,7 +91,7 @@ class RetryPolicy:
         server's ``Retry-After`` wins when it asks for longer, up to ``max_delay``: a live
         recording cannot sleep for an hour without losing the window.
         """
-        backoff = min(self.max_delay, self.base_delay * (2 ** max(0, attempt)))
+        backoff = min(self.max_delay, self.base_delay * (2.0 ** max(0, attempt)))
         spread = random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
         wait = min(self.max_delay, backoff * spread)
         if retry_after is not None:

@@ -1041,6 +1041,7 @@ def _expand_list(rep: Representation, period: Period) -> list[MediaSegment]:
     out: list[MediaSegment] = []
     t_running: int | float = sl.presentation_time_offset
     for i, (url, byte_range) in enumerate(sl.segments):
+        t: int | float
         duration: int | float | None
         if i < len(timings):
             t, duration = timings[i]

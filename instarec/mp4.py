@@ -149,7 +149,8 @@ def _u32_after_times(buf: memoryview, box: _Box) -> int:
     version, _ = _full_box(buf, box)
     offset = box.payload + (4 + 16 if version == 1 else 4 + 8)
     _need(box, offset - box.payload + 4)
-    return _U32.unpack_from(buf, offset)[0]
+    value: int = _U32.unpack_from(buf, offset)[0]
+    return value
 
 
 def _need(box: _Box, length: int) -> None:

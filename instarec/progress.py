@@ -17,9 +17,9 @@ import asyncio
 import logging
 import shutil
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class ProgressSnapshot:
     behind_live: float | None  # seconds between the newest listed segment's end and now
 
 
-Reporter = Callable[[Callable[[], ProgressSnapshot]], Awaitable[None]]
+# A coroutine function, not any awaitable: the recorder hands its result to a TaskGroup.
+Reporter = Callable[[Callable[[], ProgressSnapshot]], Coroutine[Any, Any, None]]
 
 TTY_REFRESH = 0.25  # seconds between two redraws of the status line
 LOG_EVERY = 5.0  # seconds between two progress log lines when stderr is not a terminal

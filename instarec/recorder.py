@@ -54,8 +54,8 @@ from instarec.manifest import Addressing, MediaSegment
 from instarec.merge import find_ffmpeg
 from instarec.mp4 import FragmentInfo, Mp4Error
 from instarec.options import Options
-from instarec.progress import ProgressSnapshot
-from instarec.segments import SegmentRef, TrackKind
+from instarec.progress import ProgressSnapshot, Reporter
+from instarec.segments import RefOrigin, SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
 from instarec.store import SegmentStore
 from instarec.timeline import Timeline
@@ -69,8 +69,6 @@ SEGMENTS_PER_CHAIN = 60
 
 # After the first Ctrl+C, downloads in flight get this long to finish before the merge.
 DRAIN_TIMEOUT = 15.0
-
-Reporter = Callable[[Callable[[], ProgressSnapshot]], Awaitable[None]]
 
 
 class Recording:
@@ -265,7 +263,7 @@ class Recording:
         for segment in segments:
             if segment.time is None:
                 return segments
-            index = (segment.time - template.presentation_time_offset) // template.duration
+            index = int((segment.time - template.presentation_time_offset) // template.duration)
             number = base + index
             url = timeline.rep.media_url(number=number)
             renumbered.append(replace(segment, number=number, url=url))
@@ -432,7 +430,7 @@ class Recording:
         log.info("recovering numbers %d-%d", first, first_listed - 1)
         queue_from(first)  # a start number that answered at once was not reported
 
-    def _number_ref(self, timeline: Timeline, number: int, origin: str) -> SegmentRef:
+    def _number_ref(self, timeline: Timeline, number: int, origin: RefOrigin) -> SegmentRef:
         rep = timeline.rep
         template = rep.template
         assert template is not None
@@ -444,7 +442,7 @@ class Recording:
             start += (number - base) * duration
         return SegmentRef(
             timeline.kind, number, rep.media_url(number=number), None, start, duration, origin
-        )  # type: ignore[arg-type]
+        )
 
     async def _recover_times(
         self, timeline: Timeline, segments: list[MediaSegment], first: Snapshot
@@ -840,7 +838,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
             workers = [
                 group.create_task(recording.downloads.worker()) for _ in range(options.concurrency)
             ]
-            helpers = []
+            helpers: list[asyncio.Task[None]] = []
             if reporter is not None:
                 helpers.append(group.create_task(reporter(recording.progress)))
 

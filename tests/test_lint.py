@@ -1,4 +1,5 @@
-"""The tree stays formatted and lint-clean (ruff, configured in pyproject.toml)."""
+"""The tree stays formatted, lint-clean (ruff) and type-checked (mypy --strict), as configured
+in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -21,5 +22,12 @@ def test_ruff(command: list[str]) -> None:
         capture_output=True,
         text=True,
         check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr

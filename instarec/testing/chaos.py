@@ -782,6 +782,9 @@ class Checker:
         except json.JSONDecodeError as exc:
             violations.append(f"the summary file is not JSON: {exc}")
             return None
+        if not isinstance(summary, dict):
+            violations.append("the summary file is not a JSON object")
+            return None
         if bool(summary.get("interrupted")) != self._signalled():
             violations.append(f"summary says interrupted={summary.get('interrupted')}")
         return summary

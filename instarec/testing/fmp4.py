@@ -235,7 +235,12 @@ def build_fragment(
 
     def make_moof(data_offset: int) -> bytes:
         trun = full_box(
-            b"trun", 0, trun_flags, _U32.pack(len(sizes)), struct.pack(">i", data_offset), entries
+            b"trun",
+            0,
+            trun_flags,
+            _U32.pack(len(sizes)),
+            struct.pack(">i", data_offset),
+            bytes(entries),
         )
         return box(b"moof", mfhd, box(b"traf", tfhd, tfdt, trun))
 
@@ -414,7 +419,8 @@ def _tfhd_default_duration(data: bytes, traf: BoxSpan) -> int | None:
         if not flags & _TFHD_DEFAULT_SAMPLE_DURATION:
             return None
         pos = sub.payload + 8 + (4 if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX else 0)
-        return _U32.unpack_from(data, pos)[0]
+        default: int = _U32.unpack_from(data, pos)[0]
+        return default
     raise Mp4Error("traf has no tfhd")
 
 

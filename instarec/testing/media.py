@@ -23,15 +23,14 @@ import logging
 import math
 import os
 import random
-import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from instarec import mp4
-from instarec.errors import FFmpegNotFoundError
+from instarec import merge, mp4
 from instarec.testing import fmp4
 
 logger = logging.getLogger(__name__)
@@ -229,23 +228,8 @@ class LoopedMedia:
 
 
 def find_ffmpeg() -> str:
-    """$INSTAREC_FFMPEG, then ffmpeg on PATH, then imageio-ffmpeg's binary if installed."""
-    env = os.environ.get("INSTAREC_FFMPEG")
-    if env:
-        return env
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        pass
-    else:
-        try:
-            return str(imageio_ffmpeg.get_ffmpeg_exe())
-        except RuntimeError:
-            pass
-    raise FFmpegNotFoundError("ffmpeg not found: install it or set INSTAREC_FFMPEG")
+    """$INSTAREC_FFMPEG, else what the recorder itself would run (PATH, then the bundled one)."""
+    return merge.find_ffmpeg(os.environ.get("INSTAREC_FFMPEG") or "ffmpeg")
 
 
 def default_cache_dir() -> Path:
@@ -389,7 +373,7 @@ def _bandwidth(segments: list[SegmentInfo], timescale: int) -> int:
     return max(math.ceil(s.size * 8 * timescale / s.d) for s in segments if s.d > 0)
 
 
-def _video_track(path: Path, frames: list[int]) -> tuple[dict, bytes]:
+def _video_track(path: Path, frames: list[int]) -> tuple[dict[str, Any], bytes]:
     raw = path.read_bytes()
     init, spans = fmp4.split_fragmented(raw)
     info = mp4.parse_init(init)
@@ -402,7 +386,7 @@ def _video_track(path: Path, frames: list[int]) -> tuple[dict, bytes]:
     return _track_meta(meta, init, parts, frames, info), b"".join(parts)
 
 
-def _audio_track(path: Path, spec: MediaSpec, frames: list[int]) -> tuple[dict, bytes]:
+def _audio_track(path: Path, spec: MediaSpec, frames: list[int]) -> tuple[dict[str, Any], bytes]:
     raw = path.read_bytes()
     init, _ = fmp4.split_fragmented(raw)
     info = mp4.parse_init(init)
@@ -439,8 +423,8 @@ def _audio_track(path: Path, spec: MediaSpec, frames: list[int]) -> tuple[dict, 
 
 
 def _track_meta(
-    meta: dict, init: bytes, parts: list[bytes], counts: list[int], info: mp4.InitInfo
-) -> dict:
+    meta: dict[str, Any], init: bytes, parts: list[bytes], counts: list[int], info: mp4.InitInfo
+) -> dict[str, Any]:
     segments = []
     for part, count in zip(parts, counts, strict=True):
         # t and d come from reading the bytes back, not from the plan

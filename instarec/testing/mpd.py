@@ -172,7 +172,7 @@ class Broadcast:
             self._td[track.kind] = [(int(s.t), int(s.d)) for s in infos]  # type: ignore[attr-defined]
 
         # URL keys per track and the reverse maps used to route requests.
-        self._keys: dict[str, list[int | None]] = {}
+        self._keys: dict[str, Sequence[int | None]] = {}
         if shape == "instagram":
             ref = self.track(self.reference)
             t_d = self._td[ref.kind]
@@ -425,7 +425,8 @@ def _el(parent: etree._Element | None, tag: str, **attrs: object) -> etree._Elem
     values = {k.rstrip("_"): str(v) for k, v in attrs.items() if v is not None}
     name = f"{{{DASH_NS}}}{tag}"
     if parent is None:
-        return etree.Element(name, values, nsmap={None: DASH_NS})
+        # lxml takes None as the default namespace's prefix; its stubs only allow str keys
+        return etree.Element(name, values, nsmap={None: DASH_NS})  # type: ignore[dict-item]
     return etree.SubElement(parent, name, values)
 
 

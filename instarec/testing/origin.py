@@ -53,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
 from lxml import etree
@@ -274,7 +275,7 @@ class _SegmentCache:
         return data
 
 
-def _parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
+def _parse_range(header: str, size: int) -> tuple[int, int] | Literal[False] | None:
     """A single ``bytes=`` range as (first, last) inclusive.
 
     Returns None when the header should be ignored (malformed, several ranges: serving the
@@ -724,18 +725,18 @@ class Origin:
             return self._reply(exchange, response, len(body), size, slow)
         assert fault is not None
         self._counters.faults[fault.value] += 1
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_type = content_type
-        response.content_length = len(body)
-        await response.prepare(request)
+        stream = web.StreamResponse(status=status, headers=headers)
+        stream.content_type = content_type
+        stream.content_length = len(body)
+        await stream.prepare(request)
         sent = body[: len(body) // 2]
-        await response.write(sent)
+        await stream.write(sent)
         self._record(exchange, status, fault.value, len(sent), size)
         transport = request.transport
         if fault is Fault.TRUNCATE:
             if transport is not None:
                 transport.close()
-            return response
+            return stream
         # Let the kernel take the bytes first, so the client reads them before the reset.
         # asyncio has no awaitable "write buffer empty" short of pausing the protocol, which
         # aiohttp owns; a short poll it is (the buffer is empty at once for bodies that fit the
@@ -745,7 +746,7 @@ class Origin:
                 break
             await asyncio.sleep(0.001)
         _reset(request)
-        return response
+        return stream
 
     def _reply(
         self,
