@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from instarec import __version__
 from instarec.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    DiskFullError,
     InstarecError,
     ManifestError,
     ManifestUnavailableError,
@@ -67,7 +67,7 @@ exit codes:
   2    invalid command line or options
   3    the manifest is not a usable MPD
   4    network error, or the manifest answered 401/403/404/410
-  5    unsupported stream (DRM, no video and no audio)
+  5    unsupported stream (DRM, no video and no audio, media not fragmented MP4)
   6    ffmpeg failed to merge the segments
   7    ffmpeg not found
   8    storage error (output not writable, disk full)
@@ -76,7 +76,6 @@ exit codes:
 
 # RFC 9110 token: what a header name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_PROXY_SCHEMES = ("http", "https", "socks4", "socks5", "socks5h")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -497,8 +496,11 @@ def options_from_args(ns: argparse.Namespace) -> Options:
             if path.is_dir():
                 raise UsageError(f"{what} {str(path)!r} is a directory")
     if ns.proxy is not None:
+        from instarec.http import HTTP_PROXY_SCHEMES, SOCKS_PROXY_SCHEMES
+
         parts = urlsplit(ns.proxy)
-        if parts.scheme.lower() not in _PROXY_SCHEMES or not parts.netloc:
+        schemes = HTTP_PROXY_SCHEMES | SOCKS_PROXY_SCHEMES
+        if parts.scheme.lower() not in schemes or not parts.netloc:
             raise UsageError(
                 f"--proxy must be a URL such as http://host:port or socks5://host:port, "
                 f"got {ns.proxy!r}"
@@ -675,18 +677,6 @@ def _check_ffmpeg(options: Options) -> None:
     logger.debug("ffmpeg: %s", find_ffmpeg(options.ffmpeg_path))
 
 
-def _disk_full(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
-            return True
-        text = str(seen).lower()
-        if "disk full" in text or "no space left" in text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _finish(summary: RecordingSummary, options: Options, console: _Console) -> int:
     """Print the summary table, write ``--summary-file``, decide the exit code."""
     from instarec.summary import format_summary, summary_to_json, write_summary_file
@@ -717,7 +707,7 @@ def _recording_failed(exc: InstarecError, options: Options) -> InstarecError:
     segments = options.segments_dir
     if segments is None or not segments.is_dir() or not any(segments.iterdir()):
         return exc
-    if _disk_full(exc):
+    if isinstance(exc, DiskFullError):
         message = (
             f"disk full: recording stopped; the segments recorded so far are kept in "
             f"{segments}. Free some space, then run the same command again: it resumes "

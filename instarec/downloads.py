@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from instarec.errors import InstarecError, NetworkError
-from instarec.http import HttpClient, SegmentMissing
+from instarec.errors import NetworkError, SegmentMissing, UnsupportedStreamError
+from instarec.http import HttpClient
 from instarec.manifest import Addressing
 from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
@@ -209,7 +209,7 @@ class Downloads:
             try:
                 timeline.init = parse_init(path.read_bytes())
             except Mp4Error as exc:
-                raise InstarecError(
+                raise UnsupportedStreamError(
                     f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
                     "only fMP4 DASH streams can be recorded"
                 ) from exc

@@ -4,14 +4,7 @@ One ``aiohttp.ClientSession`` per :class:`HttpClient`, shared by every request o
 Transient failures (5xx, 429, timeouts, connection resets, truncated bodies) are retried with
 exponential backoff and jitter, honouring ``Retry-After``; final answers (404/410 on a segment,
 401/403/404/410 on the manifest) are not. aiohttp and OS errors are translated into the
-project's errors here, so no caller has to know about aiohttp::
-
-    NetworkError
-    ├── HttpStatusError            a final, non-retried HTTP status (carries .status)
-    │   └── SegmentMissing         404/410 on a segment: the caller records a gap
-    └── ManifestUnavailableError   401/403/404/410 on the manifest
-    StorageError                   the download could not be written (disk full, permissions)
-    UsageError                     invalid URL, proxy, cookies file
+project's errors here (``errors.py``), so no caller has to know about aiohttp.
 
 This module knows nothing about DASH: byte ranges and UTCTiming elements are read through their
 attributes only.
@@ -22,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import errno
-import http.cookiejar
 import logging
 import os
 import random
@@ -32,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from http.cookies import Morsel
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -43,16 +34,19 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from instarec import __version__
+from instarec.cookies import Cookie, load_cookies_file
 from instarec.errors import (
+    HttpStatusError,
     ManifestError,
     ManifestUnavailableError,
     NetworkError,
-    StorageError,
+    SegmentMissing,
     UsageError,
+    storage_error,
 )
 
 if TYPE_CHECKING:
-    from instarec.manifest import ByteRange, UTCTiming
+    from instarec.manifest import ByteRange
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +54,8 @@ _T = TypeVar("_T")
 
 CHUNK_SIZE: Final = 64 * 1024
 DEFAULT_MAX_MANIFEST_BYTES: Final = 16 * 1024 * 1024
-_HTTP_PROXY_SCHEMES: Final = frozenset({"http", "https"})
-_SOCKS_PROXY_SCHEMES: Final = frozenset({"socks4", "socks4a", "socks5", "socks5h"})
+HTTP_PROXY_SCHEMES: Final = frozenset({"http", "https"})
+SOCKS_PROXY_SCHEMES: Final = frozenset({"socks4", "socks4a", "socks5", "socks5h"})
 # Statuses worth asking again: the server is overloaded or briefly broken.
 _RETRY_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 _GONE_STATUSES: Final = frozenset({404, 410})
@@ -120,19 +114,6 @@ class TextResponse:
     body: bytes
 
 
-class HttpStatusError(NetworkError):
-    """A final HTTP status that retrying will not change."""
-
-    def __init__(self, message: str, status: int, url: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.url = url
-
-
-class SegmentMissing(HttpStatusError):
-    """404/410 on a segment: not retried, the caller records a gap."""
-
-
 @dataclass(frozen=True, slots=True)
 class HttpStatsSnapshot:
     requests: Mapping[tuple[str, int], int]  # (method, status) -> count
@@ -175,48 +156,6 @@ class _Retryable(Exception):
         self.max_retries = max_retries  # tighter than the policy for failures unlikely to pass
 
 
-@dataclass(frozen=True, slots=True)
-class _Cookie:
-    name: str
-    value: str
-    domain: str
-    host_only: bool
-    path: str
-    secure: bool
-
-
-def load_cookies_file(path: Path) -> tuple[_Cookie, ...]:
-    """Read a Netscape/Mozilla ``cookies.txt`` (as exported by browser extensions)."""
-    jar = http.cookiejar.MozillaCookieJar()
-    try:
-        # Session cookies are exported with expiry 0 and are exactly what a logged-in browser
-        # sends, so keep them; really expired cookies are dropped below.
-        jar.load(str(path), ignore_discard=True, ignore_expires=True)
-    except FileNotFoundError as exc:
-        raise UsageError(f"cookies file not found: {path}") from exc
-    except http.cookiejar.LoadError as exc:
-        raise UsageError(f"invalid cookies file {path}: {exc} (expected Netscape format)") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read cookies file {path}: {exc.strerror or exc}") from exc
-    now = time.time()
-    cookies = []
-    for c in jar:
-        # Browser exports write 0 for session cookies; MozillaCookieJar reads it as "expired".
-        if c.value is None or (c.expires and c.expires < now):
-            continue
-        cookies.append(
-            _Cookie(
-                name=c.name,
-                value=c.value,
-                domain=c.domain.lstrip("."),
-                host_only=not c.domain_initial_dot,
-                path=c.path or "/",
-                secure=c.secure,
-            )
-        )
-    return tuple(cookies)
-
-
 def _to_url(url: str) -> URL:
     """Parse and validate an absolute http(s) URL; UsageError otherwise."""
     try:
@@ -254,17 +193,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-def parse_datetime(text: str) -> datetime:
-    """Parse an ISO 8601 / xs:dateTime string into an aware UTC datetime (ValueError if not)."""
-    text = text.strip()
-    # fromisoformat keeps only microseconds: trim longer fractions (some servers send nanos).
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 class HttpClient:
     """``async with HttpClient(config) as http: ...`` — one session for a whole recording."""
 
@@ -280,15 +208,15 @@ class HttpClient:
         proxy = self._config.proxy
         if proxy:
             scheme = URL(proxy).scheme.lower()
-            if scheme in _HTTP_PROXY_SCHEMES:
+            if scheme in HTTP_PROXY_SCHEMES:
                 self._proxy = proxy
-            elif scheme in _SOCKS_PROXY_SCHEMES:
+            elif scheme in SOCKS_PROXY_SCHEMES:
                 self._socks_proxy = proxy
             else:
                 raise UsageError(
                     f"unsupported proxy {proxy!r}: use http://, https://, socks4:// or socks5://"
                 )
-        self._cookies: tuple[_Cookie, ...] = ()
+        self._cookies: tuple[Cookie, ...] = ()
         if self._config.cookies_file is not None:
             self._cookies = load_cookies_file(self._config.cookies_file)
 
@@ -484,70 +412,47 @@ class HttpClient:
 
         return await self._retrying(attempt, target, self._config.retry.retries)
 
-    async def get_bytes(self, url: str, *, byte_range: ByteRange | None = None) -> bytes:
-        """GET a (small) body into memory: init segments, moof prefixes, timing servers."""
+    async def fetch_body(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        byte_range: ByteRange | None = None,
+        limit: int | None = None,
+        quick: bool = False,
+    ) -> TextResponse:
+        """A small body in memory (``limit`` bytes at most): timing servers, short answers.
+
+        A final error status raises HttpStatusError (SegmentMissing for 404/410); ``quick``
+        retries as few times as a probe does.
+        """
         target = _to_url(url)
 
-        async def attempt() -> bytes:
+        async def attempt() -> TextResponse:
             headers = self._range_headers(byte_range)
-            async with self._request("GET", target, headers=headers) as resp:
+            async with self._request(method, target, headers=headers) as resp:
                 self._raise_for_status(resp, target, segment=True)
                 expected = self._expected_length(resp, byte_range)
                 body = bytearray()
-                async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
-                    body += chunk
+                if method != "HEAD":
+                    async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+                        body += chunk
+                        if limit is not None and len(body) >= limit:
+                            del body[limit:]
+                            expected = None
+                            break
                 self.stats.bytes_downloaded += len(body)
-                if expected is not None and len(body) != expected:
+                if method != "HEAD" and expected is not None and len(body) != expected:
                     raise _Retryable(f"truncated body: received {len(body)} of {expected} bytes")
-                return bytes(body)
+                return TextResponse(
+                    url=str(resp.url),
+                    status=resp.status,
+                    headers=CIMultiDictProxy(CIMultiDict(resp.headers)),
+                    body=bytes(body),
+                )
 
-        return await self._retrying(attempt, target, self._config.retry.retries)
-
-    async def server_time(self, timing: UTCTiming) -> datetime | None:
-        """The time according to a DASH UTCTiming source, as an aware UTC datetime.
-
-        Supports http-iso, http-xsdate, http-head and direct (any year suffix); returns None
-        for other schemes (ntp, sntp, http-ntp). NetworkError when the source cannot be
-        reached or answers something that is not a date: callers fall back to the local clock.
-        """
-        scheme = timing.scheme.strip().lower()
-        match = re.fullmatch(r"urn:mpeg:dash:utc:([a-z-]+):\d{4}", scheme)
-        kind = match.group(1) if match else ""
-        value = timing.value.strip()
-        if kind == "direct":
-            try:
-                return parse_datetime(value)
-            except ValueError as exc:
-                raise NetworkError(f"invalid UTCTiming direct value {value!r}") from exc
-        if kind not in ("http-iso", "http-xsdate", "http-head"):
-            return None
-        # A UTCTiming value may list several URLs separated by spaces: the first one is enough.
-        target = _to_url(value.split()[0])
-
-        async def attempt() -> datetime:
-            method = "HEAD" if kind == "http-head" else "GET"
-            async with self._request(method, target) as resp:
-                self._raise_for_status(resp, target)
-                if kind == "http-head":
-                    text = resp.headers.get("Date", "")
-                    try:
-                        parsed = email.utils.parsedate_to_datetime(text)
-                    except (TypeError, ValueError) as exc:
-                        raise NetworkError(
-                            f"time server {target.host} sent no usable Date header"
-                        ) from exc
-                    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-                raw = await resp.content.read(4096)
-                self.stats.bytes_downloaded += len(raw)
-                text = raw.decode("ascii", errors="replace")
-                try:
-                    return parse_datetime(text)
-                except ValueError as exc:
-                    raise NetworkError(
-                        f"time server {target.host} answered {text.strip()[:40]!r}, not a date"
-                    ) from exc
-
-        return await self._retrying(attempt, target, self._config.probe_retries)
+        retries = self._config.probe_retries if quick else self._config.retry.retries
+        return await self._retrying(attempt, target, retries)
 
     # ------------------------------------------------------------------ internals
 
@@ -574,7 +479,7 @@ class HttpClient:
             try:
                 fh = open(part, "wb")  # noqa: ASYNC230, SIM115 - closed by the with below; writes hit the page cache
             except OSError as exc:
-                raise _storage_error(exc, part) from exc
+                raise storage_error(exc, "write", part) from exc
             # Whatever has arrived, as it arrives: a caller watching the first bytes (the $Time$
             # chain reads the moof) must not wait for a full chunk. The stream's own buffer
             # keeps each piece bounded, so memory stays flat.
@@ -588,7 +493,7 @@ class HttpClient:
                     try:
                         fh.write(chunk)
                     except OSError as exc:
-                        raise _storage_error(exc, part) from exc
+                        raise storage_error(exc, "write", part) from exc
                     received += len(chunk)
                     self.stats.bytes_downloaded += len(chunk)
                     if on_chunk is not None:
@@ -600,11 +505,11 @@ class HttpClient:
                     # fsync can take a while on slow disks: keep the event loop free.
                     await asyncio.to_thread(os.fsync, fh.fileno())
                 except OSError as exc:
-                    raise _storage_error(exc, part) from exc
+                    raise storage_error(exc, "write", part) from exc
         try:
             os.replace(part, dest)
         except OSError as exc:
-            raise _storage_error(exc, dest) from exc
+            raise storage_error(exc, "write", dest) from exc
         return received
 
     @staticmethod
@@ -804,12 +709,6 @@ def _translate(exc: BaseException, url: URL, stats: HttpStats) -> BaseException:
         stats.transport_errors["protocol"] += 1
         return _Retryable(f"bad response from {host}: {exc.message}")
     return exc
-
-
-def _storage_error(exc: OSError, path: Path) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"disk full while writing {path}")
-    return StorageError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _short(url: URL) -> str:

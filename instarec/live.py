@@ -1,9 +1,12 @@
-"""Following the live edge: manifest refreshes, new segments, and the end of the broadcast."""
+"""Following the live edge: manifest refreshes, the server's clock (DASH UTCTiming), new
+segments, and the end of the broadcast."""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +21,9 @@ from instarec.manifest import (
     Manifest,
     MediaSegment,
     Representation,
+    UTCTiming,
     expand_segments,
+    parse_datetime,
     parse_manifest,
 )
 
@@ -71,14 +76,49 @@ class ManifestSource:
                 # Relative references happen; resolve them like any URL of the document.
                 timing = replace(timing, value=urljoin(manifest.url, timing.value))
             try:
-                server = await self._http.server_time(timing)
-            except (NetworkError, UsageError) as exc:
+                server = await server_time(self._http, timing)
+            except (NetworkError, ManifestError, UsageError) as exc:
                 log.debug("UTCTiming %s failed: %s", timing.scheme, exc)
                 continue
             if server is not None:
                 self._clock_offset = server - local
                 break
         return local + self._clock_offset if self._clock_offset else local
+
+
+# UTCTiming schemes read over HTTP; ntp, sntp and http-ntp are not (the local clock stands in).
+_HTTP_TIMING = frozenset({"http-iso", "http-xsdate", "http-head"})
+_TIMING_SCHEME = re.compile(r"urn:mpeg:dash:utc:([a-z-]+):\d{4}")
+# A time server's answer is one date: more than this is not one.
+_TIMING_BODY_LIMIT = 4096
+
+
+async def server_time(http: HttpClient, timing: UTCTiming) -> datetime | None:
+    """The time according to a DASH UTCTiming source, as an aware UTC datetime.
+
+    Supports http-iso, http-xsdate, http-head and direct (any year suffix); None for other
+    schemes. NetworkError when the source cannot be reached, ManifestError when it answers
+    something that is not a date: callers fall back to the local clock.
+    """
+    match = _TIMING_SCHEME.fullmatch(timing.scheme.strip().lower())
+    kind = match.group(1) if match else ""
+    value = timing.value.strip()
+    if kind == "direct":
+        return parse_datetime(value)
+    if kind not in _HTTP_TIMING:
+        return None
+    # A UTCTiming value may list several URLs separated by spaces: the first one is enough.
+    url = value.split()[0]
+    if kind == "http-head":
+        response = await http.fetch_body(url, method="HEAD", quick=True)
+        text = response.headers.get("Date", "")
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError) as exc:
+            raise ManifestError(f"the time server sent no usable Date header ({url})") from exc
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    response = await http.fetch_body(url, limit=_TIMING_BODY_LIMIT, quick=True)
+    return parse_datetime(response.body.decode("ascii", errors="replace"))
 
 
 def segment_key(segment: MediaSegment, rep: Representation) -> int:

@@ -205,7 +205,7 @@ class Representation:
     def media_url(self, *, number: int | None = None, time: int | None = None) -> str:
         """Absolute URL of the media template for that ``$Number$`` / ``$Time$``."""
         if self.template is None or self.template.media is None:
-            raise ValueError(f"representation {self.id!r} has no media template")
+            raise ManifestError(f"representation {self.id!r} has no media template")
         expand = compile_template(self.template.media)
         return urljoin(self.base_url, expand(self._template_values(number, time)))
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from instarec.errors import FFmpegNotFoundError, MergeError, StorageError, UsageError
+from instarec.errors import FFmpegNotFoundError, MergeError, UsageError, storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _prepare_inputs(tracks: Sequence[TrackInput], work_dir: Path) -> list[Path]:
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageError(f"cannot create {work_dir}: {exc.strerror or exc}") from exc
+        raise storage_error(exc, "create", work_dir) from exc
     paths: list[Path] = []
     names: set[str] = set()
     for track in tracks:
@@ -176,7 +176,7 @@ def _prepare_inputs(tracks: Sequence[TrackInput], work_dir: Path) -> list[Path]:
         except FileNotFoundError as exc:
             raise MergeError(f"recorded {track.kind} file is missing: {exc.filename}") from exc
         except OSError as exc:
-            raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+            raise storage_error(exc, "write", dest) from exc
         logger.debug(
             "%s: %d segments concatenated into %s (%d bytes)",
             track.kind,
@@ -299,7 +299,7 @@ def _publish(target: Path, output: Path) -> int:
     try:
         os.replace(target, output)
     except OSError as exc:
-        raise StorageError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        raise storage_error(exc, "write", output) from exc
     return size
 
 

@@ -17,6 +17,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from instarec.errors import Mp4Error
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -46,10 +48,6 @@ _TRUN_SAMPLE_DURATION = 0x000100
 _TRUN_SAMPLE_SIZE = 0x000200
 _TRUN_SAMPLE_FLAGS = 0x000400
 _TRUN_SAMPLE_CTO = 0x000800
-
-
-class Mp4Error(ValueError):
-    """The bytes are not the (fragmented) MP4 structure we expected."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,14 +34,21 @@ from instarec.archive import (
     seed_targets,
 )
 from instarec.downloads import Downloads
-from instarec.errors import InstarecError, ManifestError, NetworkError, UsageError
+from instarec.errors import (
+    HttpStatusError,
+    InstarecError,
+    ManifestError,
+    Mp4Error,
+    NetworkError,
+    UsageError,
+)
 from instarec.finish import (
     RecordedTrack,
     RecordingSummary,
     merge_leftovers,
     merge_store,
 )
-from instarec.http import HttpClient, HttpStatusError
+from instarec.http import HttpClient
 from instarec.live import (
     LiveFollower,
     LivePolicy,
@@ -52,7 +59,7 @@ from instarec.live import (
 )
 from instarec.manifest import Addressing, MediaSegment
 from instarec.merge import find_ffmpeg
-from instarec.mp4 import FragmentInfo, Mp4Error
+from instarec.mp4 import FragmentInfo
 from instarec.options import Options
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.segments import RefOrigin, SegmentRef, TrackKind
@@ -336,7 +343,7 @@ class Recording:
         self.archive_active = True
         try:
             await self._recover_past(first)
-        except* (InstarecError, Mp4Error) as failure:
+        except* InstarecError as failure:
             # The past is a bonus over the live recording, never a reason to lose it.
             for exc in failure.exceptions:
                 log.error("past recovery stopped: %s", exc)
@@ -691,7 +698,7 @@ class Recording:
     def _next_step(self, timeline: Timeline, info: FragmentInfo) -> StepResult:
         init = timeline.init
         if init is None or info.base_media_decode_time is None:
-            raise InstarecError(f"{timeline.kind}: segment without tfdt; cannot chain $Time$")
+            raise Mp4Error(f"{timeline.kind}: segment without tfdt; cannot chain $Time$")
         exact = Fraction(
             (info.base_media_decode_time + info.duration) * timeline.timescale, init.timescale
         )
@@ -900,6 +907,14 @@ async def _finish(
     # the server before its download.
     expired = sorted(
         kind for kind, key in recording.archive_first.items() if not recording.store.has(kind, key)
+    )
+    traffic = recording.http.stats.snapshot()
+    log.info(
+        "%d HTTP requests, %d retried, %.1f MB received; transport errors: %s",
+        traffic.total_requests,
+        traffic.retries,
+        traffic.bytes_downloaded / 1e6,
+        dict(traffic.transport_errors) or "none",
     )
     summary = await merge_store(
         recording.store, tracks, output, ffmpeg, recording.options, end_reason, started

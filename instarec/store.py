@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from instarec.errors import StorageError
+from instarec.errors import StorageError, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ class SegmentStore:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(
-                f"cannot create the segment directory {root}: {exc.strerror or exc}"
-            ) from exc
+            raise storage_error(exc, "create the segment directory", root) from exc
         if not root.is_dir():
             raise StorageError(f"{root} exists and is not a directory")
         try:
@@ -97,9 +95,7 @@ class SegmentStore:
                 store._create()
             store._delete_part_files()
         except OSError as exc:
-            raise StorageError(
-                f"cannot use the segment directory {root}: {exc.strerror or exc}"
-            ) from exc
+            raise storage_error(exc, "use the segment directory", root) from exc
         return store
 
     @classmethod
@@ -280,7 +276,7 @@ class SegmentStore:
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from exc
+                raise storage_error(exc, "create", path) from exc
             self._track_dirs.add(track)
         return path
 
@@ -371,7 +367,7 @@ class SegmentStore:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StorageError(f"cannot delete {self._root}: {exc.strerror or exc}") from exc
+            raise storage_error(exc, "delete", self._root) from exc
         self._segments.clear()
         self._missing.clear()
         self._inits.clear()
@@ -396,7 +392,7 @@ class SegmentStore:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
-            raise StorageError(f"cannot write {self._journal}: {exc.strerror or exc}") from exc
+            raise storage_error(exc, "write", self._journal) from exc
 
 
 def _decode(raw: bytes) -> dict[str, Any] | None:
@@ -420,7 +416,7 @@ def _file_size(path: Path) -> int | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise storage_error(exc, "read", path) from exc
     return st.st_size
 
 
@@ -430,11 +426,11 @@ def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        raise storage_error(exc, "open", path) from exc
     try:
         os.fsync(fd)
     except OSError as exc:
-        raise StorageError(f"cannot sync {path}: {exc.strerror or exc}") from exc
+        raise storage_error(exc, "sync", path) from exc
     finally:
         os.close(fd)
 

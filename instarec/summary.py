@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instarec import __version__
-from instarec.errors import StorageError
+from instarec.errors import storage_error
 from instarec.finish import GapRange, RecordingSummary
 from instarec.progress import format_bytes, format_duration
 
@@ -198,6 +198,4 @@ def write_summary_file(path: Path, document: dict[str, Any]) -> None:
         temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, path)
     except OSError as exc:
-        raise StorageError(
-            f"cannot write the summary file {str(path)!r}: {exc.strerror or exc}"
-        ) from exc
+        raise storage_error(exc, "write the summary file", path) from exc

@@ -19,20 +19,21 @@ import pytest
 from aiohttp import web
 
 from instarec.errors import (
+    HttpStatusError,
     ManifestError,
     ManifestUnavailableError,
     NetworkError,
+    SegmentMissing,
     StorageError,
     UsageError,
 )
 from instarec.http import (
     HttpClient,
     HttpConfig,
-    HttpStatusError,
     RetryPolicy,
-    SegmentMissing,
     parse_retry_after,
 )
+from instarec.live import server_time
 from instarec.manifest import ByteRange, UTCTiming
 
 Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
@@ -216,8 +217,9 @@ async def test_410_is_segment_missing(server: Server, tmp_path: Path) -> None:
     url = server.route("/seg", gone)
     async with client() as http:
         with pytest.raises(SegmentMissing):
-            await http.get_bytes(url)
+            await http.download(url, tmp_path / "seg")
     assert server.count("/seg") == 1
+    assert files_in(tmp_path) == []
 
 
 async def test_connection_reset_mid_body_is_retried(server: Server, tmp_path: Path) -> None:
@@ -317,7 +319,8 @@ async def test_range_download(server: Server, tmp_path: Path) -> None:
         dest = tmp_path / "part1"
         assert await http.download(url, dest, byte_range=ByteRange(100, 1099)) == 1000
         assert dest.read_bytes() == data[100:1100]
-        assert await http.get_bytes(url, byte_range=ByteRange(9000, None)) == data[9000:]
+        tail = await http.fetch_body(url, byte_range=ByteRange(9000, None))
+        assert tail.body == data[9000:]
     assert [r.headers.get("Range") for r in server.requests] == ["bytes=100-1099", "bytes=9000-"]
 
 
@@ -342,7 +345,8 @@ async def test_wrong_content_range_is_retried(server: Server, tmp_path: Path) ->
 
     url = server.route("/file", wrong_then_right)
     async with client() as http:
-        assert await http.get_bytes(url, byte_range=ByteRange(10, 19)) == data[10:20]
+        answer = await http.fetch_body(url, byte_range=ByteRange(10, 19))
+        assert answer.body == data[10:20]
     assert server.count("/file") == 2
 
 
@@ -647,19 +651,19 @@ async def test_server_time_schemes(server: Server) -> None:
 
     server.route("/head", dated)
     async with client() as http:
-        iso = await http.server_time(
-            UTCTiming("urn:mpeg:dash:utc:http-iso:2014", server.url("/iso"))
+        iso = await server_time(
+            http, UTCTiming("urn:mpeg:dash:utc:http-iso:2014", server.url("/iso"))
         )
-        xs = await http.server_time(
-            UTCTiming("urn:mpeg:dash:utc:http-xsdate:2014", server.url("/xs"))
+        xs = await server_time(
+            http, UTCTiming("urn:mpeg:dash:utc:http-xsdate:2014", server.url("/xs"))
         )
-        head = await http.server_time(
-            UTCTiming("urn:mpeg:dash:utc:http-head:2014", server.url("/head"))
+        head = await server_time(
+            http, UTCTiming("urn:mpeg:dash:utc:http-head:2014", server.url("/head"))
         )
-        direct = await http.server_time(
-            UTCTiming("urn:mpeg:dash:utc:direct:2014", "2024-05-06T07:08:09Z")
+        direct = await server_time(
+            http, UTCTiming("urn:mpeg:dash:utc:direct:2014", "2024-05-06T07:08:09Z")
         )
-        ntp = await http.server_time(UTCTiming("urn:mpeg:dash:utc:ntp:2014", "pool.ntp.org"))
+        ntp = await server_time(http, UTCTiming("urn:mpeg:dash:utc:ntp:2014", "pool.ntp.org"))
     assert iso == when
     assert xs is not None and abs(xs - when) < timedelta(milliseconds=1)
     assert head == when.replace(microsecond=0)
@@ -668,18 +672,73 @@ async def test_server_time_schemes(server: Server) -> None:
     assert server.count("/head", "HEAD") == 1
 
 
-async def test_server_time_garbage_is_network_error(server: Server) -> None:
+async def test_server_time_garbage_is_an_error(server: Server) -> None:
     url = server.route("/iso", ok(b"<html>nope</html>"))
     async with client() as http:
-        with pytest.raises(NetworkError, match="not a date"):
-            await http.server_time(UTCTiming("urn:mpeg:dash:utc:http-iso:2014", url))
+        with pytest.raises(ManifestError, match="invalid date-time"):
+            await server_time(http, UTCTiming("urn:mpeg:dash:utc:http-iso:2014", url))
 
 
-async def test_socks_proxy_builds_a_proxy_connector() -> None:
-    from aiohttp_socks import ProxyConnector
+@dataclass
+class Socks5Proxy:
+    """A SOCKS5 proxy (no authentication, CONNECT only) on 127.0.0.1, for one test."""
 
-    async with client(proxy="socks5://127.0.0.1:1080") as http:
-        assert isinstance(http.session.connector, ProxyConnector)
+    port: int = 0
+    # (host, port) of every CONNECT, as the client named them.
+    connects: list[tuple[str, int]] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            version, methods = await reader.readexactly(2)
+            await reader.readexactly(methods)
+            writer.write(bytes([5, 0]))  # no authentication
+            _, command, _, address_type = await reader.readexactly(4)
+            if address_type == 3:  # a host name: the client left resolving to the proxy
+                host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+            elif address_type == 1:
+                host = socket.inet_ntoa(await reader.readexactly(4))
+            else:
+                writer.close()
+                return
+            port = int.from_bytes(await reader.readexactly(2), "big")
+            if version != 5 or command != 1:
+                writer.close()
+                return
+            self.connects.append((host, port))
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+            writer.write(bytes([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]))
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def test_requests_go_through_a_socks_proxy(server: Server, tmp_path: Path) -> None:
+    data = body_of(100_000)
+    url = server.route("/seg", ok(data))
+    proxy = Socks5Proxy()
+    listener = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    proxy.port = listener.sockets[0].getsockname()[1]
+    try:
+        async with client(proxy=f"socks5://127.0.0.1:{proxy.port}") as http:
+            size = await http.download(url, tmp_path / "seg")
+            manifest = await http.fetch_manifest(url)
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert size == len(data)
+    assert (tmp_path / "seg").read_bytes() == data
+    assert manifest.body == data
+    server_port = int(server.base.rsplit(":", 1)[1])
+    # Both requests crossed the proxy, which resolved the host itself (socks5 with rdns).
+    assert proxy.connects and all(c == ("127.0.0.1", server_port) for c in proxy.connects)
+    assert server.count("/seg") == 2
 
 
 async def test_socks_proxy_without_the_extra_is_usage_error(

@@ -251,10 +251,6 @@ def test_malformed_inits_raise(data: bytes) -> None:
         parse_init(data)
 
 
-def test_mp4error_is_valueerror() -> None:
-    assert issubclass(Mp4Error, ValueError)
-
-
 fragments = st.lists(
     st.tuples(
         st.integers(0, 2**40),  # tfdt
