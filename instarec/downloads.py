@@ -140,15 +140,20 @@ class Downloads:
         # Durations are counted on one track so that video and audio are not added up.
         self.clock_track = "video" if "video" in timelines else "audio"
 
-    def submit(
-        self,
-        ref: SegmentRef,
-        *,
-        first_fragment: asyncio.Future[FragmentInfo | None] | None = None,
-        urgent: bool = False,
-        whole: bool = False,
-    ) -> None:
-        self._queue_job(ref, first_fragment=first_fragment, urgent=urgent, whole=whole)
+    def submit(self, ref: SegmentRef) -> None:
+        """Queue ``ref`` in broadcast order."""
+        self._queue_job(ref)
+
+    async def inspect(self, ref: SegmentRef, *, whole: bool = False) -> FragmentInfo | None:
+        """Download ``ref`` ahead of the queue; its timing as soon as its first moof (or, when
+        ``whole``, its whole body) arrived, None when the server has no such segment.
+
+        NetworkError when it gave no answer after its retries (nothing is journalled missing:
+        the caller decides what that means). The download goes on after the answer.
+        """
+        answer: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
+        self._queue_job(ref, first_fragment=answer, urgent=True, whole=whole)
+        return await answer
 
     def _queue_job(
         self,

@@ -26,6 +26,8 @@ from instarec.manifest import (
     parse_datetime,
     parse_manifest,
 )
+from instarec.segments import SegmentRef
+from instarec.timeline import Timeline, median_ticks
 
 log = logging.getLogger(__name__)
 
@@ -243,3 +245,64 @@ def listed_segments(
             continue
         result.append((rep, expand_segments(snapshot.manifest, rep, snapshot.now)))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    """What one refresh's listing of a track means, given what its timeline knew before."""
+
+    # Numbers that scrolled out between two refreshes unseen, then the listed segments.
+    refs: tuple[SegmentRef, ...]
+    # The $Time$ where the previous listing ended, when this window starts past it unseen: a
+    # chain must walk the media from there.
+    hole_from: int | None
+    floor: int | None  # the timeline's floor: the first listed key when it had none
+    typical: int | None  # median listed duration in ticks (None: the listing gave none)
+    listed_end: int | None  # end of the last listed $Time$ segment
+    listed_max_number: int | None
+
+
+def window_update(timeline: Timeline, segments: Sequence[MediaSegment]) -> WindowUpdate:
+    """Compare a refresh's listing with what ``timeline`` knew; pure (nothing is changed)."""
+    rep = timeline.rep
+    keys = [segment_key(segment, rep) for segment in segments]
+    refs = [
+        SegmentRef(timeline.kind, key, s.url, s.byte_range, s.start, s.duration, "live")
+        for s, key in zip(segments, keys, strict=True)
+    ]
+    update = WindowUpdate(
+        refs=(),
+        hole_from=None,
+        floor=timeline.floor if timeline.floor is not None or not keys else keys[0],
+        typical=(
+            median_ticks([s.duration for s in segments], timeline.timescale)
+            if any(s.duration for s in segments)
+            else timeline.typical
+        ),
+        listed_end=timeline.listed_end,
+        listed_max_number=timeline.listed_max_number,
+    )
+    if not segments:
+        return update
+    if rep.addressing is Addressing.TIME_TIMELINE:
+        previous_end = timeline.listed_end
+        last = segments[-1]
+        skipped = (
+            previous_end is not None
+            and previous_end < keys[0]
+            and previous_end not in timeline.key_set
+        )
+        end = previous_end
+        if last.time is not None and last.duration is not None:
+            end = last.time + round(last.duration * timeline.timescale)
+        return replace(
+            update, refs=tuple(refs), hole_from=previous_end if skipped else None, listed_end=end
+        )
+    if rep.addressing in (Addressing.NUMBER_TIMELINE, Addressing.NUMBER_DURATION):
+        previous = timeline.listed_max_number
+        scrolled: list[SegmentRef] = []
+        if previous is not None and keys[0] > previous + 1:
+            scrolled = [timeline.number_ref(n, "live") for n in range(previous + 1, keys[0])]
+        highest = keys[-1] if previous is None else max(keys[-1], previous)
+        return replace(update, refs=(*scrolled, *refs), listed_max_number=highest)
+    return replace(update, refs=tuple(refs))

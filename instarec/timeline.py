@@ -1,16 +1,18 @@
-"""One selected track's timeline as the recorder knows it: keys seen, floor, $Time$ rounding."""
+"""One selected track's timeline as the recorder knows it: keys seen, floor, $Time$ rounding,
+and the ``SegmentRef``s its keys name."""
 
 from __future__ import annotations
 
 import bisect
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from instarec.manifest import Representation
-from instarec.mp4 import InitInfo
-from instarec.segments import TrackKind
+from instarec.mp4 import FragmentInfo, InitInfo
+from instarec.segments import RefOrigin, SegmentRef, TrackKind
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,10 @@ class Timeline:
         bisect.insort(self.keys, key)
         return True
 
+    def lower_floor(self, key: int) -> None:
+        """Let refs down to ``key`` in: the past reaches at least that far."""
+        self.floor = key if self.floor is None else min(self.floor, key)
+
     def discard(self, key: int) -> None:
         """Forget a key that turned out not to exist (a wrong guess of the chain)."""
         if key in self.key_set:
@@ -112,3 +118,48 @@ class Timeline:
         template = self.rep.template
         offset = template.presentation_time_offset if template else 0
         return (seconds - self.period_start) * self.timescale + offset
+
+    @property
+    def typical_ticks(self) -> int:
+        """A segment's usual length in ticks: the listed median, 2 s until a listing tells."""
+        return self.typical or max(1, 2 * self.timescale)
+
+    def frame_ticks(self, info: FragmentInfo) -> float | None:
+        """One frame's length in the timeline's ticks, from a fragment's samples."""
+        if not info.sample_count or self.init is None:
+            return None
+        return info.duration / info.sample_count * self.timescale / self.init.timescale
+
+    def time_ref(self, time_value: int, origin: RefOrigin) -> SegmentRef:
+        """The segment named ``$Time$`` = ``time_value`` (its length is learned from the media)."""
+        return SegmentRef(
+            self.kind,
+            time_value,
+            self.rep.media_url(time=time_value),
+            None,
+            self.seconds(time_value),
+            None,
+            origin,
+        )
+
+    def number_ref(self, number: int, origin: RefOrigin) -> SegmentRef:
+        """The segment named ``$Number$`` = ``number``, placed by @duration when there is one."""
+        template = self.rep.template
+        assert template is not None
+        start = self.period_start
+        duration: float | None = None
+        if template.duration:
+            duration = template.duration / template.timescale
+            base = template.start_number if self.number_base is None else self.number_base
+            start += (number - base) * duration
+        return SegmentRef(
+            self.kind, number, self.rep.media_url(number=number), None, start, duration, origin
+        )
+
+
+def median_ticks(durations: Sequence[float | None], timescale: int) -> int:
+    """The median of listed segment durations (seconds) in ticks; 2 s when none is known."""
+    known = sorted(d for d in durations if d)
+    if not known:
+        return 2 * timescale
+    return max(1, round(known[len(known) // 2] * timescale))

@@ -57,6 +57,9 @@ REGRESSION_SEEDS = [
     #       oldest expired, the file opened with 8 s of video alone
     152,  # instagram, retention 146, faults: a backward walk of one step per segment was
     #       outrun by the server deleting its oldest (the search leaps back now)
+    1,  # instagram, retention 82, every listed segment but the newest a hole, kill -9: the
+    #     frame length was read from the first four listed only (all holes), so the walk back
+    #     could not leap and probed every tick while the past expired
 ]
 
 

@@ -1,0 +1,183 @@
+"""Past recovery and $Time$ chains against a fake server (``recovery.SegmentAccess``).
+
+The segments exist or not by a set of keys; what recovery asks for, queues and calls missing is
+checked against it. End-to-end recordings of the same logic are in ``test_record_past.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pytest
+
+from instarec.archive import Presence, SearchLimits
+from instarec.errors import NetworkError
+from instarec.live import Snapshot, listed_segments
+from instarec.manifest import parse_manifest
+from instarec.mp4 import FragmentInfo, InitInfo
+from instarec.recovery import PastRecovery, TimeChains, shares_times
+from instarec.segments import SegmentRef, TrackKind
+from instarec.timeline import Timeline
+
+SEGMENT = 2000  # ticks (timescale 1000): 2 s segments of 50 frames
+FRAMES = 50
+LIMITS = SearchLimits(max_in_flight=8, unknown_retries=3, unknown_delay=0.001)
+
+_MPD = """<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" minimumUpdatePeriod="PT2S"
+     availabilityStartTime="2024-01-01T00:00:00Z" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <Period id="0" start="PT0S">
+    <AdaptationSet mimeType="video/mp4" contentType="video">
+      <Representation id="v" bandwidth="1000000" codecs="avc1.64001f" width="640" height="360">
+        <SegmentTemplate timescale="1000" {addressing} initialization="v/init.mp4">
+          <SegmentTimeline><S t="{first_time}" d="{d}" r="{repeat}"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"""
+
+
+class FakeServer:
+    """A server that has the segments whose keys are in ``present``."""
+
+    def __init__(self, timeline: Timeline, present: Iterable[int]) -> None:
+        self.timeline = timeline
+        self.present = set(present)
+        self.offered: list[int] = []
+        self.missing: list[int] = []
+        # key -> how many more times a fetch of it gives no answer at all
+        self.silent: dict[int, int] = {}
+
+    def _key(self, url: str) -> int:
+        match = re.search(r"/(\d+)\.m4s$", url)
+        assert match is not None, url
+        return int(match.group(1))
+
+    def _info(self, key: int) -> FragmentInfo:
+        return FragmentInfo(1, key, SEGMENT, FRAMES, 1)
+
+    def offer(self, ref: SegmentRef) -> bool:
+        floor = self.timeline.floor
+        if (floor is not None and ref.key < floor) or not self.timeline.add(ref.key):
+            return False
+        self.offered.append(ref.key)
+        return True
+
+    async def inspect(self, ref: SegmentRef, *, whole: bool = False) -> FragmentInfo | None:
+        self.timeline.add(ref.key)
+        if self.silent.get(ref.key, 0) > 0:
+            self.silent[ref.key] -= 1
+            self.timeline.discard(ref.key)
+            raise NetworkError(f"no answer for {ref.key}")
+        if ref.key not in self.present:
+            self.timeline.discard(ref.key)
+            return None
+        return self._info(ref.key)
+
+    async def probe(self, url: str) -> Presence:
+        return Presence.PRESENT if self._key(url) in self.present else Presence.ABSENT
+
+    async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
+        return self._info(key) if key in self.present else None
+
+    def record_missing(self, ref: SegmentRef) -> None:
+        self.missing.append(ref.key)
+
+    def fetched(self) -> set[int]:
+        """Every key recovery made known (queued, or fetched as a chain step)."""
+        return set(self.timeline.key_set)
+
+
+def _timeline(addressing: str, first_listed: int, listed: int) -> tuple[Timeline, Snapshot]:
+    first_time = first_listed * SEGMENT if "Time" in addressing else 0
+    xml = _MPD.format(
+        addressing=addressing,
+        first_time=first_time,
+        d=SEGMENT,
+        repeat=listed - 1,
+    )
+    manifest = parse_manifest(xml.encode(), "http://origin.test/live/manifest.mpd")
+    rep = manifest.periods[0].adaptation_sets[0].representations[0]
+    timeline = Timeline("video", rep)
+    timeline.init = InitInfo(1, 1000, "vide", None)
+    snapshot = Snapshot(manifest, datetime(2024, 1, 1, 1, tzinfo=UTC), None)
+    return timeline, snapshot
+
+
+def _recovery(timeline: Timeline, snapshot: Snapshot, server: FakeServer) -> PastRecovery:
+    timelines = {timeline.kind: timeline}
+    ((_, segments),) = listed_segments(snapshot, [timeline.rep])
+    chains = TimeChains(server, timelines, LIMITS, shares_times(timelines, {}))
+    recovery = PastRecovery(
+        server,
+        chains,
+        {timeline.kind: (timeline, segments)},
+        snapshot.manifest,
+        LIMITS,
+        max_chains=4,
+    )
+    return recovery
+
+
+async def test_time_past_is_walked_from_zero_around_a_hole() -> None:
+    timeline, snapshot = _timeline('media="v/$Time$.m4s"', first_listed=60, listed=5)
+    hole = {20 * SEGMENT, 21 * SEGMENT}
+    past = {i * SEGMENT for i in range(60)} - hole
+    server = FakeServer(timeline, past | {i * SEGMENT for i in range(60, 65)})
+    recovery = _recovery(timeline, snapshot, server)
+    await recovery.run()
+    assert server.fetched() >= past
+    assert not server.fetched() & hole
+    assert server.missing == []  # a hole the server never had is no failed download
+    assert recovery.archive.first == {"video": 0}
+    assert recovery.archive.complete
+
+
+async def test_a_step_without_answer_is_asked_again_not_taken_for_a_hole() -> None:
+    timeline, snapshot = _timeline('media="v/$Time$.m4s"', first_listed=30, listed=5)
+    present = {i * SEGMENT for i in range(35)}
+    server = FakeServer(timeline, present)
+    server.silent = {10 * SEGMENT: LIMITS.unknown_retries}  # answers at the last try
+    recovery = _recovery(timeline, snapshot, server)
+    await recovery.run()
+    assert server.fetched() >= {i * SEGMENT for i in range(30)}
+    assert server.missing == []
+
+
+async def test_a_step_that_never_answers_is_missing_and_the_chain_walks_on() -> None:
+    timeline, snapshot = _timeline('media="v/$Time$.m4s"', first_listed=30, listed=5)
+    present = {i * SEGMENT for i in range(35)}
+    server = FakeServer(timeline, present)
+    server.silent = {10 * SEGMENT: 1000}
+    recovery = _recovery(timeline, snapshot, server)
+    await recovery.run()
+    assert server.missing == [10 * SEGMENT]
+    assert server.fetched() >= {i * SEGMENT for i in range(30) if i != 10}
+
+
+@pytest.mark.parametrize("first_number", [0, 1])
+async def test_number_past_is_queued_from_the_first_number(first_number: int) -> None:
+    timeline, snapshot = _timeline(
+        'media="v/$Number$.m4s" startNumber="56"', first_listed=56, listed=5
+    )
+    server = FakeServer(timeline, range(first_number, 61))
+    recovery = _recovery(timeline, snapshot, server)
+    await recovery.run()
+    assert sorted(server.offered) == list(range(first_number, 56))
+    assert recovery.archive.first == {"video": first_number}
+    assert recovery.archive.complete
+
+
+async def test_number_past_under_retention_is_not_complete() -> None:
+    timeline, snapshot = _timeline(
+        'media="v/$Number$.m4s" startNumber="200"', first_listed=200, listed=5
+    )
+    server = FakeServer(timeline, range(150, 205))
+    recovery = _recovery(timeline, snapshot, server)
+    await recovery.run()
+    assert sorted(server.offered) == list(range(150, 200))
+    assert recovery.archive.first == {"video": 150}
+    assert not recovery.archive.complete
