@@ -184,9 +184,9 @@ class Downloads:
         oldest = next(iter(self._untried_live.values()), None)
         return LiveActivity(self.live_recorded, oldest)
 
-    def record_missing(self, ref: SegmentRef) -> None:
+    async def record_missing(self, ref: SegmentRef) -> None:
         """A segment the server should have and did not give, even when asked again."""
-        self._record_missing(ref, None)
+        await self._record_missing(ref)
 
     async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
         """The timing of a segment's whole body: waits for its download if it is in flight."""
@@ -209,8 +209,9 @@ class Downloads:
                 continue
             path = self.store.init_path(timeline.kind)
             if not self.store.has_init(timeline.kind):
-                await self.http.download(init.url, path, byte_range=init.byte_range)
-                self.store.commit_init(timeline.kind)
+                async with self.store.writer(timeline.kind) as sink:
+                    await self.http.download(init.url, sink, byte_range=init.byte_range)
+                await self.store.commit_init(timeline.kind)
             try:
                 timeline.init = parse_init(path.read_bytes())
             except Mp4Error as exc:
@@ -278,7 +279,7 @@ class Downloads:
             if future is not None and not future.done():
                 future.set_exception(exc)  # a chain step asks again before it calls it lost
             else:
-                self._record_missing(ref, None)
+                await self._record_missing(ref)
         finally:
             if not done.done():
                 done.cancel()
@@ -304,7 +305,6 @@ class Downloads:
             if future is not None and not future.done():
                 future.set_result(stored)
             return stored
-        path = self.store.segment_path(ref.track, ref.key)
         watcher = None
         if future is not None and not whole:
             watcher = _FirstMoof(
@@ -313,13 +313,14 @@ class Downloads:
                 lambda info: self._learn(timeline, ref, info),
             )
         try:
-            size = await self.http.download(
-                ref.url,
-                path,
-                byte_range=ref.byte_range,
-                on_chunk=watcher.feed if watcher else None,
-                on_restart=watcher.restart if watcher else None,
-            )
+            async with self.store.writer(ref.track, ref.key) as sink:
+                size = await self.http.download(
+                    ref.url,
+                    sink,
+                    byte_range=ref.byte_range,
+                    on_chunk=watcher.feed if watcher else None,
+                    on_restart=watcher.restart if watcher else None,
+                )
         except SegmentMissing:
             if future is not None:
                 # A chain step: the chain knows whether this is a gap or a wrong guess (unless
@@ -327,11 +328,15 @@ class Downloads:
                 if not future.done():
                     future.set_result(None)
             elif newest_before is not None and newest_before > ref.key:
-                self._record_missing(ref, None)
+                await self._record_missing(ref)
             else:
                 self._ask_again_later(ref, retries)
             return None
-        info = self._parse_file(path, default)
+        try:
+            info: FragmentInfo | None = sink.fragment(default)
+        except Mp4Error as exc:
+            log.warning("%s segment %d is not a media segment (%s)", ref.track, ref.key, exc)
+            info = None
         media_time = info.base_media_decode_time if info else None
         if info is not None:
             self._learn(timeline, ref, info)
@@ -344,7 +349,7 @@ class Downloads:
         if info is not None and timeline.init is not None and media_time is not None:
             start = media_time / timeline.init.timescale
             duration = info.duration / timeline.init.timescale
-        self.store.commit(
+        await self.store.commit(
             ref.track,
             ref.key,
             start=start,
@@ -392,13 +397,9 @@ class Downloads:
                 ref.key, info.base_media_decode_time, listed=ref.origin == "live"
             )
 
-    def _record_missing(
-        self, ref: SegmentRef, future: asyncio.Future[FragmentInfo | None] | None
-    ) -> None:
-        self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
+    async def _record_missing(self, ref: SegmentRef) -> None:
         self.missing += 1
-        if future is not None and not future.done():
-            future.set_result(None)
+        await self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
 
     @staticmethod
     def _parse_file(path: Path, default: int | None) -> FragmentInfo | None:

@@ -13,10 +13,8 @@ attributes only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
-import os
 import random
 import re
 import time
@@ -27,7 +25,7 @@ from datetime import UTC
 from http.cookies import Morsel
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, Self, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -42,7 +40,6 @@ from instarec.errors import (
     NetworkError,
     SegmentMissing,
     UsageError,
-    storage_error,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +101,16 @@ class HttpConfig:
     retry: RetryPolicy = RetryPolicy()
     probe_retries: int = 3
     max_connections: int = 100
+
+
+class BodySink(Protocol):
+    """Where a download's body goes (``store.SegmentWriter``)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def restart(self) -> None:
+        """Drop what was written: the body starts over."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,38 +384,31 @@ class HttpClient:
     async def download(
         self,
         url: str,
-        dest: Path,
+        sink: BodySink,
         *,
         byte_range: ByteRange | None = None,
         on_chunk: Callable[[bytes], None] | None = None,
         on_restart: Callable[[], None] | None = None,
     ) -> int:
-        """Stream ``url`` (or ``byte_range`` of it) to ``dest``; return the size in bytes.
+        """Stream ``url`` (or ``byte_range`` of it) into ``sink``; return the size in bytes.
 
-        The body goes to ``<dest>.part``, is checked against Content-Length (and Content-Range),
-        fsynced and renamed to ``dest``, so ``dest`` only ever holds a complete body. A failed
-        or cancelled attempt deletes the ``.part``. ``on_chunk`` sees each chunk as it arrives,
-        from the first byte again after a retry; ``on_restart`` is called before each retry so
-        a caller accumulating chunks (to read a moof early) can start over.
+        The body is checked against Content-Length (and Content-Range); a retry calls
+        ``sink.restart()`` first, so the sink holds exactly one whole body when this returns.
+        ``on_chunk`` sees each chunk as it arrives, from the first byte again after a retry;
+        ``on_restart`` is called before each retry so a caller accumulating chunks (to read a
+        moof early) can start over.
         """
         target = _to_url(url)
-        part = dest.with_name(dest.name + ".part")
         attempts = 0
 
         async def attempt() -> int:
             nonlocal attempts
             attempts += 1
-            if attempts > 1 and on_restart is not None:
-                on_restart()
-            done = False
-            try:
-                size = await self._download_once(target, dest, part, byte_range, on_chunk)
-                done = True
-                return size
-            finally:
-                if not done:
-                    with contextlib.suppress(FileNotFoundError):
-                        part.unlink()
+            if attempts > 1:
+                sink.restart()
+                if on_restart is not None:
+                    on_restart()
+            return await self._download_once(target, sink, byte_range, on_chunk)
 
         return await self._retrying(attempt, target, self._config.retry.retries)
 
@@ -464,8 +464,7 @@ class HttpClient:
     async def _download_once(
         self,
         target: URL,
-        dest: Path,
-        part: Path,
+        sink: BodySink,
         byte_range: ByteRange | None,
         on_chunk: Callable[[bytes], None] | None,
     ) -> int:
@@ -476,10 +475,6 @@ class HttpClient:
             self._raise_for_status(resp, target, segment=True)
             expected = self._expected_length(resp, byte_range)
             received = 0
-            try:
-                fh = open(part, "wb")  # noqa: ASYNC230, SIM115 - closed by the with below; writes hit the page cache
-            except OSError as exc:
-                raise storage_error(exc, "write", part) from exc
             # Whatever has arrived, as it arrives: a caller watching the first bytes (the $Time$
             # chain reads the moof) must not wait for a full chunk. The stream's own buffer
             # keeps each piece bounded, so memory stays flat.
@@ -488,28 +483,14 @@ class HttpClient:
                 if on_chunk is not None
                 else resp.content.iter_chunked(CHUNK_SIZE)
             )
-            with fh:
-                async for chunk in chunks:
-                    try:
-                        fh.write(chunk)
-                    except OSError as exc:
-                        raise storage_error(exc, "write", part) from exc
-                    received += len(chunk)
-                    self.stats.bytes_downloaded += len(chunk)
-                    if on_chunk is not None:
-                        on_chunk(chunk)
-                if expected is not None and received != expected:
-                    raise _Retryable(f"truncated body: received {received} of {expected} bytes")
-                try:
-                    fh.flush()
-                    # fsync can take a while on slow disks: keep the event loop free.
-                    await asyncio.to_thread(os.fsync, fh.fileno())
-                except OSError as exc:
-                    raise storage_error(exc, "write", part) from exc
-        try:
-            os.replace(part, dest)
-        except OSError as exc:
-            raise storage_error(exc, "write", dest) from exc
+            async for chunk in chunks:
+                sink.write(chunk)
+                received += len(chunk)
+                self.stats.bytes_downloaded += len(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
+            if expected is not None and received != expected:
+                raise _Retryable(f"truncated body: received {received} of {expected} bytes")
         return received
 
     @staticmethod

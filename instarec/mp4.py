@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FragmentInfo",
+    "FragmentScanner",
     "InitInfo",
     "Mp4Error",
     "moof_end",
@@ -332,3 +333,88 @@ def moof_end(prefix: bytes | bytearray | memoryview) -> int | None:
         if box.type == b"mdat":
             raise Mp4Error("mdat before any moof")
     return None
+
+
+class FragmentScanner:
+    """Keeps a media segment's boxes but its mdat payloads as the bytes stream by.
+
+    What is kept (styp, sidx, moofs: a few kB of a segment of megabytes) is all
+    ``parse_fragment`` reads, so a download's timing needs no second read of its file.
+    """
+
+    def __init__(self) -> None:
+        self._kept = bytearray()
+        self._header = bytearray()
+        self._keep = 0  # bytes of the current box still to keep
+        self._skip = 0  # bytes of the current mdat still to skip
+        self._rest: str | None = None  # "keep"/"skip": a box of size 0 runs to the end
+
+    def restart(self) -> None:
+        """A retried body starts over: forget what the failed attempt fed."""
+        self._kept.clear()
+        self._header.clear()
+        self._keep = self._skip = 0
+        self._rest = None
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        view = memoryview(chunk)
+        while view:
+            if self._rest is not None or self._keep or self._skip:
+                view = self._consume(view)
+                continue
+            take = min(len(view), self._header_size() - len(self._header))
+            self._header += view[:take]
+            view = view[take:]
+            if len(self._header) == self._header_size():
+                self._start_box()
+
+    def _consume(self, view: memoryview) -> memoryview:
+        if self._rest == "skip":
+            return view[len(view) :]
+        if self._rest == "keep":
+            self._kept += view
+            return view[len(view) :]
+        if self._skip:
+            n = min(self._skip, len(view))
+            self._skip -= n
+            return view[n:]
+        n = min(self._keep, len(view))
+        self._kept += view[:n]
+        self._keep -= n
+        return view[n:]
+
+    def _header_size(self) -> int:
+        if len(self._header) >= 8 and _HEADER.unpack_from(self._header, 0)[0] == 1:
+            return 16
+        return 8
+
+    def _start_box(self) -> None:
+        size, box_type = _HEADER.unpack_from(self._header, 0)
+        header = bytes(self._header)
+        self._header.clear()
+        if size == 1:
+            size = _U64.unpack_from(header, 8)[0]
+        mdat = box_type == b"mdat"
+        if size == 0:
+            self._rest = "skip" if mdat else "keep"
+            if not mdat:
+                self._kept += header
+            return
+        if size < len(header):
+            raise Mp4Error(f"box {box_type!r} has impossible size {size}")
+        if mdat:
+            self._skip = size - len(header)
+        else:
+            self._kept += header
+            self._keep = size - len(header)
+
+    @property
+    def retained(self) -> int:
+        """Bytes held in memory."""
+        return len(self._kept) + len(self._header)
+
+    def fragment(self, *, default_sample_duration: int | None = None) -> FragmentInfo:
+        """The timing of everything fed; Mp4Error when it is no whole media segment."""
+        if self._header or self._keep or self._skip:
+            raise Mp4Error("the segment ends inside a box")
+        return parse_fragment(self._kept, default_sample_duration=default_sample_duration)

@@ -141,8 +141,8 @@ class Recording:
     async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
         return await self.downloads.full_info(track, key)
 
-    def record_missing(self, ref: SegmentRef) -> None:
-        self.downloads.record_missing(ref)
+    async def record_missing(self, ref: SegmentRef) -> None:
+        await self.downloads.record_missing(ref)
 
     def progress(self) -> ProgressSnapshot:
         downloads = self.downloads

@@ -67,7 +67,7 @@ class SegmentAccess(Protocol):
         """The timing of a downloaded segment's whole body (waits for a download in flight)."""
         ...
 
-    def record_missing(self, ref: SegmentRef) -> None:
+    async def record_missing(self, ref: SegmentRef) -> None:
         """A segment the server should have and did not give, even when asked again."""
         ...
 
@@ -220,7 +220,7 @@ class TimeChains:
                 log.warning("%s: segment at %d failed: %s", ref.track, ref.key, exc)
                 if attempt < limits.unknown_retries:
                     await asyncio.sleep(min(30.0, limits.unknown_delay * 2**attempt))
-        self._access.record_missing(ref)
+        await self._access.record_missing(ref)
         return None
 
 

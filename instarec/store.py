@@ -6,9 +6,12 @@ Layout under the root the caller chooses (``<output>.segments/``)::
     <track>/init.mp4
     <track>/<key:020d>.m4s    key = $Number$ / $Time$ / list index, zero-padded (sign kept)
 
-A file is written as ``<name>.part``, fsynced and renamed by the downloader *before* its journal
-line is appended, and :meth:`SegmentStore.commit` checks the file is there with the right size,
-so after a kill -9 a journal line never points to a missing or partial file. On open, a torn last
+A file is written through :meth:`SegmentStore.writer` (or ``write_file``): its bytes go to
+``<name>.part``, which is fsynced and renamed when the writer's context ends cleanly and deleted
+when it does not; only then does :meth:`SegmentStore.commit` append its journal line (lines
+arriving during one fsync share the next), after checking the file is there with the right
+size, so after a kill -9 a journal line never points to a missing or partial file. Every fsync
+runs in a thread, off the event loop. On open, a torn last
 line is ignored (and cut off), entries whose file is absent or has the wrong size are dropped, and
 stray ``.part`` files are deleted: what is left is exactly what can be merged, and a rerun
 downloads only the rest.
@@ -16,17 +19,20 @@ downloads only the rest.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from instarec.errors import StorageError, storage_error
+from instarec.mp4 import FragmentInfo, FragmentScanner
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,114 @@ class MissingSegment:
     duration: float | None
 
 
+class SegmentWriter:
+    """A body on its way to ``path``, written to ``<path>.part`` (see ``write_file``).
+
+    The bytes also pass through a ``FragmentScanner``: a media segment's timing is known when
+    the last byte is written, without reading the file back.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.part = path.with_name(path.name + PART_SUFFIX)
+        self.size = 0
+        self.scanner = FragmentScanner()
+        self._file: IO[bytes] | None = None
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            if self._file is None:
+                self._file = open(self.part, "wb")  # noqa: SIM115 - closed by finish or abort
+            self._file.write(chunk)
+        except OSError as exc:
+            raise storage_error(exc, "write", self.part) from exc
+        self.size += len(chunk)
+        self.scanner.feed(chunk)
+
+    def restart(self) -> None:
+        """Start the body over (a retried download): what was written is dropped."""
+        if self._file is not None:
+            try:
+                self._file.seek(0)
+                self._file.truncate()
+            except OSError as exc:
+                raise storage_error(exc, "write", self.part) from exc
+        self.size = 0
+        self.scanner.restart()
+
+    def fragment(self, default_sample_duration: int | None) -> FragmentInfo:
+        """The written segment's timing (Mp4Error when it is not a media segment)."""
+        return self.scanner.fragment(default_sample_duration=default_sample_duration)
+
+    async def finish(self) -> None:
+        """Make the body durable under its final name."""
+        if self._file is None:
+            self.write(b"")  # an empty body is a file too
+        assert self._file is not None
+        file, self._file = self._file, None
+        try:
+            file.flush()
+            # fsync can take a while on slow disks: keep the event loop free.
+            await asyncio.to_thread(os.fsync, file.fileno())
+            file.close()
+            os.replace(self.part, self.path)
+            # The rename must be durable before a journal line can point at it.
+            await asyncio.to_thread(_fsync_dir, self.path.parent)
+        except OSError as exc:
+            raise storage_error(exc, "write", self.path) from exc
+        finally:
+            file.close()
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            self.part.unlink()
+
+
+@contextlib.asynccontextmanager
+async def write_file(path: Path) -> AsyncIterator[SegmentWriter]:
+    """``path`` holds the whole body written in the context, or nothing if the context fails
+    (an error, a cancellation): never a partial file."""
+    writer = SegmentWriter(path)
+    try:
+        yield writer
+        await writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class _Journal:
+    """Appends whole lines to the journal, each durable before ``append`` returns; lines that
+    arrive while one fsync runs are written and synced together by the next."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pending: list[bytes] = []
+        self._lock = asyncio.Lock()
+        self._queued = 0  # lines ever queued
+        self._durable = 0  # lines known to be on disk
+
+    async def append(self, line: bytes) -> None:
+        self._pending.append(line)
+        self._queued += 1
+        ticket = self._queued
+        async with self._lock:
+            if self._durable >= ticket:
+                return  # an earlier holder of the lock wrote it with its batch
+            batch, self._pending = self._pending, []
+            upto = self._queued
+            try:
+                await asyncio.to_thread(_append_durably, self._path, b"".join(batch))
+            except BaseException:
+                # Written again with the next batch (a line twice is harmless: the last wins).
+                self._pending[:0] = batch
+                raise
+            self._durable = upto
+
+
 class SegmentStore:
     """Files of one recording, indexed by (track, key); use :meth:`open`."""
 
@@ -69,6 +183,7 @@ class SegmentStore:
         self._missing: dict[str, dict[int, MissingSegment]] = {}
         self._inits: dict[str, int] = {}
         self._track_dirs: set[str] = set()
+        self._journal_appender = _Journal(self._journal)
         self.resumed = False
 
     # ------------------------------------------------------------------ opening
@@ -263,6 +378,14 @@ class SegmentStore:
     def fingerprint(self) -> Mapping[str, str]:
         return dict(self._fingerprint)
 
+    def writer(
+        self, track: str, key: int | None = None
+    ) -> contextlib.AbstractAsyncContextManager[SegmentWriter]:
+        """Write the init segment (``key`` None) or segment ``key`` of ``track``: see
+        ``write_file``; :meth:`commit` or :meth:`commit_init` journals it afterwards."""
+        path = self.init_path(track) if key is None else self.segment_path(track, key)
+        return write_file(path)
+
     def init_path(self, track: str, *, create: bool = True) -> Path:
         return self._track_dir(track, create) / INIT_NAME
 
@@ -301,14 +424,14 @@ class SegmentStore:
 
     # ------------------------------------------------------------------ updates
 
-    def commit_init(self, track: str) -> None:
+    async def commit_init(self, track: str) -> None:
         """Journal the init segment already renamed into :meth:`init_path`."""
         path = self.init_path(track)
         size = self._require_file(path)
-        self._append({"type": "init", "track": track, "size": size})
+        await self._append_async({"type": "init", "track": track, "size": size})
         self._inits[track] = size
 
-    def commit(
+    async def commit(
         self,
         track: str,
         key: int,
@@ -324,7 +447,7 @@ class SegmentStore:
         actual = self._require_file(path)
         if actual != size:
             raise StorageError(f"cannot commit {path}: {actual} bytes on disk, expected {size}")
-        self._append(
+        await self._append_async(
             {
                 "type": "segment",
                 "track": track,
@@ -348,12 +471,14 @@ class SegmentStore:
         )
         self._missing.get(track, {}).pop(key, None)
 
-    def record_missing(self, track: str, key: int, *, start: float, duration: float | None) -> None:
+    async def record_missing(
+        self, track: str, key: int, *, start: float, duration: float | None
+    ) -> None:
         """Journal a segment the server no longer has (404/410): a gap in the timeline."""
         _check_track(track)
         if self.has(track, key):
             return
-        self._append(
+        await self._append_async(
             {"type": "missing", "track": track, "key": key, "start": start, "duration": duration}
         )
         self._missing.setdefault(track, {})[key] = MissingSegment(
@@ -379,20 +504,29 @@ class SegmentStore:
         size = _file_size(path)
         if size is None:
             raise StorageError(f"cannot commit {path}: the file is not there")
-        # The rename must be durable before a journal line can point at it.
-        _fsync_dir(path.parent)
         return size
 
     def _append(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-        try:
-            # One write of a whole line, then fsync: a kill -9 leaves at worst a torn last line.
-            with self._journal.open("ab") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            raise storage_error(exc, "write", self._journal) from exc
+        """Append a line now (opening the store: nothing else runs yet)."""
+        _append_durably(self._journal, _line(record))
+
+    async def _append_async(self, record: Mapping[str, Any]) -> None:
+        await self._journal_appender.append(_line(record))
+
+
+def _line(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _append_durably(journal: Path, lines: bytes) -> None:
+    try:
+        # Whole lines in one write, then fsync: a kill -9 leaves at worst a torn last line.
+        with journal.open("ab") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise storage_error(exc, "write", journal) from exc
 
 
 def _decode(raw: bytes) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -35,6 +36,7 @@ from instarec.http import (
 )
 from instarec.live import server_time
 from instarec.manifest import ByteRange, UTCTiming
+from instarec.store import write_file
 
 Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
@@ -101,6 +103,12 @@ def ok(data: bytes, **headers: str) -> Handler:
     return handler
 
 
+async def fetch_to(http: HttpClient, url: str, dest: Path, **options: Any) -> int:
+    """A download into a file, as the recorder makes one: through the store's writer."""
+    async with write_file(dest) as sink:
+        return await http.download(url, sink, **options)
+
+
 def files_in(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir())
 
@@ -155,7 +163,7 @@ async def test_download_retries_503_then_succeeds(server: Server, tmp_path: Path
     url = server.route("/seg", flaky)
     dest = tmp_path / "seg.m4s"
     async with client() as http:
-        size = await http.download(url, dest)
+        size = await fetch_to(http, url, dest)
         stats = http.stats.snapshot()
     assert size == len(data)
     assert dest.read_bytes() == data
@@ -176,7 +184,7 @@ async def test_429_waits_for_retry_after(server: Server, tmp_path: Path) -> None
     policy = RetryPolicy(retries=2, base_delay=0.01, max_delay=5.0)
     async with client(retry=policy) as http:
         started = time.monotonic()
-        await http.download(url, tmp_path / "a")
+        await fetch_to(http, url, tmp_path / "a")
         elapsed = time.monotonic() - started
     assert server.count("/seg") == 2
     assert elapsed >= 0.95
@@ -190,7 +198,7 @@ async def test_gives_up_after_retries_with_network_error(server: Server, tmp_pat
     dest = tmp_path / "seg"
     async with client(retry=RetryPolicy(retries=2, base_delay=0.01)) as http:
         with pytest.raises(NetworkError, match="HTTP 500") as info:
-            await http.download(url, dest)
+            await fetch_to(http, url, dest)
     assert not isinstance(info.value, SegmentMissing)
     assert server.count("/seg") == 3
     assert not dest.exists()
@@ -204,7 +212,7 @@ async def test_404_is_segment_missing_without_retry(server: Server, tmp_path: Pa
     url = server.route("/seg", gone)
     async with client() as http:
         with pytest.raises(SegmentMissing) as info:
-            await http.download(url, tmp_path / "seg")
+            await fetch_to(http, url, tmp_path / "seg")
     assert info.value.status == 404
     assert server.count("/seg") == 1
     assert files_in(tmp_path) == []
@@ -217,7 +225,7 @@ async def test_410_is_segment_missing(server: Server, tmp_path: Path) -> None:
     url = server.route("/seg", gone)
     async with client() as http:
         with pytest.raises(SegmentMissing):
-            await http.download(url, tmp_path / "seg")
+            await fetch_to(http, url, tmp_path / "seg")
     assert server.count("/seg") == 1
     assert files_in(tmp_path) == []
 
@@ -243,7 +251,7 @@ async def test_connection_reset_mid_body_is_retried(server: Server, tmp_path: Pa
     url = server.route("/seg", resetting)
     dest = tmp_path / "seg"
     async with client() as http:
-        assert await http.download(url, dest) == len(data)
+        assert await fetch_to(http, url, dest) == len(data)
         stats = http.stats.snapshot()
     assert dest.read_bytes() == data
     assert server.count("/seg") == 2
@@ -269,8 +277,8 @@ async def test_truncated_body_is_retried(server: Server, tmp_path: Path) -> None
     restarts: list[int] = []
     chunks: list[bytes] = []
     async with client() as http:
-        size = await http.download(
-            url, dest, on_chunk=chunks.append, on_restart=lambda: restarts.append(len(chunks))
+        size = await fetch_to(
+            http, url, dest, on_chunk=chunks.append, on_restart=lambda: restarts.append(len(chunks))
         )
     assert size == len(data)
     assert dest.read_bytes() == data
@@ -293,7 +301,7 @@ async def test_truncated_body_exhausts_retries(server: Server, tmp_path: Path) -
     dest = tmp_path / "seg"
     async with client(retry=RetryPolicy(retries=1, base_delay=0.01)) as http:
         with pytest.raises(NetworkError):
-            await http.download(url, dest)
+            await fetch_to(http, url, dest)
     assert server.count("/seg") == 2
     assert files_in(tmp_path) == []
 
@@ -317,7 +325,7 @@ async def test_range_download(server: Server, tmp_path: Path) -> None:
     url = server.route("/file", lambda request, n: range_handler(data, request))
     async with client() as http:
         dest = tmp_path / "part1"
-        assert await http.download(url, dest, byte_range=ByteRange(100, 1099)) == 1000
+        assert await fetch_to(http, url, dest, byte_range=ByteRange(100, 1099)) == 1000
         assert dest.read_bytes() == data[100:1100]
         tail = await http.fetch_body(url, byte_range=ByteRange(9000, None))
         assert tail.body == data[9000:]
@@ -329,7 +337,7 @@ async def test_range_ignored_by_server_is_an_error(server: Server, tmp_path: Pat
     dest = tmp_path / "x"
     async with client() as http:
         with pytest.raises(HttpStatusError, match="ignored the Range"):
-            await http.download(url, dest, byte_range=ByteRange(10, 19))
+            await fetch_to(http, url, dest, byte_range=ByteRange(10, 19))
     assert not dest.exists()
 
 
@@ -355,7 +363,7 @@ async def test_on_chunk_sees_every_chunk_in_order(server: Server, tmp_path: Path
     url = server.route("/big", ok(data))
     chunks: list[bytes] = []
     async with client() as http:
-        await http.download(url, tmp_path / "big", on_chunk=chunks.append)
+        await fetch_to(http, url, tmp_path / "big", on_chunk=chunks.append)
     assert len(chunks) > 1
     # Pieces come as they arrive, bounded by the stream's read buffer (flow control pauses
     # reading past twice its 64 KiB limit): memory stays flat whatever the body size.
@@ -366,7 +374,7 @@ async def test_on_chunk_sees_every_chunk_in_order(server: Server, tmp_path: Path
 async def test_download_sends_identity_encoding(server: Server, tmp_path: Path) -> None:
     url = server.route("/seg", ok(b"abc"))
     async with client() as http:
-        await http.download(url, tmp_path / "s")
+        await fetch_to(http, url, tmp_path / "s")
     assert server.requests[0].headers["Accept-Encoding"] == "identity"
 
 
@@ -383,7 +391,9 @@ async def test_cancellation_deletes_part_file(server: Server, tmp_path: Path) ->
     part = tmp_path / "seg.part"
     got_bytes = asyncio.Event()
     async with client() as http:
-        task = asyncio.create_task(http.download(url, dest, on_chunk=lambda chunk: got_bytes.set()))
+        task = asyncio.create_task(
+            fetch_to(http, url, dest, on_chunk=lambda chunk: got_bytes.set())
+        )
         await asyncio.wait_for(got_bytes.wait(), 5)
         assert part.exists()
         task.cancel()
@@ -401,7 +411,7 @@ async def test_read_timeout_is_retried_then_network_error(server: Server, tmp_pa
     url = server.route("/slow", stalling)
     async with client(read_timeout=0.2, retry=RetryPolicy(retries=1, base_delay=0.01)) as http:
         with pytest.raises(NetworkError, match="timed out"):
-            await http.download(url, tmp_path / "s")
+            await fetch_to(http, url, tmp_path / "s")
     assert server.count("/slow") == 2
 
 
@@ -413,7 +423,7 @@ async def test_disk_full_is_storage_error_without_retry(server: Server, tmp_path
     (tmp_path / "seg.part").symlink_to("/dev/full")
     async with client() as http:
         with pytest.raises(StorageError, match="disk full"):
-            await http.download(url, dest)
+            await fetch_to(http, url, dest)
     assert server.count("/seg") == 1
     assert not dest.exists()
     assert not (tmp_path / "seg.part").is_symlink()
@@ -546,7 +556,7 @@ async def test_manifest_size_is_capped(server: Server) -> None:
 async def test_dns_failure_names_the_host(tmp_path: Path) -> None:
     async with client(retry=RetryPolicy(retries=1, base_delay=0.01)) as http:
         with pytest.raises(NetworkError, match=r"cannot resolve host 'no-such-host\.invalid'"):
-            await http.download("http://no-such-host.invalid/seg", tmp_path / "s")
+            await fetch_to(http, "http://no-such-host.invalid/seg", tmp_path / "s")
         assert http.stats.snapshot().transport_errors["dns"] == 2
 
 
@@ -727,7 +737,7 @@ async def test_requests_go_through_a_socks_proxy(server: Server, tmp_path: Path)
     proxy.port = listener.sockets[0].getsockname()[1]
     try:
         async with client(proxy=f"socks5://127.0.0.1:{proxy.port}") as http:
-            size = await http.download(url, tmp_path / "seg")
+            size = await fetch_to(http, url, tmp_path / "seg")
             manifest = await http.fetch_manifest(url)
     finally:
         listener.close()

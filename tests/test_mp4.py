@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 from fractions import Fraction
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instarec import mp4
-from instarec.mp4 import Mp4Error, moof_end, parse_fragment, parse_init
+from instarec.mp4 import FragmentScanner, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.testing import fmp4
 from instarec.testing.fmp4 import box, full_box
 from instarec.testing.media import TestMedia
@@ -295,6 +296,53 @@ def test_built_fragments_parse_back(parts: list[tuple[int, list[int], bool, bool
     assert info.moof_count == len(parts)
     end = moof_end(data)
     assert end is not None and data[end + 4 : end + 8] == b"mdat"
+
+
+@settings(max_examples=150, deadline=None)
+@given(fragments, st.lists(st.integers(1, 200), min_size=1, max_size=30), st.booleans())
+def test_a_scanner_fed_in_pieces_reads_what_the_whole_body_says(
+    parts: list[tuple[int, list[int], bool, bool]], cuts: list[int], restarted: bool
+) -> None:
+    data = b"".join(
+        fmp4.build_fragment(
+            track_id=3,
+            sequence_number=n + 1,
+            base_media_decode_time=tfdt if v1 else tfdt % 2**32,
+            durations=durations,
+            sizes=[(n * 7) % 300 for n in range(len(durations))],
+            tfdt_version=1 if v1 else 0,
+            with_styp=styp and n == 0,
+        )
+        for n, (tfdt, durations, v1, styp) in enumerate(parts)
+    )
+    scanner = FragmentScanner()
+    if restarted:
+        scanner.feed(data[: len(data) // 2])
+        scanner.restart()
+    pos = 0
+    for cut in itertools.cycle(cuts):
+        if pos >= len(data):
+            break
+        scanner.feed(data[pos : pos + cut])
+        pos += cut
+    assert scanner.fragment() == parse_fragment(data)
+
+
+def test_a_scanner_keeps_no_mdat_payload_and_knows_a_cut_body() -> None:
+    data = fmp4.build_fragment(
+        track_id=1,
+        sequence_number=1,
+        base_media_decode_time=0,
+        durations=[10] * 4,
+        sizes=[250_000] * 4,
+    )
+    scanner = FragmentScanner()
+    scanner.feed(data[:-1])
+    with pytest.raises(Mp4Error, match="inside a box"):
+        scanner.fragment()
+    scanner.feed(data[-1:])
+    assert scanner.fragment().sample_count == 4
+    assert scanner.retained < 2000  # the moof, not the megabyte of samples
 
 
 def test_a_trailing_zero_sample_duration_lasts_one_ordinary_sample() -> None:

@@ -83,7 +83,7 @@ class FakeServer:
     async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
         return self._info(key) if key in self.present else None
 
-    def record_missing(self, ref: SegmentRef) -> None:
+    async def record_missing(self, ref: SegmentRef) -> None:
         self.missing.append(ref.key)
 
     def fetched(self) -> set[int]:

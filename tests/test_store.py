@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -15,18 +16,16 @@ from instarec.store import JOURNAL_NAME, MissingSegment, SegmentStore
 FP = {"mpd": "https://cdn.example/live/manifest.mpd", "video": "v1080", "audio": "a128"}
 
 
-def write_segment(store: SegmentStore, track: str, key: int, data: bytes) -> Path:
-    """What the downloader does: <path>.part, then rename."""
-    path = store.segment_path(track, key)
-    part = path.with_name(path.name + ".part")
-    part.write_bytes(data)
-    os.replace(part, path)
-    return path
+async def write_segment(store: SegmentStore, track: str, key: int, data: bytes) -> Path:
+    """What the downloader does: the body through the store's writer."""
+    async with store.writer(track, key) as sink:
+        sink.write(data)
+    return sink.path
 
 
-def add(store: SegmentStore, track: str, key: int, start: float, data: bytes) -> None:
-    write_segment(store, track, key, data)
-    store.commit(
+async def add(store: SegmentStore, track: str, key: int, start: float, data: bytes) -> None:
+    await write_segment(store, track, key, data)
+    await store.commit(
         track,
         key,
         start=start,
@@ -53,14 +52,14 @@ def test_layout_and_header(tmp_path: Path) -> None:
     assert store.resumed is False
 
 
-def test_commit_then_resume(tmp_path: Path) -> None:
+async def test_commit_then_resume(tmp_path: Path) -> None:
     root = tmp_path / "rec.segments"
     store = SegmentStore.open(root, FP)
     store.init_path("video").write_bytes(b"INIT")
-    store.commit_init("video")
-    add(store, "video", 4000, 4.0, b"b" * 20)
-    add(store, "video", 2000, 2.0, b"a" * 10)
-    add(store, "audio", 2000, 2.0, b"c" * 5)
+    await store.commit_init("video")
+    await add(store, "video", 4000, 4.0, b"b" * 20)
+    await add(store, "video", 2000, 2.0, b"a" * 10)
+    await add(store, "audio", 2000, 2.0, b"c" * 5)
     assert store.has("video", 2000)
     assert not store.has("audio", 4000)
 
@@ -77,29 +76,29 @@ def test_commit_then_resume(tmp_path: Path) -> None:
     assert len(journal_lines(root)) == 1 + 1 + 3
 
 
-def test_segments_ordered_by_start_then_key(tmp_path: Path) -> None:
+async def test_segments_ordered_by_start_then_key(tmp_path: Path) -> None:
     store = SegmentStore.open(tmp_path / "s", FP)
-    add(store, "video", 30, 6.0, b"x")
-    add(store, "video", 20, 4.0, b"x")
-    add(store, "video", 11, 4.0, b"x")
-    add(store, "video", 10, 2.0, b"x")
+    await add(store, "video", 30, 6.0, b"x")
+    await add(store, "video", 20, 4.0, b"x")
+    await add(store, "video", 11, 4.0, b"x")
+    await add(store, "video", 10, 2.0, b"x")
     assert [s.key for s in store.segments("video")] == [10, 11, 20, 30]
     assert store.segments("audio") == []
 
 
-def test_negative_key_is_a_valid_file_name(tmp_path: Path) -> None:
+async def test_negative_key_is_a_valid_file_name(tmp_path: Path) -> None:
     # ffmpeg's dash muxer can name the first audio segment by a negative time.
     store = SegmentStore.open(tmp_path / "s", FP)
-    add(store, "audio", -1024, 0.0, b"aac")
-    add(store, "audio", 0, 0.02, b"aac")
+    await add(store, "audio", -1024, 0.0, b"aac")
+    await add(store, "audio", 0, 0.02, b"aac")
     assert [s.key for s in SegmentStore.open(tmp_path / "s", FP).segments("audio")] == [-1024, 0]
 
 
-def test_truncated_last_line_is_ignored_and_cut(tmp_path: Path) -> None:
+async def test_truncated_last_line_is_ignored_and_cut(tmp_path: Path) -> None:
     root = tmp_path / "s"
     store = SegmentStore.open(root, FP)
-    add(store, "video", 1, 2.0, b"one")
-    add(store, "video", 2, 4.0, b"two")
+    await add(store, "video", 1, 2.0, b"one")
+    await add(store, "video", 2, 4.0, b"two")
     journal = root / JOURNAL_NAME
     data = journal.read_bytes()
     # kill -9 in the middle of writing the last line
@@ -108,20 +107,20 @@ def test_truncated_last_line_is_ignored_and_cut(tmp_path: Path) -> None:
     resumed = SegmentStore.open(root, FP)
     assert [s.key for s in resumed.segments("video")] == [1]
     # the next commit starts on a line of its own
-    add(resumed, "video", 3, 6.0, b"three")
+    await add(resumed, "video", 3, 6.0, b"three")
     assert [line.get("key") for line in journal_lines(root)] == [None, 1, 3]
     assert [s.key for s in SegmentStore.open(root, FP).segments("video")] == [1, 3]
 
 
-def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
+async def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
     root = tmp_path / "s"
     store = SegmentStore.open(root, FP)
-    add(store, "video", 1, 2.0, b"one")
+    await add(store, "video", 1, 2.0, b"one")
     journal = root / JOURNAL_NAME
     journal.write_bytes(journal.read_bytes().rstrip(b"\n"))
     resumed = SegmentStore.open(root, FP)
     assert resumed.has("video", 1)
-    add(resumed, "video", 2, 4.0, b"two")
+    await add(resumed, "video", 2, 4.0, b"two")
     assert [s.key for s in SegmentStore.open(root, FP).segments("video")] == [1, 2]
 
 
@@ -151,14 +150,14 @@ def test_kill_9_simulation_torn_journal_and_part_files(tmp_path: Path) -> None:
     assert not (root / "video" / f"{400:020d}.m4s.part").exists()
 
 
-def test_entries_with_missing_or_wrong_size_file_are_dropped(tmp_path: Path) -> None:
+async def test_entries_with_missing_or_wrong_size_file_are_dropped(tmp_path: Path) -> None:
     root = tmp_path / "s"
     store = SegmentStore.open(root, FP)
     store.init_path("video").write_bytes(b"INIT")
-    store.commit_init("video")
-    add(store, "video", 1, 2.0, b"one")
-    add(store, "video", 2, 4.0, b"two")
-    add(store, "video", 3, 6.0, b"three")
+    await store.commit_init("video")
+    await add(store, "video", 1, 2.0, b"one")
+    await add(store, "video", 2, 4.0, b"two")
+    await add(store, "video", 3, 6.0, b"three")
     store.segment_path("video", 1).unlink()
     store.segment_path("video", 3).write_bytes(b"thr")  # damaged
     store.init_path("video").unlink()
@@ -169,9 +168,9 @@ def test_entries_with_missing_or_wrong_size_file_are_dropped(tmp_path: Path) -> 
     assert not resumed.has_init("video")
 
 
-def test_fingerprint_mismatch_is_storage_error(tmp_path: Path) -> None:
+async def test_fingerprint_mismatch_is_storage_error(tmp_path: Path) -> None:
     root = tmp_path / "s"
-    add(SegmentStore.open(root, FP), "video", 1, 0.0, b"x")
+    await add(SegmentStore.open(root, FP), "video", 1, 0.0, b"x")
     other = {**FP, "video": "v720"}
     with pytest.raises(StorageError, match="--overwrite"):
         SegmentStore.open(root, other)
@@ -187,44 +186,44 @@ def test_foreign_directory_is_refused(tmp_path: Path) -> None:
         SegmentStore.open(root, FP)
 
 
-def test_torn_header_starts_afresh(tmp_path: Path) -> None:
+async def test_torn_header_starts_afresh(tmp_path: Path) -> None:
     root = tmp_path / "s"
     root.mkdir()
     (root / JOURNAL_NAME).write_text('{"type":"header","vers')
     store = SegmentStore.open(root, FP)
     assert store.resumed is False
-    add(store, "video", 1, 0.0, b"x")
+    await add(store, "video", 1, 0.0, b"x")
     assert SegmentStore.open(root, FP).has("video", 1)
 
 
-def test_record_missing_then_commit(tmp_path: Path) -> None:
+async def test_record_missing_then_commit(tmp_path: Path) -> None:
     root = tmp_path / "s"
     store = SegmentStore.open(root, FP)
-    store.record_missing("video", 5, start=10.0, duration=2.0)
-    store.record_missing("video", 3, start=6.0, duration=None)
+    await store.record_missing("video", 5, start=10.0, duration=2.0)
+    await store.record_missing("video", 3, start=6.0, duration=None)
     assert store.missing("video") == [
         MissingSegment("video", 3, 6.0, None),
         MissingSegment("video", 5, 10.0, 2.0),
     ]
-    add(store, "video", 5, 10.0, b"late")
+    await add(store, "video", 5, 10.0, b"late")
     assert [m.key for m in store.missing("video")] == [3]
 
     resumed = SegmentStore.open(root, FP)
     assert [m.key for m in resumed.missing("video")] == [3]
     assert resumed.has("video", 5)
     # a segment already kept is never recorded as missing
-    resumed.record_missing("video", 5, start=10.0, duration=2.0)
+    await resumed.record_missing("video", 5, start=10.0, duration=2.0)
     assert [m.key for m in SegmentStore.open(root, FP).missing("video")] == [3]
 
 
-def test_commit_requires_the_file(tmp_path: Path) -> None:
+async def test_commit_requires_the_file(tmp_path: Path) -> None:
     store = SegmentStore.open(tmp_path / "s", FP)
     with pytest.raises(StorageError, match="not there"):
-        store.commit("video", 9, start=0.0, duration=None, size=3, media_time=None,
+        await store.commit("video", 9, start=0.0, duration=None, size=3, media_time=None,
                      media_duration=None)  # fmt: skip
-    write_segment(store, "video", 9, b"abcd")
+    await write_segment(store, "video", 9, b"abcd")
     with pytest.raises(StorageError, match="expected 3"):
-        store.commit("video", 9, start=0.0, duration=None, size=3, media_time=None,
+        await store.commit("video", 9, start=0.0, duration=None, size=3, media_time=None,
                      media_duration=None)  # fmt: skip
     assert len(journal_lines(tmp_path / "s")) == 1
 
@@ -235,10 +234,10 @@ def test_invalid_track_name(tmp_path: Path) -> None:
         store.segment_path("../escape", 1)
 
 
-def test_remove_deletes_the_directory(tmp_path: Path) -> None:
+async def test_remove_deletes_the_directory(tmp_path: Path) -> None:
     root = tmp_path / "s"
     store = SegmentStore.open(root, FP)
-    add(store, "video", 1, 0.0, b"x")
+    await add(store, "video", 1, 0.0, b"x")
     store.remove()
     assert not root.exists()
     assert store.segments("video") == []
@@ -267,3 +266,27 @@ def test_location_under_a_file_is_storage_error(tmp_path: Path) -> None:
         SegmentStore.open(blocker / "s", FP)
     with pytest.raises(StorageError):
         SegmentStore.open(blocker, FP)
+
+
+async def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = SegmentStore.open(tmp_path / "s", FP)
+    with pytest.raises(RuntimeError):
+        async with store.writer("video", 7) as sink:
+            sink.write(b"half a body")
+            raise RuntimeError("the download broke off")
+    assert sorted(p.name for p in (tmp_path / "s" / "video").iterdir()) == []
+    async with store.writer("video", 7) as sink:
+        sink.write(b"a first try")
+        sink.restart()
+        sink.write(b"whole")
+    assert store.segment_path("video", 7).read_bytes() == b"whole"
+    assert sink.size == 5
+
+
+async def test_concurrent_commits_all_reach_the_journal(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    await asyncio.gather(*(add(store, "video", k, float(k), b"x" * k) for k in range(1, 41)))
+    lines = journal_lines(root)
+    assert sorted(int(str(line["key"])) for line in lines[1:]) == list(range(1, 41))
+    assert [s.key for s in SegmentStore.open(root, FP).segments("video")] == list(range(1, 41))
