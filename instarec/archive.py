@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from instarec.errors import NetworkError
+from instarec.options import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,11 @@ class SearchStalled(NetworkError):
 class SearchLimits:
     """The archive-search knobs of the command line, in one place."""
 
-    max_in_flight: int = 50  # --max-search-requests
-    chunk_size: int = 500  # --search-chunk-size
+    max_in_flight: int = DEFAULTS.max_search_requests
+    chunk_size: int = DEFAULTS.search_chunk_size
     # --end-stream-miss-threshold, in ticks of the timeline searched: the command line gives
     # milliseconds of media, converted per timeline by ``in_timescale``.
-    miss_threshold: int = 30000
+    miss_threshold: int = DEFAULTS.end_stream_miss_threshold
     unknown_retries: int = 6  # times an unknown answer is asked again before SearchStalled
     unknown_delay: float = 1.0  # seconds before the first re-ask; doubles, capped at 30 s
 

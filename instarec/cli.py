@@ -36,14 +36,15 @@ from instarec.errors import (
     StorageError,
     UsageError,
 )
-from instarec.options import DEFAULT_EXTENSION, OUTPUT_EXTENSIONS, Options
+from instarec.merge import check_output_free
+from instarec.options import DEFAULT_EXTENSION, DEFAULTS, OUTPUT_EXTENSIONS, Options
 from instarec.progress import StatusAwareHandler, StatusLine
 
 if TYPE_CHECKING:
     from instarec.finish import RecordingSummary
     from instarec.manifest import Manifest
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 EXIT_UNEXPECTED = 1
 EXIT_NOTHING_RECORDED = 1
@@ -217,28 +218,28 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--concurrency",
         type=_positive_int,
-        default=8,
+        default=DEFAULTS.concurrency,
         metavar="N",
         help="parallel segment downloads",
     )
     net.add_argument(
         "--download-retries",
         type=_non_negative_int,
-        default=5,
+        default=DEFAULTS.download_retries,
         metavar="N",
         help="retries of a failed segment download",
     )
     net.add_argument(
         "--download-retry-delay",
         type=_non_negative_float,
-        default=1.0,
+        default=DEFAULTS.download_retry_delay,
         metavar="SECONDS",
         help="first delay between download retries; doubles at each retry",
     )
     net.add_argument(
         "--check-url-retries",
         type=_non_negative_int,
-        default=3,
+        default=DEFAULTS.check_url_retries,
         metavar="N",
         help="retries of a failed URL check (HEAD request) on transient errors",
     )
@@ -297,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--live-end-timeout",
         type=_positive_float,
-        default=180.0,
+        default=DEFAULTS.live_end_timeout,
         metavar="SECONDS",
         help="seconds without a new live segment before the broadcast is taken as ended",
     )
@@ -311,21 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--max-search-requests",
         type=_positive_int,
-        default=50,
+        default=DEFAULTS.max_search_requests,
         metavar="N",
         help="concurrent requests while searching for past segments",
     )
     search.add_argument(
         "--search-chunk-size",
         type=_positive_int,
-        default=500,
+        default=DEFAULTS.search_chunk_size,
         metavar="N",
         help="segment addresses checked per batch while searching",
     )
     search.add_argument(
         "--end-stream-miss-threshold",
         type=_positive_int,
-        default=30000,
+        default=DEFAULTS.end_stream_miss_threshold,
         metavar="MS",
         help="milliseconds of media (whatever the timescale) the past search looks across "
         "without a hit before it stops",
@@ -333,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--past-segment-delay",
         type=_non_negative_float,
-        default=0.1,
+        default=DEFAULTS.past_segment_delay,
         metavar="SECONDS",
         help="minimum time between the starts of two past segment downloads on one download "
         "slot (--concurrency slots; the $Time$ chain's own steps are not delayed)",
@@ -350,8 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the OUTPUT.segments directory after a successful merge",
     )
-    out.add_argument("--ffmpeg-path", default="ffmpeg", metavar="PATH", help="ffmpeg executable")
-    out.add_argument("--ffprobe-path", default="ffprobe", metavar="PATH", help="ffprobe executable")
+    out.add_argument(
+        "--ffmpeg-path", default=DEFAULTS.ffmpeg_path, metavar="PATH", help="ffmpeg executable"
+    )
+    out.add_argument(
+        "--ffprobe-path",
+        default=DEFAULTS.ffprobe_path,
+        metavar="PATH",
+        help="accepted for compatibility with instarec 1.8 and unused: segment timing is read "
+        "from the media's own boxes, never with ffprobe",
+    )
     out.add_argument(
         "--summary-file",
         type=Path,
@@ -359,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the final summary to PATH as JSON",
     )
 
-    log = parser.add_argument_group("logging")
-    verbosity = log.add_mutually_exclusive_group()
+    logging_group = parser.add_argument_group("logging")
+    verbosity = logging_group.add_mutually_exclusive_group()
     verbosity.add_argument(
         "-v",
         "--verbose",
@@ -368,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="debug logs, with the task each comes from; tracebacks on errors",
     )
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    log.add_argument(
+    logging_group.add_argument(
         "--log-file",
         type=Path,
         metavar="PATH",
@@ -424,8 +433,7 @@ def _output_path(text: str, overwrite: bool) -> Path:
     _check_parent_dir(path, "OUTPUT")
     if path.is_dir():
         raise UsageError(f"OUTPUT {str(path)!r} is a directory")
-    if path.exists() and not overwrite:
-        raise UsageError(f"{str(path)!r} already exists: pass --overwrite or choose another name")
+    check_output_free(path, overwrite)
     _check_writable_dir(path.parent)
     return path
 
@@ -519,8 +527,7 @@ def options_from_args(ns: argparse.Namespace) -> Options:
         verbose=ns.verbose,
         quiet=ns.quiet,
         log_file=ns.log_file,
-        poll_interval=2.0 if ns.poll_interval is None else ns.poll_interval,
-        poll_interval_explicit=ns.poll_interval is not None,
+        poll_interval=ns.poll_interval,
         live_end_timeout=ns.live_end_timeout,
         no_past=ns.no_past,
         max_search_requests=ns.max_search_requests,
@@ -670,11 +677,14 @@ def _resolve_interactive(options: Options, stdin: TextIO, stdout: TextIO) -> Opt
     )
 
 
-def _check_ffmpeg(options: Options) -> None:
-    """Fail before any download when the merge could not run at the end."""
+def _locate_ffmpeg(options: Options) -> Options:
+    """Fail before any download (or question) when the merge could not run at the end; the
+    recorder gets the path found."""
     from instarec.merge import find_ffmpeg
 
-    logger.debug("ffmpeg: %s", find_ffmpeg(options.ffmpeg_path))
+    ffmpeg = find_ffmpeg(options.ffmpeg_path)
+    log.debug("ffmpeg: %s", ffmpeg)
+    return replace(options, ffmpeg_path=ffmpeg)
 
 
 def _finish(summary: RecordingSummary, options: Options, console: _Console) -> int:
@@ -693,7 +703,7 @@ def _finish(summary: RecordingSummary, options: Options, console: _Console) -> i
     if options.summary_file is not None:
         document = summary_to_json(summary, manifest_url=options.mpd_url or None, exit_code=code)
         write_summary_file(options.summary_file, document)
-        logger.info("summary written to %s", options.summary_file)
+        log.info("summary written to %s", options.summary_file)
     if code == EXIT_NOTHING_RECORDED:
         raise InstarecError(
             "no segment could be recorded: nothing was written "
@@ -751,7 +761,7 @@ def _demo(options: Options, console: _Console) -> int:
 def _run(options: Options, console: _Console) -> int:
     if options.list_formats or options.dump_json:
         return _inspect(options, console.stdout)
-    _check_ffmpeg(options)
+    options = _locate_ffmpeg(options)
     if options.demo:
         return _demo(options, console)
     if options.interactive:
@@ -805,7 +815,7 @@ def _main(argv: Sequence[str] | None) -> int:
         handlers = _configure_logging(options, stderr, status)
         raw_output = ns.mpd_url if ns.demo and ns.output is None else ns.output
         if options.output_path is not None and raw_output and not Path(raw_output).suffix:
-            logger.info("OUTPUT has no extension: writing %s", options.output_path)
+            log.info("OUTPUT has no extension: writing %s", options.output_path)
         return _run(options, _Console(sys.stdin, sys.stdout, stderr, status))
     except InstarecError as exc:
         # A usage error is the user's to fix, not a bug: no traceback even with -v.

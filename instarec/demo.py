@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from instarec.errors import InstarecError, UsageError
 from instarec.finish import RecordingSummary
+from instarec.live import FALLBACK_POLL_INTERVAL
 from instarec.options import Options
 from instarec.progress import Reporter
 from instarec.recorder import record
@@ -27,7 +28,7 @@ from instarec.recorder import record
 if TYPE_CHECKING:
     from instarec.testing.media import TestMedia
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +50,13 @@ def demo_options(options: Options, manifest_url: str, broadcast: DemoBroadcast) 
     A real broadcast is polled every 2 s and given minutes of silence before it is taken as
     over; at ``speed``× the same rules would make the demo wait for nothing.
     """
-    poll = options.poll_interval if options.poll_interval_explicit else 2.0 / broadcast.speed
+    poll = options.poll_interval or FALLBACK_POLL_INTERVAL / broadcast.speed
     return replace(
         options,
         mpd_url=manifest_url,
         demo=False,
         interactive=False,
         poll_interval=poll,
-        poll_interval_explicit=True,
         live_end_timeout=min(options.live_end_timeout, 10.0),
         past_segment_delay=0.0,
         download_retry_delay=min(options.download_retry_delay, 0.1),
@@ -99,7 +99,7 @@ async def run_demo(
         window=broadcast.window,
         speed=broadcast.speed,
     )
-    logger.info(
+    log.info(
         "demo: a simulated %g s Instagram-style broadcast, %g s already broadcast, at %g× speed",
         broadcast.broadcast_duration,
         broadcast.already_broadcast,

@@ -41,6 +41,7 @@ from instarec.errors import (
     SegmentMissing,
     UsageError,
 )
+from instarec.options import DEFAULTS
 
 if TYPE_CHECKING:
     from instarec.manifest import ByteRange
@@ -69,8 +70,8 @@ class RetryPolicy:
     ``retries`` counts retries, so a request is attempted at most ``retries + 1`` times.
     """
 
-    retries: int = 5
-    base_delay: float = 1.0
+    retries: int = DEFAULTS.download_retries
+    base_delay: float = DEFAULTS.download_retry_delay
     max_delay: float = 30.0
     jitter: float = 0.25
 
@@ -99,7 +100,7 @@ class HttpConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     retry: RetryPolicy = RetryPolicy()
-    probe_retries: int = 3
+    probe_retries: int = DEFAULTS.check_url_retries
     max_connections: int = 100
 
 

@@ -145,10 +145,13 @@ def find_representation(manifest: Manifest, wanted: Representation) -> Represent
     return fallback
 
 
+# Seconds between refreshes of a manifest without minimumUpdatePeriod (and no --poll-interval).
+FALLBACK_POLL_INTERVAL = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class LivePolicy:
-    poll_interval: float
-    poll_interval_explicit: bool
+    poll_interval: float | None  # None: the manifest's minimumUpdatePeriod, else the fallback
     live_end_timeout: float
 
 
@@ -216,13 +219,15 @@ class LiveFollower:
                     log.warning("manifest refresh failed: %s", exc)
                     if time.monotonic() - last_ok > self._policy.live_end_timeout:
                         return f"the manifest failed for {self._policy.live_end_timeout:g} s"
-                    if await self._sleep(self._policy.poll_interval):
+                    if await self._sleep(self._interval(None)):
                         return "stopped by the user"
 
-    def _interval(self, manifest: Manifest) -> float:
-        if not self._policy.poll_interval_explicit and manifest.minimum_update_period:
+    def _interval(self, manifest: Manifest | None) -> float:
+        if self._policy.poll_interval is not None:
+            return self._policy.poll_interval
+        if manifest is not None and manifest.minimum_update_period:
             return max(0.1, min(manifest.minimum_update_period, 30.0))
-        return self._policy.poll_interval
+        return FALLBACK_POLL_INTERVAL
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, waking early on stop; True when stopped."""

@@ -57,7 +57,7 @@ __all__ = [
     "parse_manifest",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
@@ -779,7 +779,7 @@ def _parse_representation(
         else:
             addressing = Addressing.NUMBER_DURATION
             if template.duration is None and template.media is not None:
-                logger.warning(
+                log.warning(
                     "SegmentTemplate of representation %r has neither @duration nor a timeline",
                     rep_id,
                 )
@@ -1092,9 +1092,7 @@ def _expand_number_duration(
             # Still listed while its end lies within timeShiftBufferDepth of now.
             first = max(0, math.ceil((elapsed - tsbd) / seg - _EPS) - 1)
     if limit is None:
-        logger.warning(
-            "representation %r: $Number$ template with no Period end and no clock", rep.id
-        )
+        log.warning("representation %r: $Number$ template with no Period end and no clock", rep.id)
         return []
     if tpl.end_number is not None:
         limit = min(limit, tpl.end_number - tpl.start_number + 1)

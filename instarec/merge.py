@@ -25,7 +25,7 @@ from pathlib import Path
 
 from instarec.errors import FFmpegNotFoundError, MergeError, UsageError, storage_error
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MergeResult",
@@ -102,6 +102,16 @@ def output_format(output: Path) -> str:
     return _container(output).muxer
 
 
+def check_output_free(output: Path, overwrite: bool) -> None:
+    """UsageError when ``output`` exists and may not be replaced.
+
+    Asked when the command line is read (before any download), and again just before the
+    merge writes it: a file may have appeared while the broadcast was recorded.
+    """
+    if not overwrite and output.exists():
+        raise UsageError(f"{str(output)!r} already exists: pass --overwrite or choose another name")
+
+
 def find_ffmpeg(configured: str = "ffmpeg") -> str:
     """Locate the ffmpeg executable, before any recording starts.
 
@@ -134,7 +144,7 @@ def _bundled_ffmpeg() -> str | None:
     except RuntimeError:
         # imageio-ffmpeg installed without a binary for this platform.
         return None
-    logger.debug("using the ffmpeg bundled with imageio-ffmpeg: %s", exe)
+    log.debug("using the ffmpeg bundled with imageio-ffmpeg: %s", exe)
     return str(exe)
 
 
@@ -177,7 +187,7 @@ def _prepare_inputs(tracks: Sequence[TrackInput], work_dir: Path) -> list[Path]:
             raise MergeError(f"recorded {track.kind} file is missing: {exc.filename}") from exc
         except OSError as exc:
             raise storage_error(exc, "write", dest) from exc
-        logger.debug(
+        log.debug(
             "%s: %d segments concatenated into %s (%d bytes)",
             track.kind,
             len(track.segments),
@@ -238,12 +248,10 @@ def _select_tracks(tracks: Sequence[TrackInput], container: _Container) -> list[
     selected = [t for t in tracks if t.segments]
     for track in tracks:
         if not track.segments:
-            logger.warning(
-                "no %s segment was recorded: the output has no %s", track.kind, track.kind
-            )
+            log.warning("no %s segment was recorded: the output has no %s", track.kind, track.kind)
     if container.audio_only:
         if any(t.kind == "video" for t in selected):
-            logger.info("audio-only output: the video track is left out")
+            log.info("audio-only output: the video track is left out")
         selected = [t for t in selected if t.kind == "audio"]
         if not selected:
             raise MergeError("nothing to write to an audio-only output: no audio was recorded")
@@ -266,8 +274,7 @@ async def merge_tracks(
     the same directory, then renamed). Cancelling terminates ffmpeg and removes the partial file.
     """
     container = _container(output)
-    if not overwrite and await asyncio.to_thread(output.exists):
-        raise UsageError(f"{output} already exists: pass --overwrite or choose another output")
+    await asyncio.to_thread(check_output_free, output, overwrite)
     selected = _select_tracks(tracks, container)
     # In a thread: hours of segments are gigabytes and the event loop must stay responsive.
     inputs = await asyncio.to_thread(_prepare_inputs, selected, work_dir)
@@ -275,7 +282,7 @@ async def merge_tracks(
     cmd = build_command(
         ffmpeg, selected, inputs, target, container.muxer, faststart=container.faststart
     )
-    logger.debug("running %s", " ".join(cmd))
+    log.debug("running %s", " ".join(cmd))
     try:
         duration = await _run_ffmpeg(cmd)
         size = _publish(target, output)
@@ -284,7 +291,7 @@ async def merge_tracks(
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
         raise
-    logger.info("wrote %s (%d bytes)", output, size)
+    log.info("wrote %s (%d bytes)", output, size)
     return MergeResult(output=output, size=size, duration=duration)
 
 
@@ -336,7 +343,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     try:
         await asyncio.wait_for(proc.wait(), TERMINATE_TIMEOUT)
     except TimeoutError:
-        logger.warning("ffmpeg did not exit after SIGTERM, killing it")
+        log.warning("ffmpeg did not exit after SIGTERM, killing it")
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from instarec.errors import Mp4Error
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FragmentInfo",

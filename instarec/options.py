@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from instarec.http import HttpConfig
@@ -57,10 +57,9 @@ class Options:
     log_file: Path | None = None
 
     # live following
-    poll_interval: float = 2.0
-    # False when --poll-interval was not given, so the poller may follow the
-    # manifest's minimumUpdatePeriod instead of the default.
-    poll_interval_explicit: bool = False
+    # Seconds between manifest refreshes; None (no --poll-interval): the manifest's
+    # minimumUpdatePeriod, else live.FALLBACK_POLL_INTERVAL.
+    poll_interval: float | None = None
     # Seconds without a new live segment (and without an explicit end signal) before the
     # broadcast is taken as over.  The original tool's default: Instagram pauses of a
     # minute or two (bad uplink, phone call) must not end a recording.
@@ -121,3 +120,8 @@ class Options:
             probe_retries=self.check_url_retries,
             max_connections=max_connections,
         )
+
+
+# The defaults, read by the parser and by the value objects built from Options (RetryPolicy,
+# HttpConfig, SearchLimits), so each is written once, above.
+DEFAULTS: Final = Options(mpd_url="")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +242,6 @@ def _log_reporter(every: float) -> Reporter:
         while True:
             await asyncio.sleep(every)
             snapshot = current()
-            logger.info("progress: %s", status_text(snapshot, meter.add(snapshot)))
+            log.info("progress: %s", status_text(snapshot, meter.add(snapshot)))
 
     return report

@@ -43,7 +43,7 @@ from instarec.live import (
     window_update,
 )
 from instarec.manifest import Addressing, MediaSegment
-from instarec.merge import find_ffmpeg
+from instarec.merge import check_output_free, find_ffmpeg
 from instarec.mp4 import FragmentInfo
 from instarec.options import Options
 from instarec.progress import ProgressSnapshot, Reporter
@@ -332,8 +332,7 @@ async def record(
     output = options.output_path
     if output is None:
         raise UsageError("an output path is required")
-    if output.exists() and not options.overwrite:
-        raise UsageError(f"{output} already exists: pass --overwrite or choose another output")
+    check_output_free(output, options.overwrite)
     ffmpeg = find_ffmpeg(options.ffmpeg_path)
     stop = stop or asyncio.Event()
     interrupts = 0
@@ -395,7 +394,6 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
     options = recording.options
     policy = LivePolicy(
         poll_interval=options.poll_interval,
-        poll_interval_explicit=options.poll_interval_explicit,
         live_end_timeout=options.live_end_timeout,
     )
     end_reason = "unknown"

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from instarec.manifest import Manifest, Period, Representation
     from instarec.options import Options
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _VIDEO_CODECS = ("avc1", "avc3", "hvc1", "hev1", "vp08", "vp09", "vp8", "vp9", "av01", "dvh1")
 _AUDIO_CODECS = ("mp4a", "opus", "ac-3", "ec-3", "ac-4", "flac", "vorbis", "dtsc")
@@ -90,7 +90,7 @@ def _choose(
 ) -> Representation | None:
     if not candidates:
         if wanted:
-            logger.warning(
+            log.warning(
                 "--%s-quality was given but the stream has no %s representation", kind, kind
             )
         return None
@@ -101,7 +101,7 @@ def _choose(
     best = candidates[0]
     if wanted:
         # As the original tool does: a stale or mistyped id must not lose the broadcast.
-        logger.warning(
+        log.warning(
             "%s representation %s not found (available: %s); recording the best one, %s",
             kind,
             ", ".join(repr(w) for w in wanted),
@@ -133,7 +133,7 @@ def select_tracks(manifest: Manifest, options: Options) -> SelectedTracks:
     """
     period = recorded_period(manifest)
     if len(manifest.periods) > 1:
-        logger.warning(
+        log.warning(
             "the manifest has %d periods; only the first one is recorded", len(manifest.periods)
         )
     video = _choose("video", _of_kind(period, "video"), options.video_quality)

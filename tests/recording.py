@@ -28,7 +28,6 @@ def fast_options(url: str, output: Path, **changes: object) -> Options:
         mpd_url=url,
         output_path=output,
         poll_interval=0.02,
-        poll_interval_explicit=True,
         live_end_timeout=20.0,
         past_segment_delay=0.0,
         download_retry_delay=0.01,

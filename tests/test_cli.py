@@ -128,8 +128,7 @@ def test_defaults_match_the_original_tool(tmp_path):
     options = parse_args([URL, str(tmp_path / "out.mp4")])
     assert options.mpd_url == URL
     assert options.output_path == tmp_path / "out.mp4"
-    assert options.poll_interval == 2.0
-    assert options.poll_interval_explicit is False
+    assert options.poll_interval is None  # the manifest's minimumUpdatePeriod, else 2 s
     assert options.max_search_requests == 50
     assert options.download_retries == 5
     assert options.download_retry_delay == 1.0
@@ -175,7 +174,6 @@ def test_every_option_reaches_options(tmp_path):
         video_quality=("v1", "v2"),
         audio_quality=("a1",),
         poll_interval=0.5,
-        poll_interval_explicit=True,
         max_search_requests=7,
         download_retries=0,
         download_retry_delay=0.25,
