@@ -21,7 +21,7 @@ from instarec.http import HttpClient
 from instarec.manifest import Addressing
 from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
-from instarec.segments import SegmentRef, TrackKind
+from instarec.segments import RefOrigin, SegmentRef, TrackKind
 from instarec.store import SegmentStore
 from instarec.timeline import Timeline
 
@@ -41,6 +41,18 @@ class LiveActivity:
     # When the oldest listed live segment still queued and not yet asked for once was queued
     # (time.monotonic()), None when there is none: a backlog, not the end of the broadcast.
     oldest_waiting: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadStats:
+    """The download pool's counters at one moment (the progress display reads these)."""
+
+    downloaded: int  # segments committed
+    missing: int  # segments journalled missing
+    bytes: int  # bytes of committed segments
+    recorded_seconds: Mapping[RefOrigin, float]  # media seconds recorded, on the clock track
+    queued: Mapping[RefOrigin, int]  # jobs waiting or running
+    newest_recorded_end: float | None  # where the newest recorded segment ends (seconds)
 
 
 @dataclass(slots=True)
@@ -123,22 +135,36 @@ class Downloads:
         self.http = http
         self.store = store
         self.timelines = timelines
-        self.queue: asyncio.PriorityQueue[DownloadJob | StopJob] = asyncio.PriorityQueue()
+        self._queue: asyncio.PriorityQueue[DownloadJob | StopJob] = asyncio.PriorityQueue()
         self._in_flight: dict[tuple[str, int], asyncio.Future[FragmentInfo | None]] = {}
         self._sequence = itertools.count()
-        self.downloaded = 0
-        self.missing = 0
-        self.bytes = 0
-        self.recorded_seconds = {"archive": 0.0, "live": 0.0}
-        self.queued = {"archive": 0, "live": 0}
-        self.newest_recorded_end: float | None = None
-        self.live_recorded = 0
+        self._downloaded = 0
+        self._missing = 0
+        self._bytes = 0
+        self._recorded_seconds: dict[RefOrigin, float] = {"archive": 0.0, "live": 0.0}
+        self._queued: dict[RefOrigin, int] = {"archive": 0, "live": 0}
+        self._newest_recorded_end: float | None = None
+        self._live_recorded = 0
         self._untried_live: dict[int, float] = {}  # job sequence -> when it was queued
         # Per track, the highest key on disk: a 404 for a lower key proves it missing (servers
         # publish in order); a 404 with nothing later on disk may be a segment not out yet.
         self._newest_key: dict[TrackKind, int] = {}
         # Durations are counted on one track so that video and audio are not added up.
         self.clock_track = "video" if "video" in timelines else "audio"
+
+    def stats(self) -> DownloadStats:
+        return DownloadStats(
+            downloaded=self._downloaded,
+            missing=self._missing,
+            bytes=self._bytes,
+            recorded_seconds=dict(self._recorded_seconds),
+            queued=dict(self._queued),
+            newest_recorded_end=self._newest_recorded_end,
+        )
+
+    async def join(self) -> None:
+        """Wait until every queued download is done (and every re-ask queued meanwhile)."""
+        await self._queue.join()
 
     def submit(self, ref: SegmentRef) -> None:
         """Queue ``ref`` in broadcast order."""
@@ -166,8 +192,8 @@ class Downloads:
     ) -> None:
         priority = (0 if urgent else 1, ref.start, ref.key)
         job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole, retries)
-        self.queue.put_nowait(job)
-        self.queued[ref.origin] += 1
+        self._queue.put_nowait(job)
+        self._queued[ref.origin] += 1
         if self._counts_as_waiting(job):
             self._untried_live[job.sequence] = time.monotonic()
 
@@ -182,7 +208,7 @@ class Downloads:
 
     def live_activity(self) -> LiveActivity:
         oldest = next(iter(self._untried_live.values()), None)
-        return LiveActivity(self.live_recorded, oldest)
+        return LiveActivity(self._live_recorded, oldest)
 
     async def record_missing(self, ref: SegmentRef) -> None:
         """A segment the server should have and did not give, even when asked again."""
@@ -223,9 +249,9 @@ class Downloads:
     async def worker(self) -> None:
         last_past_start = -math.inf
         while True:
-            job = await self.queue.get()
+            job = await self._queue.get()
             if isinstance(job, StopJob):
-                self.queue.task_done()
+                self._queue.task_done()
                 return
             self._untried_live.pop(job.sequence, None)
             try:
@@ -239,13 +265,13 @@ class Downloads:
                     last_past_start = time.monotonic()
                 await self._run_job(job)
             finally:
-                self.queued[job.ref.origin] -= 1
-                self.queue.task_done()
+                self._queued[job.ref.origin] -= 1
+                self._queue.task_done()
 
     async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
         """Let the downloads in flight finish (bounded), start no other: what Ctrl+C asks."""
         for _ in workers:
-            self.queue.put_nowait(StopJob((-1, 0.0, 0), next(self._sequence)))
+            self._queue.put_nowait(StopJob((-1, 0.0, 0), next(self._sequence)))
         await asyncio.wait(workers, timeout=grace)
 
     async def _run_job(self, job: DownloadJob) -> None:
@@ -358,17 +384,17 @@ class Downloads:
             media_time=media_time,
             media_duration=media_duration,
         )
-        self.downloaded += 1
-        self.bytes += size
+        self._downloaded += 1
+        self._bytes += size
         if ref.origin == "live":
-            self.live_recorded += 1
+            self._live_recorded += 1
         if ref.key > self._newest_key.get(ref.track, ref.key - 1):
             self._newest_key[ref.track] = ref.key
         if ref.track == self.clock_track:
-            self.recorded_seconds[ref.origin] += duration or 0.0
+            self._recorded_seconds[ref.origin] += duration or 0.0
             end = start + (duration or 0.0)
-            if self.newest_recorded_end is None or end > self.newest_recorded_end:
-                self.newest_recorded_end = end
+            if self._newest_recorded_end is None or end > self._newest_recorded_end:
+                self._newest_recorded_end = end
         if future is not None and not future.done():
             future.set_result(info)
         return info
@@ -398,7 +424,7 @@ class Downloads:
             )
 
     async def _record_missing(self, ref: SegmentRef) -> None:
-        self.missing += 1
+        self._missing += 1
         await self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
 
     @staticmethod

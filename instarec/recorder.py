@@ -145,20 +145,20 @@ class Recording:
         await self.downloads.record_missing(ref)
 
     def progress(self) -> ProgressSnapshot:
-        downloads = self.downloads
+        stats = self.downloads.stats()
         behind = None
-        if self.newest_listed_end is not None and downloads.newest_recorded_end is not None:
-            behind = max(0.0, self.newest_listed_end - downloads.newest_recorded_end)
+        if self.newest_listed_end is not None and stats.newest_recorded_end is not None:
+            behind = max(0.0, self.newest_listed_end - stats.newest_recorded_end)
         return ProgressSnapshot(
             elapsed=time.monotonic() - self.started,
             archive_active=self.past is not None and self.past.active,
-            archive_seconds=downloads.recorded_seconds["archive"],
-            live_seconds=downloads.recorded_seconds["live"],
-            segments_done=downloads.downloaded,
-            segments_missing=downloads.missing,
-            segments_queued=downloads.queued["archive"] + downloads.queued["live"],
-            archive_queued=downloads.queued["archive"],
-            bytes_done=downloads.bytes,
+            archive_seconds=stats.recorded_seconds["archive"],
+            live_seconds=stats.recorded_seconds["live"],
+            segments_done=stats.downloaded,
+            segments_missing=stats.missing,
+            segments_queued=stats.queued["archive"] + stats.queued["live"],
+            archive_queued=stats.queued["archive"],
+            bytes_done=stats.bytes,
             behind_live=behind,
         )
 
@@ -422,7 +422,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
                         producers.create_task(recording.recover_past())
                     end_reason = await live
                 log.info("recording ends: %s", end_reason)
-                await recording.downloads.queue.join()
+                await recording.downloads.join()
 
             producer = group.create_task(produce())
             stopper = group.create_task(recording.stop.wait())
