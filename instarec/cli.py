@@ -441,79 +441,17 @@ def _output_path(text: str, overwrite: bool) -> Path:
 def options_from_args(ns: argparse.Namespace) -> Options:
     """Validate the parsed arguments and build the :class:`Options` (``UsageError`` if bad)."""
     inspecting = ns.list_formats or ns.dump_json
-    mpd_arg: str | None = ns.mpd_url
-    out_arg: str | None = ns.output
-
-    if ns.demo:
-        if inspecting:
-            raise UsageError("--demo cannot be combined with -F/-J")
-        if mpd_arg is not None and out_arg is not None:
-            raise UsageError("--demo takes only OUTPUT, not MPD_URL")
-        out_arg = mpd_arg if out_arg is None else out_arg
-        mpd_arg = None
-        if out_arg is None:
-            raise UsageError("--demo needs OUTPUT, e.g. instarec --demo demo.mkv")
-    elif mpd_arg is None:
-        raise UsageError("MPD_URL is missing (see 'instarec --help')")
-    elif out_arg is None and not inspecting:
-        raise UsageError("OUTPUT is missing (or pass -F/-J to only inspect the stream)")
-
-    if ns.now is not None and not inspecting:
-        raise UsageError("--now only applies to -F/-J")
-
+    mpd_arg, out_arg = _positionals(ns, inspecting)
     base_url: str | None = ns.base_url
     if base_url is not None and not _is_http_url(base_url):
         raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
-
-    mpd_url = ""
-    manifest_file: Path | None = None
+    mpd_url, manifest_file = "", None
     if mpd_arg is not None:
-        if _is_http_url(mpd_arg):
-            if base_url is not None:
-                raise UsageError("--base-url only applies when MPD_URL is a local file")
-            mpd_url = mpd_arg
-        elif urlsplit(mpd_arg).scheme.lower() in ("http", "https"):
-            raise UsageError(f"MPD_URL {mpd_arg!r} has no host name")
-        else:
-            path = Path(os.path.expanduser(mpd_arg))
-            if not path.is_file():
-                raise UsageError(
-                    f"MPD_URL {mpd_arg!r} is neither an http(s) URL nor an existing file"
-                )
-            manifest_file = path
-            if base_url is not None:
-                mpd_url = base_url
-            elif inspecting:
-                mpd_url = path.resolve().as_uri()
-            else:
-                # Segments are fetched over HTTP; file:// addresses would not download.
-                raise UsageError(
-                    "recording from a local manifest file needs --base-url URL "
-                    "(the address the manifest was downloaded from)"
-                )
-
+        mpd_url, manifest_file = _manifest_source(mpd_arg, base_url, inspecting)
     output_path = None
     if out_arg is not None and not inspecting:
         output_path = _output_path(out_arg, ns.overwrite)
-
-    if ns.cookies is not None and not ns.cookies.is_file():
-        raise UsageError(f"cookies file {str(ns.cookies)!r} does not exist")
-    for path, what in ((ns.log_file, "--log-file"), (ns.summary_file, "--summary-file")):
-        if path is not None:
-            _check_parent_dir(path, what)
-            if path.is_dir():
-                raise UsageError(f"{what} {str(path)!r} is a directory")
-    if ns.proxy is not None:
-        from instarec.http import HTTP_PROXY_SCHEMES, SOCKS_PROXY_SCHEMES
-
-        parts = urlsplit(ns.proxy)
-        schemes = HTTP_PROXY_SCHEMES | SOCKS_PROXY_SCHEMES
-        if parts.scheme.lower() not in schemes or not parts.netloc:
-            raise UsageError(
-                f"--proxy must be a URL such as http://host:port or socks5://host:port, "
-                f"got {ns.proxy!r}"
-            )
-
+    _check_side_inputs(ns)
     return Options(
         mpd_url=mpd_url,
         output_path=output_path,
@@ -550,6 +488,73 @@ def options_from_args(ns: argparse.Namespace) -> Options:
         summary_file=ns.summary_file,
         demo=ns.demo,
     )
+
+
+def _positionals(ns: argparse.Namespace, inspecting: bool) -> tuple[str | None, str | None]:
+    """MPD_URL and OUTPUT as this mode reads them (``--demo`` takes OUTPUT alone)."""
+    mpd_arg: str | None = ns.mpd_url
+    out_arg: str | None = ns.output
+    if ns.now is not None and not inspecting:
+        raise UsageError("--now only applies to -F/-J")
+    if ns.demo:
+        if inspecting:
+            raise UsageError("--demo cannot be combined with -F/-J")
+        if mpd_arg is not None and out_arg is not None:
+            raise UsageError("--demo takes only OUTPUT, not MPD_URL")
+        out_arg = mpd_arg if out_arg is None else out_arg
+        if out_arg is None:
+            raise UsageError("--demo needs OUTPUT, e.g. instarec --demo demo.mkv")
+        return None, out_arg
+    if mpd_arg is None:
+        raise UsageError("MPD_URL is missing (see 'instarec --help')")
+    if out_arg is None and not inspecting:
+        raise UsageError("OUTPUT is missing (or pass -F/-J to only inspect the stream)")
+    return mpd_arg, out_arg
+
+
+def _manifest_source(
+    mpd_arg: str, base_url: str | None, inspecting: bool
+) -> tuple[str, Path | None]:
+    """The URL the manifest comes from (or resolves against), and its local file if any."""
+    if _is_http_url(mpd_arg):
+        if base_url is not None:
+            raise UsageError("--base-url only applies when MPD_URL is a local file")
+        return mpd_arg, None
+    if urlsplit(mpd_arg).scheme.lower() in ("http", "https"):
+        raise UsageError(f"MPD_URL {mpd_arg!r} has no host name")
+    path = Path(os.path.expanduser(mpd_arg))
+    if not path.is_file():
+        raise UsageError(f"MPD_URL {mpd_arg!r} is neither an http(s) URL nor an existing file")
+    if base_url is not None:
+        return base_url, path
+    if inspecting:
+        return path.resolve().as_uri(), path
+    # Segments are fetched over HTTP; file:// addresses would not download.
+    raise UsageError(
+        "recording from a local manifest file needs --base-url URL "
+        "(the address the manifest was downloaded from)"
+    )
+
+
+def _check_side_inputs(ns: argparse.Namespace) -> None:
+    """--cookies, --log-file, --summary-file and --proxy, before any work starts."""
+    if ns.cookies is not None and not ns.cookies.is_file():
+        raise UsageError(f"cookies file {str(ns.cookies)!r} does not exist")
+    for path, what in ((ns.log_file, "--log-file"), (ns.summary_file, "--summary-file")):
+        if path is not None:
+            _check_parent_dir(path, what)
+            if path.is_dir():
+                raise UsageError(f"{what} {str(path)!r} is a directory")
+    if ns.proxy is not None:
+        from instarec.http import HTTP_PROXY_SCHEMES, SOCKS_PROXY_SCHEMES
+
+        parts = urlsplit(ns.proxy)
+        schemes = HTTP_PROXY_SCHEMES | SOCKS_PROXY_SCHEMES
+        if parts.scheme.lower() not in schemes or not parts.netloc:
+            raise UsageError(
+                f"--proxy must be a URL such as http://host:port or socks5://host:port, "
+                f"got {ns.proxy!r}"
+            )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:

@@ -233,56 +233,7 @@ class HttpClient:
         return self._config
 
     async def __aenter__(self) -> Self:
-        cfg = self._config
-        connector: aiohttp.BaseConnector
-        if self._socks_proxy is not None:
-            try:
-                from aiohttp_socks import ProxyConnector
-            except ImportError as exc:
-                raise UsageError(
-                    "SOCKS proxies need the 'socks' extra: pip install 'instarec[socks]'"
-                ) from exc
-            try:
-                connector = ProxyConnector.from_url(
-                    self._socks_proxy, limit=cfg.max_connections, rdns=True
-                )
-            except ValueError as exc:
-                raise UsageError(f"invalid proxy {self._socks_proxy!r}: {exc}") from exc
-        else:
-            connector = aiohttp.TCPConnector(limit=cfg.max_connections)
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=cfg.connect_timeout,
-            sock_connect=cfg.connect_timeout,
-            # Per read, not per request: a long segment on a slow link must not time out while
-            # bytes keep arriving, but a stalled socket must.
-            sock_read=cfg.read_timeout,
-        )
-        headers = CIMultiDict[str]()
-        headers["User-Agent"] = cfg.user_agent or f"instarec/{__version__}"
-        for name, value in cfg.headers:
-            headers[name] = value  # -H replaces a default of the same name (User-Agent too)
-        # unsafe: cookies the user supplied for an IP-address host are meant to be sent;
-        # quote_cookie off: send values exactly as the browser did.
-        jar = aiohttp.CookieJar(unsafe=True, quote_cookie=False)
-        for c in self._cookies:
-            morsel: Morsel[str] = Morsel()
-            morsel.set(c.name, c.value, c.value)
-            morsel["path"] = c.path
-            if not c.host_only:
-                morsel["domain"] = c.domain
-            if c.secure:
-                morsel["secure"] = True
-            scheme = "https" if c.secure else "http"
-            jar.update_cookies({c.name: morsel}, URL.build(scheme=scheme, host=c.domain))
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers=headers,
-            cookie_jar=jar,
-            # Follow Location exactly as sent: re-quoting a signed query can break its signature.
-            requote_redirect_url=False,
-        )
+        self._session = _open_session(self._config, self._socks_proxy, self._cookies)
         return self
 
     async def __aexit__(
@@ -331,7 +282,7 @@ class HttpClient:
                         "ended, or the URL is wrong",
                         status,
                     )
-                self._raise_for_status(resp, target)
+                _raise_for_status(resp, target)
                 if resp.content_length is not None and resp.content_length > max_bytes:
                     raise ManifestError(
                         f"the manifest is too large ({resp.content_length} bytes, limit "
@@ -346,7 +297,7 @@ class HttpClient:
                             "not serve a DASH manifest"
                         )
                 self.stats.bytes_downloaded += len(body)
-                self._check_length(resp, len(body))
+                _check_length(resp, len(body))
                 return TextResponse(
                     url=str(resp.url),
                     status=status,
@@ -369,11 +320,11 @@ class HttpClient:
             if host not in self._no_head_hosts:
                 async with self._request("HEAD", target) as resp:
                     if resp.status not in _HEAD_UNSUPPORTED:
-                        return self._probe_answer(resp, target)
+                        return _probe_answer(resp, target)
                 self._no_head_hosts.add(host)
                 log.debug("%s does not support HEAD: probing with a Range GET", host)
             async with self._request("GET", target, headers={"Range": "bytes=0-0"}) as resp:
-                answer = self._probe_answer(resp, target)
+                answer = _probe_answer(resp, target)
                 if resp.status != 206:
                     # The server ignored the Range: drop the connection instead of reading a
                     # whole segment just to learn that it exists.
@@ -430,10 +381,10 @@ class HttpClient:
         target = _to_url(url)
 
         async def attempt() -> TextResponse:
-            headers = self._range_headers(byte_range)
+            headers = _range_headers(byte_range)
             async with self._request(method, target, headers=headers) as resp:
-                self._raise_for_status(resp, target, segment=True)
-                expected = self._expected_length(resp, byte_range)
+                _raise_for_status(resp, target, segment=True)
+                expected = _expected_length(resp, byte_range)
                 body = bytearray()
                 if method != "HEAD":
                     async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
@@ -469,12 +420,12 @@ class HttpClient:
         byte_range: ByteRange | None,
         on_chunk: Callable[[bytes], None] | None,
     ) -> int:
-        headers = self._range_headers(byte_range)
+        headers = _range_headers(byte_range)
         # Identity encoding: the bytes on disk are the media, and Content-Length counts them.
         headers["Accept-Encoding"] = "identity"
         async with self._request("GET", target, headers=headers) as resp:
-            self._raise_for_status(resp, target, segment=True)
-            expected = self._expected_length(resp, byte_range)
+            _raise_for_status(resp, target, segment=True)
+            expected = _expected_length(resp, byte_range)
             received = 0
             # Whatever has arrived, as it arrives: a caller watching the first bytes (the $Time$
             # chain reads the moof) must not wait for a full chunk. The stream's own buffer
@@ -493,79 +444,6 @@ class HttpClient:
             if expected is not None and received != expected:
                 raise _Retryable(f"truncated body: received {received} of {expected} bytes")
         return received
-
-    @staticmethod
-    def _range_headers(byte_range: ByteRange | None) -> dict[str, str]:
-        return {"Range": byte_range.header()} if byte_range is not None else {}
-
-    @staticmethod
-    def _expected_length(resp: aiohttp.ClientResponse, byte_range: ByteRange | None) -> int | None:
-        """Body length the response promises; _Retryable if it does not match the request."""
-        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-        length = None if encoded else resp.content_length
-        if byte_range is None:
-            return length
-        if resp.status != 206:
-            if byte_range.first == 0 and byte_range.last is None:
-                return length  # an open range from 0 is the whole body anyway
-            # Accepting a 200 here would store the whole file as if it were the range.
-            raise HttpStatusError(
-                f"the server ignored the Range request ({byte_range.header()}) for "
-                f"{_describe_host(resp.url)}",
-                resp.status,
-                str(resp.url),
-            )
-        match = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", ""))
-        if match is None:
-            raise _Retryable("206 response without a valid Content-Range")
-        first, last = int(match.group(1)), int(match.group(2))
-        if first != byte_range.first or (byte_range.last is not None and last > byte_range.last):
-            raise _Retryable(
-                f"Content-Range {first}-{last} does not match the requested {byte_range.header()}"
-            )
-        span = last - first + 1
-        if length is not None and length != span:
-            raise _Retryable(f"Content-Length {length} does not match Content-Range {first}-{last}")
-        return span
-
-    @staticmethod
-    def _check_length(resp: aiohttp.ClientResponse, received: int) -> None:
-        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-        expected = resp.content_length
-        if not encoded and expected is not None and expected != received:
-            raise _Retryable(f"truncated body: received {received} of {expected} bytes")
-
-    @staticmethod
-    def _raise_for_status(
-        resp: aiohttp.ClientResponse, target: URL, *, segment: bool = False
-    ) -> None:
-        status = resp.status
-        if 200 <= status < 300:
-            return
-        if status in _RETRY_STATUSES or status >= 500:
-            raise _Retryable(
-                f"HTTP {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After"))
-            )
-        if segment and status in _GONE_STATUSES:
-            raise SegmentMissing(
-                f"segment not found (HTTP {status}): {target}", status, str(target)
-            )
-        if status in _DENIED_STATUSES:
-            raise HttpStatusError(
-                f"access denied (HTTP {status}) by {_describe_host(target)}: signed URLs expire",
-                status,
-                str(target),
-            )
-        raise HttpStatusError(f"HTTP {status} from {_describe_host(target)}", status, str(target))
-
-    def _probe_answer(self, resp: aiohttp.ClientResponse, target: URL) -> bool:
-        status = resp.status
-        if 200 <= status < 300:
-            return True
-        if status in _GONE_STATUSES or status in _DENIED_STATUSES:
-            return False
-        self._raise_for_status(resp, target)
-        return False  # unreachable: _raise_for_status raised for every other status
 
     async def _retrying(
         self, attempt: Callable[[], Awaitable[_T]], target: URL, retries: int
@@ -696,3 +574,129 @@ def _translate(exc: BaseException, url: URL, stats: HttpStats) -> BaseException:
 def _short(url: URL) -> str:
     """The URL without its query: signed query strings are long and secret-ish."""
     return str(url.with_query(None).with_fragment(None))
+
+
+def _open_session(
+    cfg: HttpConfig, socks_proxy: str | None, cookies: tuple[Cookie, ...]
+) -> aiohttp.ClientSession:
+    connector: aiohttp.BaseConnector
+    if socks_proxy is not None:
+        try:
+            from aiohttp_socks import ProxyConnector
+        except ImportError as exc:
+            raise UsageError(
+                "SOCKS proxies need the 'socks' extra: pip install 'instarec[socks]'"
+            ) from exc
+        try:
+            connector = ProxyConnector.from_url(socks_proxy, limit=cfg.max_connections, rdns=True)
+        except ValueError as exc:
+            raise UsageError(f"invalid proxy {socks_proxy!r}: {exc}") from exc
+    else:
+        connector = aiohttp.TCPConnector(limit=cfg.max_connections)
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=cfg.connect_timeout,
+        sock_connect=cfg.connect_timeout,
+        # Per read, not per request: a long segment on a slow link must not time out while
+        # bytes keep arriving, but a stalled socket must.
+        sock_read=cfg.read_timeout,
+    )
+    headers = CIMultiDict[str]()
+    headers["User-Agent"] = cfg.user_agent or f"instarec/{__version__}"
+    for name, value in cfg.headers:
+        headers[name] = value  # -H replaces a default of the same name (User-Agent too)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers=headers,
+        cookie_jar=_cookie_jar(cookies),
+        # Follow Location exactly as sent: re-quoting a signed query can break its signature.
+        requote_redirect_url=False,
+    )
+
+
+def _cookie_jar(cookies: tuple[Cookie, ...]) -> aiohttp.CookieJar:
+    # unsafe: cookies the user supplied for an IP-address host are meant to be sent;
+    # quote_cookie off: send values exactly as the browser did.
+    jar = aiohttp.CookieJar(unsafe=True, quote_cookie=False)
+    for c in cookies:
+        morsel: Morsel[str] = Morsel()
+        morsel.set(c.name, c.value, c.value)
+        morsel["path"] = c.path
+        if not c.host_only:
+            morsel["domain"] = c.domain
+        if c.secure:
+            morsel["secure"] = True
+        scheme = "https" if c.secure else "http"
+        jar.update_cookies({c.name: morsel}, URL.build(scheme=scheme, host=c.domain))
+    return jar
+
+
+def _range_headers(byte_range: ByteRange | None) -> dict[str, str]:
+    return {"Range": byte_range.header()} if byte_range is not None else {}
+
+
+def _expected_length(resp: aiohttp.ClientResponse, byte_range: ByteRange | None) -> int | None:
+    """Body length the response promises; _Retryable if it does not match the request."""
+    encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+    length = None if encoded else resp.content_length
+    if byte_range is None:
+        return length
+    if resp.status != 206:
+        if byte_range.first == 0 and byte_range.last is None:
+            return length  # an open range from 0 is the whole body anyway
+        # Accepting a 200 here would store the whole file as if it were the range.
+        raise HttpStatusError(
+            f"the server ignored the Range request ({byte_range.header()}) for "
+            f"{_describe_host(resp.url)}",
+            resp.status,
+            str(resp.url),
+        )
+    match = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", ""))
+    if match is None:
+        raise _Retryable("206 response without a valid Content-Range")
+    first, last = int(match.group(1)), int(match.group(2))
+    if first != byte_range.first or (byte_range.last is not None and last > byte_range.last):
+        raise _Retryable(
+            f"Content-Range {first}-{last} does not match the requested {byte_range.header()}"
+        )
+    span = last - first + 1
+    if length is not None and length != span:
+        raise _Retryable(f"Content-Length {length} does not match Content-Range {first}-{last}")
+    return span
+
+
+def _check_length(resp: aiohttp.ClientResponse, received: int) -> None:
+    encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+    expected = resp.content_length
+    if not encoded and expected is not None and expected != received:
+        raise _Retryable(f"truncated body: received {received} of {expected} bytes")
+
+
+def _raise_for_status(resp: aiohttp.ClientResponse, target: URL, *, segment: bool = False) -> None:
+    status = resp.status
+    if 200 <= status < 300:
+        return
+    if status in _RETRY_STATUSES or status >= 500:
+        raise _Retryable(
+            f"HTTP {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After"))
+        )
+    if segment and status in _GONE_STATUSES:
+        raise SegmentMissing(f"segment not found (HTTP {status}): {target}", status, str(target))
+    if status in _DENIED_STATUSES:
+        raise HttpStatusError(
+            f"access denied (HTTP {status}) by {_describe_host(target)}: signed URLs expire",
+            status,
+            str(target),
+        )
+    raise HttpStatusError(f"HTTP {status} from {_describe_host(target)}", status, str(target))
+
+
+def _probe_answer(resp: aiohttp.ClientResponse, target: URL) -> bool:
+    status = resp.status
+    if 200 <= status < 300:
+        return True
+    if status in _GONE_STATUSES or status in _DENIED_STATUSES:
+        return False
+    _raise_for_status(resp, target)
+    return False  # unreachable: _raise_for_status raised for every other status

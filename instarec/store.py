@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -208,7 +208,7 @@ class SegmentStore:
                 store._load()
             else:
                 store._create()
-            store._delete_part_files()
+            _delete_part_files(store._root)
         except OSError as exc:
             raise storage_error(exc, "use the segment directory", root) from exc
         return store
@@ -233,7 +233,7 @@ class SegmentStore:
         return cls.open(root, {str(k): str(v) for k, v in fingerprint.items()})
 
     def _create(self) -> None:
-        if self._data_files():
+        if _data_files(self._root):
             raise StorageError(
                 f"{self._root} already holds files but no {JOURNAL_NAME}: it is not a recording "
                 "that can be resumed; pass --overwrite or choose another output"
@@ -245,37 +245,9 @@ class SegmentStore:
         # Fail now, not at the first commit, when the directory cannot be written.
         with self._journal.open("ab"):
             pass
-        data = self._journal.read_bytes()
-        lines = data.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends with a newline
-        good_end = len(data) - len(tail)
-        records: list[dict[str, Any]] = []
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            record = _decode(raw)
-            if record is None:
-                log.warning("journal %s: skipping unreadable line %d", self._journal, number)
-                continue
-            records.append(record)
-        if tail.strip():
-            record = _decode(tail)
-            if record is None:
-                # Torn by a kill -9 in the middle of a write: cut it off so the next line we
-                # append starts on a line of its own.
-                log.info("journal %s: ignoring a truncated last line", self._journal)
-                with self._journal.open("r+b") as fh:
-                    fh.truncate(good_end)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            else:
-                records.append(record)
-                with self._journal.open("ab") as fh:
-                    fh.write(b"\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
+        records = _read_journal(self._journal)
         if not records or records[0].get("type") != "header":
-            if not records and not self._data_files():
+            if not records and not _data_files(self._root):
                 # Killed while writing the header: nothing was recorded yet, start afresh.
                 self._journal.unlink()
                 self._create()
@@ -350,19 +322,6 @@ class SegmentStore:
             log.warning(
                 "%d journaled segment(s) missing or damaged on disk: fetching them again", dropped
             )
-
-    def _data_files(self) -> list[Path]:
-        """Files other than the journal and interrupted downloads."""
-        return [
-            p
-            for p in self._root.rglob("*")
-            if p.is_file() and p != self._journal and p.suffix != PART_SUFFIX
-        ]
-
-    def _delete_part_files(self) -> None:
-        for part in self._root.rglob("*" + PART_SUFFIX):
-            log.debug("deleting interrupted download %s", part)
-            part.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ paths
 
@@ -447,28 +406,11 @@ class SegmentStore:
         actual = self._require_file(path)
         if actual != size:
             raise StorageError(f"cannot commit {path}: {actual} bytes on disk, expected {size}")
-        await self._append_async(
-            {
-                "type": "segment",
-                "track": track,
-                "key": key,
-                "start": start,
-                "duration": duration,
-                "size": size,
-                "media_time": media_time,
-                "media_duration": media_duration,
-            }
-        )
-        self._segments.setdefault(track, {})[key] = StoredSegment(
-            track=track,
-            key=key,
-            start=start,
-            duration=duration,
-            size=size,
-            media_time=media_time,
-            media_duration=media_duration,
-            path=path,
-        )
+        stored = StoredSegment(track, key, start, duration, size, media_time, media_duration, path)
+        record = {field.name: getattr(stored, field.name) for field in fields(stored)}
+        del record["path"]  # where it lies follows from track and key
+        await self._append_async({"type": "segment", **record})
+        self._segments.setdefault(track, {})[key] = stored
         self._missing.get(track, {}).pop(key, None)
 
     async def record_missing(
@@ -575,3 +517,52 @@ def _opt_float(value: Any) -> float | None:
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _read_journal(journal: Path) -> list[dict[str, Any]]:
+    """The journal's records; a torn last line (a kill -9 mid-write) is cut off the file."""
+    data = journal.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    good_end = len(data) - len(tail)
+    records: list[dict[str, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        record = _decode(raw)
+        if record is None:
+            log.warning("journal %s: skipping unreadable line %d", journal, number)
+            continue
+        records.append(record)
+    if tail.strip():
+        record = _decode(tail)
+        if record is None:
+            # Torn by a kill -9 in the middle of a write: cut it off so the next line we
+            # append starts on a line of its own.
+            log.info("journal %s: ignoring a truncated last line", journal)
+            with journal.open("r+b") as fh:
+                fh.truncate(good_end)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            records.append(record)
+            with journal.open("ab") as fh:
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+    return records
+
+
+def _data_files(root: Path) -> list[Path]:
+    """Files other than the journal and interrupted downloads."""
+    return [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.name != JOURNAL_NAME and p.suffix != PART_SUFFIX
+    ]
+
+
+def _delete_part_files(root: Path) -> None:
+    for part in root.rglob("*" + PART_SUFFIX):
+        log.debug("deleting interrupted download %s", part)
+        part.unlink(missing_ok=True)
