@@ -10,13 +10,14 @@ import bisect
 import itertools
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from instarec.errors import InstarecError
 from instarec.merge import TrackInput, merge_tracks
 from instarec.options import Options
+from instarec.segments import TrackKind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
@@ -148,16 +149,78 @@ def _missing_count(
     return count + sum(1 for m in lost if m.key not in counted)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingEnd:
+    """How a recording ended, for its summary."""
+
+    reason: str
+    started: float  # time.monotonic() when the recording started
+    interrupted: bool = False  # stopped by the user (Ctrl+C)
+    # The oldest key past recovery found per track (none: no past recovery ran), and whether
+    # it is the broadcast's first segment.
+    archive_first: Mapping[TrackKind, int] = field(default_factory=dict)
+    archive_complete: bool = False
+
+
 async def merge_store(
     store: SegmentStore,
     tracks: Sequence[RecordedTrack],
     output: Path,
     ffmpeg: str,
     options: Options,
-    end_reason: str,
-    started: float,
+    end: RecordingEnd,
 ) -> RecordingSummary:
     """Merge what the store holds into ``output``; remove the store after a successful merge."""
+    inputs, summaries, gaps = _tracks_on_disk(store, tracks)
+    # Checked before the merge removes the segments: the oldest segment found may have left
+    # the server before its download.
+    expired = sorted(kind for kind, key in end.archive_first.items() if not store.has(kind, key))
+    size = 0
+    duration = 0.0
+    merged: Path | None = None
+    # Where the file starts and ends, in the media's own times (a timeline need not start at 0).
+    starts = [t.start for t in summaries if t.start is not None]
+    ends = [t.end for t in summaries if t.end is not None]
+    if inputs:
+        result = await merge_tracks(
+            inputs, output, ffmpeg=ffmpeg, work_dir=store.root, overwrite=options.overwrite
+        )
+        merged = result.output
+        size = result.size
+        # The recorded media's own times say how long the file is; ffmpeg's progress report is
+        # not the same in every version (some report no output time at all).
+        duration = max(ends) - min(starts) if starts and ends else (result.duration or 0.0)
+        if not options.keep_segments:
+            store.remove()
+    else:
+        log.warning("no segment was recorded: nothing to merge")
+    archive_start = min(starts) if end.archive_first and starts else None
+    if expired and archive_start is not None:
+        log.warning(
+            "the oldest %s segments found expired before they could be downloaded: the "
+            "recording starts at %.3f s",
+            " and ".join(expired),
+            archive_start,
+        )
+    return RecordingSummary(
+        output=merged,
+        segments_dir=store.root,
+        size=size,
+        duration=duration,
+        tracks=tuple(summaries),
+        gaps=tuple(sorted(gaps, key=lambda g: (g.start, g.track))),
+        wall_time=time.monotonic() - end.started,
+        end_reason=end.reason,
+        archive_start=archive_start,
+        archive_complete=end.archive_complete and not expired,
+        interrupted=end.interrupted,
+    )
+
+
+def _tracks_on_disk(
+    store: SegmentStore, tracks: Sequence[RecordedTrack]
+) -> tuple[list[TrackInput], list[TrackSummary], list[GapRange]]:
+    """What ffmpeg merges, and what the summary says, for each recorded track."""
     inputs: list[TrackInput] = []
     summaries: list[TrackSummary] = []
     all_gaps: list[GapRange] = []
@@ -188,37 +251,7 @@ async def merge_store(
                 (last.start + (last.duration or 0.0)) if last else None,
             )
         )
-    size = 0
-    duration = 0.0
-    merged: Path | None = None
-    if inputs:
-        result = await merge_tracks(
-            inputs, output, ffmpeg=ffmpeg, work_dir=store.root, overwrite=options.overwrite
-        )
-        merged = result.output
-        size = result.size
-        # The recorded media's own times say how long the file is; ffmpeg's progress report is
-        # not the same in every version (some report no output time at all).
-        starts = [t.start for t in summaries if t.start is not None]
-        ends = [t.end for t in summaries if t.end is not None]
-        duration = max(ends) - min(starts) if starts and ends else (result.duration or 0.0)
-        if not options.keep_segments:
-            store.remove()
-    else:
-        log.warning("no segment was recorded: nothing to merge")
-    return RecordingSummary(
-        output=merged,
-        segments_dir=store.root,
-        size=size,
-        duration=duration,
-        tracks=tuple(summaries),
-        gaps=tuple(sorted(all_gaps, key=lambda g: (g.start, g.track))),
-        wall_time=time.monotonic() - started,
-        end_reason=end_reason,
-        archive_start=None,
-        archive_complete=False,
-        interrupted=False,
-    )
+    return inputs, summaries, all_gaps
 
 
 async def merge_leftovers(
@@ -239,6 +272,5 @@ async def merge_leftovers(
     if not tracks:
         return None
     log.warning("%s; merging the segments recorded earlier", cause)
-    return await merge_store(
-        store, tracks, output, ffmpeg, options, "merged an earlier recording", started
-    )
+    end = RecordingEnd("merged an earlier recording", started)
+    return await merge_store(store, tracks, output, ffmpeg, options, end)

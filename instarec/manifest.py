@@ -629,34 +629,7 @@ def _parse_root(root: etree._Element, url: str) -> Manifest:
     location = urljoin(url, _text(location_el)) if location_el is not None else None
     mpd_duration = _opt_duration(root, "mediaPresentationDuration")
 
-    period_els = _children(root, "Period")
-    # Period@start defaults to the previous Period's start + duration (5.3.2.1); the first
-    # one of a static MPD starts at 0 and so does, in practice, a dynamic one without it.
-    starts: list[float] = []
-    for i, p in enumerate(period_els):
-        start_text = p.get("start")
-        if start_text is not None:
-            starts.append(parse_duration(start_text))
-        elif i == 0:
-            starts.append(0.0)
-        else:
-            prev_duration = _opt_duration(period_els[i - 1], "duration")
-            starts.append(starts[-1] + (prev_duration or 0.0))
-
-    periods: list[Period] = []
-    for i, p in enumerate(period_els):
-        duration = _opt_duration(p, "duration")
-        if duration is None and i + 1 < len(period_els) and starts[i + 1] > starts[i]:
-            duration = starts[i + 1] - starts[i]
-        if duration is None and mpd_duration is not None:
-            duration = mpd_duration - starts[i]
-            if duration <= 0:
-                # A Period cannot end before it starts: the packager evidently wrote the
-                # Period's own length as the presentation duration (both reference players
-                # read it that way).
-                duration = mpd_duration
-        periods.append(_parse_period(p, i, starts[i], duration, base))
-
+    periods = _parse_periods(_children(root, "Period"), mpd_duration, base)
     utc = tuple(
         UTCTiming((t.get("schemeIdUri") or "").strip(), (t.get("value") or "").strip())
         for t in _children(root, "UTCTiming")
@@ -681,6 +654,37 @@ def _parse_root(root: etree._Element, url: str) -> Manifest:
         base_url=base,
         availability_end_time=_opt_datetime(root, "availabilityEndTime"),
     )
+
+
+def _parse_periods(
+    period_els: list[etree._Element], mpd_duration: float | None, base: str
+) -> list[Period]:
+    # Period@start defaults to the previous Period's start + duration (5.3.2.1); the first
+    # one of a static MPD starts at 0 and so does, in practice, a dynamic one without it.
+    starts: list[float] = []
+    for i, p in enumerate(period_els):
+        start_text = p.get("start")
+        if start_text is not None:
+            starts.append(parse_duration(start_text))
+        elif i == 0:
+            starts.append(0.0)
+        else:
+            prev_duration = _opt_duration(period_els[i - 1], "duration")
+            starts.append(starts[-1] + (prev_duration or 0.0))
+    periods: list[Period] = []
+    for i, p in enumerate(period_els):
+        duration = _opt_duration(p, "duration")
+        if duration is None and i + 1 < len(period_els) and starts[i + 1] > starts[i]:
+            duration = starts[i + 1] - starts[i]
+        if duration is None and mpd_duration is not None:
+            duration = mpd_duration - starts[i]
+            if duration <= 0:
+                # A Period cannot end before it starts: the packager evidently wrote the
+                # Period's own length as the presentation duration (both reference players
+                # read it that way).
+                duration = mpd_duration
+        periods.append(_parse_period(p, i, starts[i], duration, base))
+    return periods
 
 
 def _parse_period(
@@ -752,44 +756,7 @@ def _parse_representation(
     # audioSamplingRate may be "min max"; keep the first value.
     audio_sampling_rate = None if rate is None else _parse_int(rate.split()[0], "@audioSampling")
 
-    # The lowest level carrying any segment information decides the addressing kind; its
-    # attributes inherit, one by one, from the same kind of element higher up.
-    levels = (p, a, r)
-    kind = None
-    for level in reversed(levels):
-        for name in _SEGMENT_INFO:
-            if _child(level, name) is not None:
-                kind = name
-                break
-        if kind is not None:
-            break
-    chain = (
-        [el for el in (_child(level, kind) for level in levels) if el is not None] if kind else []
-    )
-
-    template = None
-    segment_list = None
-    segment_base = None
-    if kind == "SegmentTemplate":
-        template = _build_template(chain)
-        media = template.media or ""
-        has_time = "$Time" in media
-        if template.timeline is not None:
-            addressing = Addressing.TIME_TIMELINE if has_time else Addressing.NUMBER_TIMELINE
-        else:
-            addressing = Addressing.NUMBER_DURATION
-            if template.duration is None and template.media is not None:
-                log.warning(
-                    "SegmentTemplate of representation %r has neither @duration nor a timeline",
-                    rep_id,
-                )
-    elif kind == "SegmentList":
-        addressing = Addressing.SEGMENT_LIST
-        segment_list = _build_list(chain, base)
-    else:
-        addressing = Addressing.SEGMENT_BASE
-        segment_base = _build_base(chain, base)
-
+    addressing, template, segment_list, segment_base = _segment_info(p, a, r, rep_id, base)
     return Representation(
         id=rep_id,
         period_index=period_index,
@@ -810,6 +777,37 @@ def _parse_representation(
         segment_list=segment_list,
         segment_base=segment_base,
     )
+
+
+def _segment_info(
+    p: etree._Element, a: etree._Element, r: etree._Element, rep_id: str, base: str
+) -> tuple[Addressing, SegmentTemplate | None, SegmentList | None, SegmentBase | None]:
+    """How a representation's segments are addressed, and the element that says so."""
+    # The lowest level carrying any segment information decides the addressing kind; its
+    # attributes inherit, one by one, from the same kind of element higher up.
+    levels = (p, a, r)
+    kind = None
+    for level in reversed(levels):
+        kind = next((name for name in _SEGMENT_INFO if _child(level, name) is not None), None)
+        if kind is not None:
+            break
+    chain = (
+        [el for el in (_child(level, kind) for level in levels) if el is not None] if kind else []
+    )
+    if kind == "SegmentList":
+        return Addressing.SEGMENT_LIST, None, _build_list(chain, base), None
+    if kind != "SegmentTemplate":
+        return Addressing.SEGMENT_BASE, None, None, _build_base(chain, base)
+    template = _build_template(chain)
+    if template.timeline is not None:
+        has_time = "$Time" in (template.media or "")
+        addressing = Addressing.TIME_TIMELINE if has_time else Addressing.NUMBER_TIMELINE
+        return addressing, template, None, None
+    if template.duration is None and template.media is not None:
+        log.warning(
+            "SegmentTemplate of representation %r has neither @duration nor a timeline", rep_id
+        )
+    return Addressing.NUMBER_DURATION, template, None, None
 
 
 def _common_base(chain: list[etree._Element]) -> tuple[int, int, int | float | None, int]:

@@ -29,6 +29,7 @@ from instarec.errors import (
 )
 from instarec.finish import (
     RecordedTrack,
+    RecordingEnd,
     RecordingSummary,
     merge_leftovers,
     merge_store,
@@ -460,12 +461,7 @@ async def _finish(
     started: float,
 ) -> RecordingSummary:
     tracks = [RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
-    # Checked before the merge removes the segments: the oldest segment found may have left
-    # the server before its download.
     archive = recording.past.archive if recording.past is not None else ArchiveStart()
-    expired = sorted(
-        kind for kind, key in archive.first.items() if not recording.store.has(kind, key)
-    )
     traffic = recording.http.stats.snapshot()
     log.info(
         "%d HTTP requests, %d retried, %.1f MB received; transport errors: %s",
@@ -474,22 +470,5 @@ async def _finish(
         traffic.bytes_downloaded / 1e6,
         dict(traffic.transport_errors) or "none",
     )
-    summary = await merge_store(
-        recording.store, tracks, output, ffmpeg, recording.options, end_reason, started
-    )
-    # Where the file starts, in the media's own times (a timeline need not start at 0).
-    starts = [t.start for t in summary.tracks if t.start is not None]
-    archive_start = min(starts) if archive.first and starts else None
-    if expired and archive_start is not None:
-        log.warning(
-            "the oldest %s segments found expired before they could be downloaded: the "
-            "recording starts at %.3f s",
-            " and ".join(expired),
-            archive_start,
-        )
-    return replace(
-        summary,
-        archive_start=archive_start,
-        archive_complete=archive.complete and not expired,
-        interrupted=interrupted,
-    )
+    end = RecordingEnd(end_reason, started, interrupted, archive.first, archive.complete)
+    return await merge_store(recording.store, tracks, output, ffmpeg, recording.options, end)
