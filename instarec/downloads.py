@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 # How many times a segment answering 404 with nothing later on disk is asked again (a few
-# seconds apart: half a minute or more) before it counts as never published.
+# seconds apart: half a minute or more) before it counts as never published. Only the lowest
+# such key of a track is asked again (servers publish in order): the keys above it wait.
 NOT_YET_RETRIES = 15
 
 
@@ -118,6 +119,90 @@ class _FirstMoof:
         self._buffer = bytearray()
 
 
+class NotYetPublished:
+    """Segments that answered 404 with nothing later on disk: maybe not published yet (a live
+    edge computed from a clock runs ahead of the packager).
+
+    One is missing once a later segment is on disk and it still answers 404; one that never
+    appears while nothing later does is no loss: the broadcast ended before it. Servers publish
+    in order, so while a key is not there no key above it is: only the lowest waiting key of a
+    track is asked again (a segment's length later), and the keys above it wait for it. A
+    clock-driven manifest that goes on listing numbers after a silent end thus costs one
+    request per track and segment length, not one per listed number for half a minute each
+    (with a few stalls those filled every download slot and kept the new numbers waiting: a
+    backlog that held off the end of the recording for ever).
+    """
+
+    def __init__(self, ask_again: Callable[[SegmentRef, int], None]) -> None:
+        self._ask_again = ask_again  # queues a ref with its count of re-asks so far
+        self._waiting: dict[TrackKind, dict[int, tuple[SegmentRef, int]]] = {}
+        self._timers: dict[TrackKind, asyncio.TimerHandle] = {}
+        self._stopped = False
+
+    def add(self, ref: SegmentRef, retries: int) -> None:
+        waiting = self._waiting.setdefault(ref.track, {})
+        if self._stopped:
+            return
+        if retries >= NOT_YET_RETRIES:
+            above = [key for key in waiting if key > ref.key]
+            for key in above:
+                del waiting[key]
+            log.debug(
+                "%s segment %d never appeared; not asking again (nor for the %d listed after it)",
+                ref.track,
+                ref.key,
+                len(above),
+            )
+            return
+        waiting[ref.key] = (ref, retries)
+        delay = min(5.0, max(0.5, ref.duration or 2.0))
+        if self._schedule(ref.track, delay):
+            log.debug(
+                "%s segment %d not there yet; asking again in %.1f s", ref.track, ref.key, delay
+            )
+
+    def recorded(self, track: TrackKind, key: int, newest: bool) -> None:
+        """Segment ``key`` is on disk: the waiting keys below it are asked again now (a 404
+        then means missing); when it is the newest, the next waiting one may be out too."""
+        waiting = self._waiting.get(track)
+        if not waiting:
+            return
+        for lower in sorted(k for k in waiting if k < key):
+            ref, retries = waiting.pop(lower)
+            self._ask_again(ref, retries + 1)
+        if waiting and newest:
+            self._schedule(track, 0.0)
+
+    def stop(self) -> None:
+        """The broadcast is over: keys that answered "not yet" are not asked again."""
+        self._stopped = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        dropped = sum(len(waiting) for waiting in self._waiting.values())
+        self._waiting.clear()
+        if dropped:
+            log.debug("%d segments listed after the last one published are not asked", dropped)
+
+    def _schedule(self, track: TrackKind, delay: float) -> bool:
+        """Ask the lowest waiting key of ``track`` again in ``delay`` s, unless due sooner."""
+        loop = asyncio.get_running_loop()
+        timer = self._timers.get(track)
+        if timer is not None and not timer.cancelled():
+            if timer.when() <= loop.time() + delay:
+                return False
+            timer.cancel()
+        self._timers[track] = loop.call_later(delay, self._ask_lowest_again, track)
+        return True
+
+    def _ask_lowest_again(self, track: TrackKind) -> None:
+        self._timers.pop(track, None)
+        waiting = self._waiting.get(track)
+        if waiting and not self._stopped:
+            ref, retries = waiting.pop(min(waiting))
+            self._ask_again(ref, retries + 1)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -149,6 +234,7 @@ class Downloads:
         # Per track, the highest key on disk: a 404 for a lower key proves it missing (servers
         # publish in order); a 404 with nothing later on disk may be a segment not out yet.
         self._newest_key: dict[TrackKind, int] = {}
+        self._not_yet = NotYetPublished(lambda ref, retries: self._queue_job(ref, retries=retries))
         # Durations are counted on one track so that video and audio are not added up.
         self.clock_track = "video" if "video" in timelines else "audio"
 
@@ -161,6 +247,10 @@ class Downloads:
             queued=dict(self._queued),
             newest_recorded_end=self._newest_recorded_end,
         )
+
+    def stop_asking_again(self) -> None:
+        """The broadcast is over: segments that answered "not yet" are not asked again."""
+        self._not_yet.stop()
 
     async def join(self) -> None:
         """Wait until every queued download is done (and every re-ask queued meanwhile)."""
@@ -356,7 +446,7 @@ class Downloads:
             elif newest_before is not None and newest_before > ref.key:
                 await self._record_missing(ref)
             else:
-                self._ask_again_later(ref, retries)
+                self._not_yet.add(ref, retries)
             return None
         try:
             info: FragmentInfo | None = sink.fragment(default)
@@ -388,8 +478,10 @@ class Downloads:
         self._bytes += size
         if ref.origin == "live":
             self._live_recorded += 1
-        if ref.key > self._newest_key.get(ref.track, ref.key - 1):
+        newest = ref.key > self._newest_key.get(ref.track, ref.key - 1)
+        if newest:
             self._newest_key[ref.track] = ref.key
+        self._not_yet.recorded(ref.track, ref.key, newest)
         if ref.track == self.clock_track:
             self._recorded_seconds[ref.origin] += duration or 0.0
             end = start + (duration or 0.0)
@@ -398,20 +490,6 @@ class Downloads:
         if future is not None and not future.done():
             future.set_result(info)
         return info
-
-    def _ask_again_later(self, ref: SegmentRef, retries: int) -> None:
-        """A 404 with nothing later on disk: maybe not published yet (a live edge computed
-        from a clock runs ahead of the packager). Ask again a segment's length later; it is
-        missing once a later segment is on disk and it still answers 404. One that never
-        appears while nothing later does is no loss: the broadcast ended before it."""
-        if retries >= NOT_YET_RETRIES:
-            log.debug("%s segment %d never appeared; not asking again", ref.track, ref.key)
-            return
-        delay = min(5.0, max(0.5, ref.duration or 2.0))
-        log.debug("%s segment %d not there yet; asking again in %.1f s", ref.track, ref.key, delay)
-        asyncio.get_running_loop().call_later(
-            delay, lambda: self._queue_job(ref, retries=retries + 1)
-        )
 
     @staticmethod
     def _learn(timeline: Timeline, ref: SegmentRef, info: FragmentInfo) -> None:

@@ -177,6 +177,9 @@ class LiveFollower:
         self._on_snapshot = on_snapshot
         self._activity = activity
         self._stop = stop
+        # Set when the broadcast was judged over because nothing new was recorded: then no
+        # segment listed so far is still to come.
+        self.idle = False
 
     async def run(self, first: Snapshot) -> str:
         """Follow until the end; return the reason it ended."""
@@ -199,6 +202,7 @@ class LiveFollower:
             if snapshot.ended:
                 return snapshot.ended
             if time.monotonic() - last_new > self._policy.live_end_timeout:
+                self.idle = True
                 return f"no new segment for {self._policy.live_end_timeout:g} s"
             if await self._sleep(self._interval(snapshot.manifest)):
                 return "stopped by the user"

@@ -422,6 +422,10 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
                     if not options.no_past:
                         producers.create_task(recording.recover_past())
                     end_reason = await live
+                    if follower.idle:
+                        # Nothing was published for the live end timeout while the segments
+                        # that answered "not yet" were asked again: asking on delays the merge.
+                        recording.downloads.stop_asking_again()
                 log.info("recording ends: %s", end_reason)
                 await recording.downloads.join()
 
