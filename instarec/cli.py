@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from instarec import __version__
+from instarec.clock import SYSTEM_CLOCK
 from instarec.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -658,7 +659,7 @@ def _inspect(options: Options, stdout: TextIO) -> int:
     if options.dump_json:
         from instarec.manifest import manifest_to_json
 
-        now = options.now if options.now is not None else datetime.now(UTC)
+        now = options.now if options.now is not None else SYSTEM_CLOCK.now()
         stdout.write(json.dumps(manifest_to_json(manifest, now), indent=2) + "\n")
     else:
         from instarec.selection import format_table

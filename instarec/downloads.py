@@ -11,11 +11,11 @@ import asyncio
 import itertools
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import NetworkError, SegmentMissing, UnsupportedStreamError
 from instarec.http import HttpClient
 from instarec.manifest import Addressing
@@ -40,7 +40,8 @@ class LiveActivity:
 
     recorded: int  # live segments recorded so far
     # When the oldest listed live segment still queued and not yet asked for once was queued
-    # (time.monotonic()), None when there is none: a backlog, not the end of the broadcast.
+    # (the recording clock's monotonic()), None when there is none: a backlog, not the end of
+    # the broadcast.
     oldest_waiting: float | None
 
 
@@ -215,7 +216,9 @@ class Downloads:
         http: HttpClient,
         store: SegmentStore,
         timelines: Mapping[TrackKind, Timeline],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self.options = options
         self.http = http
         self.store = store
@@ -285,7 +288,7 @@ class Downloads:
         self._queue.put_nowait(job)
         self._queued[ref.origin] += 1
         if self._counts_as_waiting(job):
-            self._untried_live[job.sequence] = time.monotonic()
+            self._untried_live[job.sequence] = self._clock.monotonic()
 
     @staticmethod
     def _counts_as_waiting(job: DownloadJob) -> bool:
@@ -349,10 +352,12 @@ class Downloads:
                     # --past-segment-delay spaces the past downloads of each download slot (a
                     # server throttling a client sees each connection's pace). Chain steps are
                     # exempt: a chain already waits a whole round trip between two steps.
-                    wait = last_past_start + self.options.past_segment_delay - time.monotonic()
+                    wait = (
+                        last_past_start + self.options.past_segment_delay - self._clock.monotonic()
+                    )
                     if wait > 0:
                         await asyncio.sleep(wait)
-                    last_past_start = time.monotonic()
+                    last_past_start = self._clock.monotonic()
                 await self._run_job(job)
             finally:
                 self._queued[job.ref.origin] -= 1

@@ -9,11 +9,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import InstarecError
 from instarec.merge import TrackInput, merge_tracks
 from instarec.options import Options
@@ -154,7 +154,7 @@ class RecordingEnd:
     """How a recording ended, for its summary."""
 
     reason: str
-    started: float  # time.monotonic() when the recording started
+    started: float  # the recording clock's monotonic() when the recording started
     interrupted: bool = False  # stopped by the user (Ctrl+C)
     # The oldest key past recovery found per track (none: no past recovery ran), and whether
     # it is the broadcast's first segment.
@@ -169,6 +169,7 @@ async def merge_store(
     ffmpeg: str,
     options: Options,
     end: RecordingEnd,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RecordingSummary:
     """Merge what the store holds into ``output``; remove the store after a successful merge."""
     inputs, summaries, gaps = _tracks_on_disk(store, tracks)
@@ -209,7 +210,7 @@ async def merge_store(
         duration=duration,
         tracks=tuple(summaries),
         gaps=tuple(sorted(gaps, key=lambda g: (g.start, g.track))),
-        wall_time=time.monotonic() - end.started,
+        wall_time=clock.monotonic() - end.started,
         end_reason=end.reason,
         archive_start=archive_start,
         archive_complete=end.archive_complete and not expired,
@@ -255,7 +256,12 @@ def _tracks_on_disk(
 
 
 async def merge_leftovers(
-    options: Options, output: Path, ffmpeg: str, started: float, cause: InstarecError
+    options: Options,
+    output: Path,
+    ffmpeg: str,
+    started: float,
+    cause: InstarecError,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RecordingSummary | None:
     """After the manifest is gone, merge the segments an earlier run of this command kept."""
     if options.segments_dir is None:
@@ -273,4 +279,4 @@ async def merge_leftovers(
         return None
     log.warning("%s; merging the segments recorded earlier", cause)
     end = RecordingEnd("merged an earlier recording", started)
-    return await merge_store(store, tracks, output, ffmpeg, options, end)
+    return await merge_store(store, tracks, output, ffmpeg, options, end, clock)

@@ -7,12 +7,12 @@ import asyncio
 import email.utils
 import logging
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
 
+from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.downloads import LiveActivity
 from instarec.errors import ManifestError, ManifestUnavailableError, NetworkError, UsageError
 from instarec.http import HttpClient
@@ -46,9 +46,10 @@ class Snapshot:
 class ManifestSource:
     """Fetches and parses the manifest, following ``Location`` and tracking the server clock."""
 
-    def __init__(self, http: HttpClient, url: str) -> None:
+    def __init__(self, http: HttpClient, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self._http = http
         self._url = url
+        self._clock = clock
         self._clock_offset: timedelta | None = None
 
     @property
@@ -72,7 +73,7 @@ class ManifestSource:
     async def _server_now(self, manifest: Manifest) -> datetime:
         # Re-sync at every refresh: cheap, and it keeps $Number$+@duration live edges right even
         # when the server clock runs at another rate than ours (simulated origins do).
-        local = datetime.now(UTC)
+        local = self._clock.now()
         for timing in manifest.utc_timing:
             if "direct" not in timing.scheme:
                 # Relative references happen; resolve them like any URL of the document.
@@ -171,7 +172,9 @@ class LiveFollower:
         on_snapshot: Callable[[Snapshot], object],
         activity: Callable[[], LiveActivity],
         stop: asyncio.Event,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._source = source
         self._policy = policy
         self._on_snapshot = on_snapshot
@@ -184,7 +187,7 @@ class LiveFollower:
     async def run(self, first: Snapshot) -> str:
         """Follow until the end; return the reason it ended."""
         snapshot = first
-        last_new = time.monotonic()
+        last_new = self._clock.monotonic()
         last_ok = last_new
         seen = self._activity().recorded
         checked = last_new
@@ -197,11 +200,11 @@ class LiveFollower:
             backlog = activity.oldest_waiting is not None and activity.oldest_waiting <= checked
             if activity.recorded != seen or backlog:
                 seen = activity.recorded
-                last_new = time.monotonic()
-            checked = time.monotonic()
+                last_new = self._clock.monotonic()
+            checked = self._clock.monotonic()
             if snapshot.ended:
                 return snapshot.ended
-            if time.monotonic() - last_new > self._policy.live_end_timeout:
+            if self._clock.monotonic() - last_new > self._policy.live_end_timeout:
                 self.idle = True
                 return f"no new segment for {self._policy.live_end_timeout:g} s"
             if await self._sleep(self._interval(snapshot.manifest)):
@@ -209,7 +212,7 @@ class LiveFollower:
             while True:
                 try:
                     snapshot = await self._source.fetch()
-                    last_ok = time.monotonic()
+                    last_ok = self._clock.monotonic()
                     break
                 except ManifestUnavailableError as exc:
                     # 404/410 is how many servers end a broadcast; 401/403 mid-recording is a
@@ -221,7 +224,7 @@ class LiveFollower:
                 except (NetworkError, ManifestError) as exc:
                     # A refresh failing now and then is normal for live CDNs: keep what we have.
                     log.warning("manifest refresh failed: %s", exc)
-                    if time.monotonic() - last_ok > self._policy.live_end_timeout:
+                    if self._clock.monotonic() - last_ok > self._policy.live_end_timeout:
                         return f"the manifest failed for {self._policy.live_end_timeout:g} s"
                     if await self._sleep(self._interval(None)):
                         return "stopped by the user"

@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from instarec.archive import Presence, SearchLimits
+from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.downloads import Downloads
 from instarec.errors import (
     HttpStatusError,
@@ -73,7 +73,9 @@ class Recording:
         first: Snapshot,
         selected: SelectedTracks,
         stop: asyncio.Event,
+        clock: Clock,
     ) -> None:
+        self.clock = clock
         self.options = options
         self.http = http
         self.store = store
@@ -89,8 +91,8 @@ class Recording:
             if rep is not None:
                 period_start = first.manifest.periods[rep.period_index].start
                 self.timelines[kind] = Timeline(kind, rep, period_start)  # type: ignore[arg-type,index]
-        self.downloads = Downloads(options, http, store, self.timelines)
-        self.started = time.monotonic()
+        self.downloads = Downloads(options, http, store, self.timelines, clock)
+        self.started = clock.monotonic()
         self.past: PastRecovery | None = None
         self.newest_listed_end: float | None = None
         self.first_snapshot = first
@@ -151,7 +153,7 @@ class Recording:
         if self.newest_listed_end is not None and stats.newest_recorded_end is not None:
             behind = max(0.0, self.newest_listed_end - stats.newest_recorded_end)
         return ProgressSnapshot(
-            elapsed=time.monotonic() - self.started,
+            elapsed=self.clock.monotonic() - self.started,
             archive_active=self.past is not None and self.past.active,
             archive_seconds=stats.recorded_seconds["archive"],
             live_seconds=stats.recorded_seconds["live"],
@@ -322,6 +324,7 @@ async def record(
     stop: asyncio.Event | None = None,
     install_signal_handlers: bool = True,
     reporter: Reporter | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RecordingSummary:
     """Record ``options.mpd_url`` into ``options.output_path`` until the broadcast ends.
 
@@ -329,7 +332,7 @@ async def record(
     run beside the recording with a function returning the current ``ProgressSnapshot``, and
     cancelled when the downloads are over.
     """
-    started = time.monotonic()
+    started = clock.monotonic()
     output = options.output_path
     if output is None:
         raise UsageError("an output path is required")
@@ -356,7 +359,7 @@ async def record(
                 loop.add_signal_handler(signum, on_signal)
                 handled.append(signum)
     try:
-        return await _record(options, output, ffmpeg, stop, started, reporter)
+        return await _record(options, output, ffmpeg, stop, started, reporter, clock)
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
@@ -369,14 +372,15 @@ async def _record(
     stop: asyncio.Event,
     started: float,
     reporter: Reporter | None,
+    clock: Clock,
 ) -> RecordingSummary:
     async with HttpClient(options.http_config()) as http:
-        source = ManifestSource(http, options.mpd_url)
+        source = ManifestSource(http, options.mpd_url, clock)
         try:
             first = await source.fetch()
         except (NetworkError, ManifestError) as exc:
             # Rerunning a stopped recording after the broadcast ended must still give a file.
-            leftovers = await merge_leftovers(options, output, ffmpeg, started, exc)
+            leftovers = await merge_leftovers(options, output, ffmpeg, started, exc, clock)
             if leftovers is None:
                 raise
             return leftovers
@@ -384,7 +388,7 @@ async def _record(
         selected = select_tracks(first.manifest, options)
         assert options.segments_dir is not None
         store = SegmentStore.open(options.segments_dir, _fingerprint(options, selected))
-        recording = Recording(options, http, store, source, first, selected, stop)
+        recording = Recording(options, http, store, source, first, selected, stop, clock)
         await recording.downloads.fetch_inits()
         end_reason = await _run(recording, first, reporter)
         interrupted = stop.is_set()
@@ -417,6 +421,7 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
                         lambda snapshot: recording.on_snapshot(snapshot, producers),
                         recording.downloads.live_activity,
                         recording.stop,
+                        recording.clock,
                     )
                     live = producers.create_task(follower.run(first))
                     if not options.no_past:
@@ -475,4 +480,6 @@ async def _finish(
         dict(traffic.transport_errors) or "none",
     )
     end = RecordingEnd(end_reason, started, interrupted, archive.first, archive.complete)
-    return await merge_store(recording.store, tracks, output, ffmpeg, recording.options, end)
+    return await merge_store(
+        recording.store, tracks, output, ffmpeg, recording.options, end, recording.clock
+    )

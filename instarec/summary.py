@@ -11,11 +11,11 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from instarec import __version__
+from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import storage_error
 from instarec.finish import GapRange, RecordingSummary
 from instarec.progress import format_bytes, format_duration
@@ -140,13 +140,17 @@ def format_summary(summary: RecordingSummary) -> str:
 
 
 def summary_to_json(
-    summary: RecordingSummary, *, manifest_url: str | None = None, exit_code: int | None = None
+    summary: RecordingSummary,
+    *,
+    manifest_url: str | None = None,
+    exit_code: int | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
     """The ``--summary-file`` document (schema ``instarec.summary/1``, see README.md)."""
     return {
         "schema": SCHEMA,
         "instarec_version": __version__,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "finished_at": clock.now().isoformat(timespec="seconds").replace("+00:00", "Z"),
         "manifest_url": manifest_url,
         "output": str(summary.output) if summary.output is not None else None,
         "segments_dir": str(summary.segments_dir),

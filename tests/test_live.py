@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
 
+from instarec.downloads import LiveActivity
 from instarec.http import HttpClient
-from instarec.live import ManifestSource
+from instarec.live import LiveFollower, LivePolicy, ManifestSource, Snapshot
+from instarec.testing.clock import ManualClock
+from instarec.testing.media import TestMedia
+from instarec.testing.origin import Origin, OriginConfig
 
 MPD = """<?xml version="1.0"?>
 <MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="{type}"
@@ -82,3 +89,53 @@ async def test_refresh_follows_location_and_reads_the_server_clock(
     rep = next(second.manifest.representations())
     # Segment URLs resolve against where the manifest came from, query strings kept.
     assert rep.media_url(time=2000) == f"{base}/moved/v-2000.m4s?sig=abc"
+
+
+class LeapingClock:
+    """A clock on which every reading is ``step`` seconds after the last."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.seconds = 0.0
+
+    def monotonic(self) -> float:
+        self.seconds += self.step
+        return self.seconds
+
+    def now(self) -> datetime:
+        return datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=self.seconds)
+
+
+async def _follow(test_media: TestMedia, recorded: Callable[[], int]) -> tuple[str, int, float]:
+    """Follow a live origin whose media never moves on; what ended it, refreshes, clock."""
+    clock = LeapingClock(step=20.0)
+    config = OriginConfig(shape="time", broadcast_duration=60, already_broadcast=20)
+    async with Origin(config, ManualClock(), media=test_media) as origin, HttpClient() as http:
+        source = ManifestSource(http, origin.manifest_url, clock)
+        first = await source.fetch()
+        snapshots: list[Snapshot] = []
+        follower = LiveFollower(
+            source,
+            LivePolicy(poll_interval=0.001, live_end_timeout=180.0),
+            snapshots.append,
+            lambda: LiveActivity(recorded(), None),
+            asyncio.Event(),
+            clock,
+        )
+        reason = await asyncio.wait_for(follower.run(first), 10)
+        assert follower.idle == reason.startswith("no new segment")
+    return reason, len(snapshots), clock.seconds
+
+
+async def test_three_minutes_without_a_new_segment_end_the_broadcast(test_media: TestMedia) -> None:
+    reason, refreshes, elapsed = await _follow(test_media, lambda: 7)
+    assert reason == "no new segment for 180 s"
+    assert elapsed > 180
+    assert refreshes <= 180 / 20  # no refresh more than the clock needed to pass the timeout
+
+
+async def test_segments_being_recorded_keep_the_broadcast_alive(test_media: TestMedia) -> None:
+    counter = itertools.count()
+    with pytest.raises(TimeoutError):
+        # A segment recorded at every refresh: however much time passes, no end.
+        await asyncio.wait_for(_follow(test_media, lambda: next(counter)), 1.0)
