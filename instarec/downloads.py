@@ -18,7 +18,6 @@ from pathlib import Path
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import NetworkError, SegmentMissing, UnsupportedStreamError
 from instarec.http import HttpClient
-from instarec.manifest import Addressing
 from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
 from instarec.segments import RefOrigin, SegmentRef, TrackKind
@@ -319,25 +318,7 @@ class Downloads:
             return None
         timeline = self.timelines[track]
         default = timeline.init.default_sample_duration if timeline.init else None
-        return self._parse_file(self.store.segment_path(track, key), default)
-
-    async def fetch_inits(self) -> None:
-        for timeline in self.timelines.values():
-            init = timeline.rep.init_segment()
-            if init is None:
-                continue
-            path = self.store.init_path(timeline.kind)
-            if not self.store.has_init(timeline.kind):
-                async with self.store.writer(timeline.kind) as sink:
-                    await self.http.download(init.url, sink, byte_range=init.byte_range)
-                await self.store.commit_init(timeline.kind)
-            try:
-                timeline.init = parse_init(path.read_bytes())
-            except Mp4Error as exc:
-                raise UnsupportedStreamError(
-                    f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
-                    "only fMP4 DASH streams can be recorded"
-                ) from exc
+        return _parse_file(self.store.segment_path(track, key), default)
 
     async def worker(self) -> None:
         last_past_start = -math.inf
@@ -422,7 +403,7 @@ class Downloads:
         timeline = self.timelines[ref.track]
         default = timeline.init.default_sample_duration if timeline.init else None
         if self.store.has(ref.track, ref.key):
-            stored = self._parse_file(self.store.segment_path(ref.track, ref.key), default)
+            stored = _parse_file(self.store.segment_path(ref.track, ref.key), default)
             if future is not None and not future.done():
                 future.set_result(stored)
             return stored
@@ -431,7 +412,7 @@ class Downloads:
             watcher = _FirstMoof(
                 future,
                 default,
-                lambda info: self._learn(timeline, ref, info),
+                lambda info: timeline.learn_from(ref, info),
             )
         try:
             async with self.store.writer(ref.track, ref.key) as sink:
@@ -458,26 +439,32 @@ class Downloads:
         except Mp4Error as exc:
             log.warning("%s segment %d is not a media segment (%s)", ref.track, ref.key, exc)
             info = None
-        media_time = info.base_media_decode_time if info else None
+        await self._commit(ref, timeline, info, size)
+        if future is not None and not future.done():
+            future.set_result(info)
+        return info
+
+    async def _commit(
+        self, ref: SegmentRef, timeline: Timeline, info: FragmentInfo | None, size: int
+    ) -> None:
+        """Journal a downloaded segment, placed by its own tfdt when it has one."""
+        start, duration = ref.start, ref.duration
         if info is not None:
-            self._learn(timeline, ref, info)
+            timeline.learn_from(ref, info)
             if info.moof_count > 1 and not timeline.multi_moof:
                 log.debug("%s: segments hold several moofs: chain on whole bodies", ref.track)
                 timeline.multi_moof = True
-        media_duration = info.duration if info else None
-        start = ref.start
-        duration = ref.duration
-        if info is not None and timeline.init is not None and media_time is not None:
-            start = media_time / timeline.init.timescale
-            duration = info.duration / timeline.init.timescale
+            if timeline.init is not None and info.base_media_decode_time is not None:
+                start = info.base_media_decode_time / timeline.init.timescale
+                duration = info.duration / timeline.init.timescale
         await self.store.commit(
             ref.track,
             ref.key,
             start=start,
             duration=duration,
             size=size,
-            media_time=media_time,
-            media_duration=media_duration,
+            media_time=info.base_media_decode_time if info else None,
+            media_duration=info.duration if info else None,
         )
         self._downloaded += 1
         self._bytes += size
@@ -492,31 +479,10 @@ class Downloads:
             end = start + (duration or 0.0)
             if self._newest_recorded_end is None or end > self._newest_recorded_end:
                 self._newest_recorded_end = end
-        if future is not None and not future.done():
-            future.set_result(info)
-        return info
-
-    @staticmethod
-    def _learn(timeline: Timeline, ref: SegmentRef, info: FragmentInfo) -> None:
-        if (
-            info.base_media_decode_time is not None
-            and timeline.rep.addressing is Addressing.TIME_TIMELINE
-        ):
-            timeline.learn_time_mapping(
-                ref.key, info.base_media_decode_time, listed=ref.origin == "live"
-            )
 
     async def _record_missing(self, ref: SegmentRef) -> None:
         self._missing += 1
         await self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
-
-    @staticmethod
-    def _parse_file(path: Path, default: int | None) -> FragmentInfo | None:
-        try:
-            return parse_fragment(path.read_bytes(), default_sample_duration=default)
-        except Mp4Error as exc:
-            log.warning("%s: not a media segment (%s)", path.name, exc)
-            return None
 
     def _paced(self, job: DownloadJob) -> bool:
         return (
@@ -526,3 +492,34 @@ class Downloads:
             and job.first_fragment is None
             and not self.store.has(job.ref.track, job.ref.key)
         )
+
+
+async def fetch_inits(
+    http: HttpClient, store: SegmentStore, timelines: Mapping[TrackKind, Timeline]
+) -> None:
+    """Each track's init segment, from the store or downloaded into it, parsed onto its timeline."""
+    for timeline in timelines.values():
+        init = timeline.rep.init_segment()
+        if init is None:
+            continue
+        path = store.init_path(timeline.kind)
+        if not store.has_init(timeline.kind):
+            async with store.writer(timeline.kind) as sink:
+                await http.download(init.url, sink, byte_range=init.byte_range)
+            await store.commit_init(timeline.kind)
+        try:
+            timeline.init = parse_init(path.read_bytes())
+        except Mp4Error as exc:
+            raise UnsupportedStreamError(
+                f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
+                "only fMP4 DASH streams can be recorded"
+            ) from exc
+
+
+def _parse_file(path: Path, default: int | None) -> FragmentInfo | None:
+    """The timing of a segment already on disk (recorded by an earlier run, or just now)."""
+    try:
+        return parse_fragment(path.read_bytes(), default_sample_duration=default)
+    except Mp4Error as exc:
+        log.warning("%s: not a media segment (%s)", path.name, exc)
+        return None

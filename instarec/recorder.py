@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from instarec.archive import Presence, SearchLimits
 from instarec.clock import SYSTEM_CLOCK, Clock
-from instarec.downloads import Downloads
+from instarec.downloads import Downloads, fetch_inits
 from instarec.errors import (
     HttpStatusError,
     InstarecError,
@@ -389,7 +389,7 @@ async def _record(
         assert options.segments_dir is not None
         store = SegmentStore.open(options.segments_dir, _fingerprint(options, selected))
         recording = Recording(options, http, store, source, first, selected, stop, clock)
-        await recording.downloads.fetch_inits()
+        await fetch_inits(http, store, recording.timelines)
         end_reason = await _run(recording, first, reporter)
         interrupted = stop.is_set()
         return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)

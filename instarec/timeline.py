@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from instarec.manifest import Representation
+from instarec.manifest import Addressing, Representation
 from instarec.mp4 import FragmentInfo, InitInfo
 from instarec.segments import RefOrigin, SegmentRef, TrackKind
 
@@ -81,6 +81,16 @@ class Timeline:
         if (mode, offset) != (self.rounding, self.time_offset):
             log.debug("%s: $Time$ = %s(media time) %+d", self.kind, mode, offset)
             self.rounding, self.time_offset = mode, offset
+
+    def learn_from(self, ref: SegmentRef, info: FragmentInfo) -> None:
+        """Learn the $Time$ mapping from a downloaded segment of this track."""
+        if (
+            info.base_media_decode_time is not None
+            and self.rep.addressing is Addressing.TIME_TIMELINE
+        ):
+            self.learn_time_mapping(
+                ref.key, info.base_media_decode_time, listed=ref.origin == "live"
+            )
 
     def add(self, key: int) -> bool:
         if key in self.key_set:
