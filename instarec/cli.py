@@ -38,7 +38,14 @@ from instarec.errors import (
     UsageError,
 )
 from instarec.merge import check_output_free
-from instarec.options import DEFAULT_EXTENSION, DEFAULTS, OUTPUT_EXTENSIONS, Options
+from instarec.options import (
+    DEFAULT_EXTENSION,
+    DEFAULTS,
+    OUTPUT_EXTENSIONS,
+    Invocation,
+    Mode,
+    Options,
+)
 from instarec.progress import StatusAwareHandler, StatusLine
 
 if TYPE_CHECKING:
@@ -439,8 +446,8 @@ def _output_path(text: str, overwrite: bool) -> Path:
     return path
 
 
-def options_from_args(ns: argparse.Namespace) -> Options:
-    """Validate the parsed arguments and build the :class:`Options` (``UsageError`` if bad)."""
+def invocation_from_args(ns: argparse.Namespace) -> Invocation:
+    """Validate the parsed arguments and build the :class:`Invocation` (``UsageError`` if bad)."""
     inspecting = ns.list_formats or ns.dump_json
     mpd_arg, out_arg = _positionals(ns, inspecting)
     base_url: str | None = ns.base_url
@@ -453,19 +460,12 @@ def options_from_args(ns: argparse.Namespace) -> Options:
     if out_arg is not None and not inspecting:
         output_path = _output_path(out_arg, ns.overwrite)
     _check_side_inputs(ns)
-    return Options(
+    options = Options(
         mpd_url=mpd_url,
         output_path=output_path,
         manifest_file=manifest_file,
-        interactive=ns.interactive,
         video_quality=tuple(ns.video_quality),
         audio_quality=tuple(ns.audio_quality),
-        list_formats=ns.list_formats,
-        dump_json=ns.dump_json,
-        now=ns.now,
-        verbose=ns.verbose,
-        quiet=ns.quiet,
-        log_file=ns.log_file,
         poll_interval=ns.poll_interval,
         live_end_timeout=ns.live_end_timeout,
         no_past=ns.no_past,
@@ -487,7 +487,16 @@ def options_from_args(ns: argparse.Namespace) -> Options:
         ffmpeg_path=ns.ffmpeg_path,
         ffprobe_path=ns.ffprobe_path,
         summary_file=ns.summary_file,
-        demo=ns.demo,
+    )
+    mode: Mode = "list" if ns.list_formats else "json" if ns.dump_json else "record"
+    return Invocation(
+        options,
+        mode="demo" if ns.demo else mode,
+        interactive=ns.interactive,
+        now=ns.now,
+        verbose=ns.verbose,
+        quiet=ns.quiet,
+        log_file=ns.log_file,
     )
 
 
@@ -558,8 +567,8 @@ def _check_side_inputs(ns: argparse.Namespace) -> None:
             )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Options:
-    return options_from_args(build_parser().parse_args(argv))
+def parse_args(argv: Sequence[str] | None = None) -> Invocation:
+    return invocation_from_args(build_parser().parse_args(argv))
 
 
 # --- logging -----------------------------------------------------------------------------
@@ -580,7 +589,7 @@ class _TaskNameFilter(logging.Filter):
 
 
 def _configure_logging(
-    options: Options, stderr: TextIO, status: StatusLine | None = None
+    run: Invocation, stderr: TextIO, status: StatusLine | None = None
 ) -> list[logging.Handler]:
     """Install our handlers on the root logger; returns them so ``main`` can remove them.
 
@@ -591,19 +600,19 @@ def _configure_logging(
     console: logging.StreamHandler = (  # type: ignore[type-arg]
         StatusAwareHandler(stderr, status) if status is not None else logging.StreamHandler(stderr)
     )
-    if options.verbose:
+    if run.verbose:
         console.setLevel(logging.DEBUG)
         console.setFormatter(logging.Formatter(_DETAILED_FORMAT))
     else:
-        console.setLevel(logging.WARNING if options.quiet else logging.INFO)
+        console.setLevel(logging.WARNING if run.quiet else logging.INFO)
         console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     handlers.append(console)
-    if options.log_file is not None:
+    if run.log_file is not None:
         try:
-            file_handler = logging.FileHandler(options.log_file, encoding="utf-8")
+            file_handler = logging.FileHandler(run.log_file, encoding="utf-8")
         except OSError as exc:
             raise StorageError(
-                f"cannot open log file {str(options.log_file)!r}: {exc.strerror or exc}"
+                f"cannot open log file {str(run.log_file)!r}: {exc.strerror or exc}"
             ) from exc
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(logging.Formatter(_DETAILED_FORMAT))
@@ -613,9 +622,9 @@ def _configure_logging(
     for handler in handlers:
         handler.addFilter(task_filter)
         root.addHandler(handler)
-    verbose_anywhere = options.verbose or options.log_file is not None
+    verbose_anywhere = run.verbose or run.log_file is not None
     root.setLevel(logging.DEBUG if verbose_anywhere else console.level)
-    if not options.verbose:
+    if not run.verbose:
         # Third-party chatter (aiohttp access warnings, asyncio debug) stays out of the console.
         for name in ("asyncio", "aiohttp"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -633,6 +642,7 @@ class _Console:
     stdout: TextIO
     stderr: TextIO
     status: StatusLine | None  # the terminal status line, None when stderr is no terminal
+    quiet: bool  # -q: warnings and errors only, no summary table
 
 
 async def _load_manifest(options: Options) -> Manifest:
@@ -654,12 +664,12 @@ async def _load_manifest(options: Options) -> Manifest:
     return parse_manifest(response.body, response.url)
 
 
-def _inspect(options: Options, stdout: TextIO) -> int:
-    manifest = asyncio.run(_load_manifest(options))
-    if options.dump_json:
+def _inspect(run: Invocation, stdout: TextIO) -> int:
+    manifest = asyncio.run(_load_manifest(run.options))
+    if run.mode == "json":
         from instarec.manifest import manifest_to_json
 
-        now = options.now if options.now is not None else SYSTEM_CLOCK.now()
+        now = run.now if run.now is not None else SYSTEM_CLOCK.now()
         stdout.write(json.dumps(manifest_to_json(manifest, now), indent=2) + "\n")
     else:
         from instarec.selection import format_table
@@ -674,10 +684,8 @@ def _resolve_interactive(options: Options, stdin: TextIO, stdout: TextIO) -> Opt
 
     manifest = asyncio.run(_load_manifest(options))
     chosen = pick_interactively(manifest, stdin, stdout)
-    # interactive=False: the choice is made, the recorder must not ask a second time.
     return replace(
         options,
-        interactive=False,
         video_quality=(chosen.video.id,) if chosen.video is not None else (),
         audio_quality=(chosen.audio.id,) if chosen.audio is not None else (),
     )
@@ -703,7 +711,7 @@ def _finish(summary: RecordingSummary, options: Options, console: _Console) -> i
         code = EXIT_NOTHING_RECORDED
     else:
         code = EXIT_OK
-    if not options.quiet:
+    if not console.quiet:
         console.stdout.write(format_summary(summary))
         console.stdout.flush()
     if options.summary_file is not None:
@@ -737,7 +745,7 @@ def _record(options: Options, console: _Console) -> int:
     from instarec.progress import make_reporter
     from instarec.recorder import record
 
-    reporter = make_reporter(status=console.status, quiet=options.quiet)
+    reporter = make_reporter(status=console.status, quiet=console.quiet)
     try:
         summary = asyncio.run(record(options, reporter=reporter))
     except InstarecError as exc:
@@ -753,7 +761,7 @@ def _demo(options: Options, console: _Console) -> int:
     from instarec.demo import run_demo
     from instarec.progress import make_reporter
 
-    reporter = make_reporter(status=console.status, quiet=options.quiet)
+    reporter = make_reporter(status=console.status, quiet=console.quiet)
     summary = asyncio.run(run_demo(options, reporter=reporter))
     code = _finish(summary, options, console)
     if summary.output is not None:
@@ -764,13 +772,13 @@ def _demo(options: Options, console: _Console) -> int:
     return code
 
 
-def _run(options: Options, console: _Console) -> int:
-    if options.list_formats or options.dump_json:
-        return _inspect(options, console.stdout)
-    options = _locate_ffmpeg(options)
-    if options.demo:
+def _run(run: Invocation, console: _Console) -> int:
+    if run.mode in ("list", "json"):
+        return _inspect(run, console.stdout)
+    options = _locate_ffmpeg(run.options)
+    if run.mode == "demo":
         return _demo(options, console)
-    if options.interactive:
+    if run.interactive:
         options = _resolve_interactive(options, console.stdin, console.stdout)
     return _record(options, console)
 
@@ -814,15 +822,16 @@ def _main(argv: Sequence[str] | None) -> int:
             ns = build_parser().parse_args(args)
         except SystemExit as exc:  # --help and --version print, then exit 0
             return exc.code if isinstance(exc.code, int) else EXIT_OK
-        options = options_from_args(ns)
-        verbose = options.verbose
-        if not options.quiet and _is_terminal(stderr):
+        run = invocation_from_args(ns)
+        verbose = run.verbose
+        if not run.quiet and _is_terminal(stderr):
             status = StatusLine(stderr)
-        handlers = _configure_logging(options, stderr, status)
+        handlers = _configure_logging(run, stderr, status)
+        output = run.options.output_path
         raw_output = ns.mpd_url if ns.demo and ns.output is None else ns.output
-        if options.output_path is not None and raw_output and not Path(raw_output).suffix:
-            log.info("OUTPUT has no extension: writing %s", options.output_path)
-        return _run(options, _Console(sys.stdin, sys.stdout, stderr, status))
+        if output is not None and raw_output and not Path(raw_output).suffix:
+            log.info("OUTPUT has no extension: writing %s", output)
+        return _run(run, _Console(sys.stdin, sys.stdout, stderr, status, run.quiet))
     except InstarecError as exc:
         # A usage error is the user's to fix, not a bug: no traceback even with -v.
         if verbose and not isinstance(exc, UsageError):

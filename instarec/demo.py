@@ -54,8 +54,6 @@ def demo_options(options: Options, manifest_url: str, broadcast: DemoBroadcast) 
     return replace(
         options,
         mpd_url=manifest_url,
-        demo=False,
-        interactive=False,
         poll_interval=poll,
         live_end_timeout=min(options.live_end_timeout, 10.0),
         past_segment_delay=0.0,

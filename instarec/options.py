@@ -1,4 +1,5 @@
-"""Every setting of a recording, with its default, in one frozen object.
+"""Every setting of a recording, with its default, in one frozen object (``Options``), and
+what one run of the command does besides (``Invocation``: mode, logging, ``--now``).
 
 ``cli.py`` builds an :class:`Options` from the command line (and validates it);
 everything downstream (recorder, archive search, live poller, merge, demo) reads
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
     from instarec.http import HttpConfig
@@ -31,7 +32,7 @@ SEGMENTS_DIR_SUFFIX = ".segments"
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """One recording (or one -F / -J inspection, or the demo).
+    """The settings of one recording (or of one -F / -J inspection, or of the demo).
 
     ``mpd_url`` is the URL the manifest is fetched from, or, when the manifest was
     given as a local file (``manifest_file`` set), the URL its relative references
@@ -44,17 +45,8 @@ class Options:
     manifest_file: Path | None = None
 
     # stream selection
-    interactive: bool = False
     video_quality: tuple[str, ...] = ()  # representation ids, preference order
     audio_quality: tuple[str, ...] = ()
-    list_formats: bool = False
-    dump_json: bool = False
-    now: datetime | None = None  # evaluation instant for -F/-J (tz-aware UTC); None = clock
-
-    # logging
-    verbose: bool = False
-    quiet: bool = False
-    log_file: Path | None = None
 
     # live following
     # Seconds between manifest refreshes; None (no --poll-interval): the manifest's
@@ -90,8 +82,6 @@ class Options:
     ffprobe_path: str = "ffprobe"
     summary_file: Path | None = None
 
-    demo: bool = False
-
     @property
     def segments_dir(self) -> Path | None:
         """Where downloaded segments and the resume journal live: ``OUTPUT.segments``.
@@ -120,6 +110,22 @@ class Options:
             probe_retries=self.check_url_retries,
             max_connections=max_connections,
         )
+
+
+Mode = Literal["record", "list", "json", "demo"]
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One run of the command: what it does and how it logs; the recording's settings apart."""
+
+    options: Options
+    mode: Mode = "record"  # "list": -F, "json": -J, "demo": --demo
+    interactive: bool = False  # -i: ask for the qualities before recording
+    now: datetime | None = None  # evaluation instant for -F/-J (tz-aware UTC); None = clock
+    verbose: bool = False
+    quiet: bool = False
+    log_file: Path | None = None
 
 
 # The defaults, read by the parser and by the value objects built from Options (RetryPolicy,

@@ -125,7 +125,9 @@ def test_help_groups_options_and_shows_defaults(capsys):
 
 
 def test_defaults_match_the_original_tool(tmp_path):
-    options = parse_args([URL, str(tmp_path / "out.mp4")])
+    run = parse_args([URL, str(tmp_path / "out.mp4")])
+    assert (run.mode, run.interactive, run.verbose, run.quiet) == ("record", False, False, False)
+    options = run.options
     assert options.mpd_url == URL
     assert options.output_path == tmp_path / "out.mp4"
     assert options.poll_interval is None  # the manifest's minimumUpdatePeriod, else 2 s
@@ -141,14 +143,14 @@ def test_defaults_match_the_original_tool(tmp_path):
     assert options.ffprobe_path == "ffprobe"
     assert options.concurrency == 8
     assert options.video_quality == () and options.audio_quality == ()
-    assert not (options.no_past or options.keep_segments or options.overwrite or options.demo)
+    assert not (options.no_past or options.keep_segments or options.overwrite)
     assert options.segments_dir == tmp_path / "out.mp4.segments"
 
 
 def test_every_option_reaches_options(tmp_path):
     cookies = tmp_path / "cookies.txt"
     cookies.write_text("# Netscape HTTP Cookie File\n")
-    options = parse_args(
+    run = parse_args(
         [
             "-i", "-v", "--log-file", str(tmp_path / "log.txt"),
             "--video-quality", "v1", "v2", "--audio-quality", "a1",
@@ -165,12 +167,15 @@ def test_every_option_reaches_options(tmp_path):
             URL, str(tmp_path / "rec"),
         ]
     )  # fmt: skip
-    assert options == Options(
+    assert (run.mode, run.interactive, run.verbose, run.log_file) == (
+        "record",
+        True,
+        True,
+        tmp_path / "log.txt",
+    )
+    assert run.options == Options(
         mpd_url=URL,
         output_path=tmp_path / "rec.mkv",
-        interactive=True,
-        verbose=True,
-        log_file=tmp_path / "log.txt",
         video_quality=("v1", "v2"),
         audio_quality=("a1",),
         poll_interval=0.5,
@@ -201,7 +206,7 @@ def test_http_config_carries_network_options(tmp_path):
         ["--download-retries", "2", "--download-retry-delay", "0.5", "--check-url-retries", "4",
          "-H", "A: b", "--user-agent", "UA", "--proxy", "http://p:3128",
          URL, str(tmp_path / "o.mkv")]
-    )  # fmt: skip
+    ).options  # fmt: skip
     config = options.http_config()
     assert config.retry.retries == 2
     assert config.retry.base_delay == 0.5
@@ -213,16 +218,17 @@ def test_http_config_carries_network_options(tmp_path):
 
 
 def test_now_is_parsed_to_utc(mpd_file):
-    options = parse_args(["-J", "--now", "2024-01-01T02:00:10+02:00", str(mpd_file)])
-    assert options.now == datetime(2024, 1, 1, 0, 0, 10, tzinfo=UTC)
+    run = parse_args(["-J", "--now", "2024-01-01T02:00:10+02:00", str(mpd_file)])
+    assert (run.mode, run.now) == ("json", datetime(2024, 1, 1, 0, 0, 10, tzinfo=UTC))
     assert parse_args(["-F", "--now", "2024-01-01T00:00:10Z", str(mpd_file)]).now == (
         datetime(2024, 1, 1, 0, 0, 10, tzinfo=UTC)
     )
 
 
 def test_demo_takes_only_output(tmp_path):
-    options = parse_args(["--demo", str(tmp_path / "demo.mkv")])
-    assert options.demo
+    run = parse_args(["--demo", str(tmp_path / "demo.mkv")])
+    assert run.mode == "demo"
+    options = run.options
     assert options.output_path == tmp_path / "demo.mkv"
     assert options.mpd_url == ""
 
@@ -230,7 +236,7 @@ def test_demo_takes_only_output(tmp_path):
 def test_local_manifest_with_base_url(mpd_file, tmp_path):
     options = parse_args(
         ["--base-url", "https://cdn.example.test/x/m.mpd", str(mpd_file), str(tmp_path / "o.ts")]
-    )
+    ).options
     assert options.manifest_file == mpd_file
     assert options.mpd_url == "https://cdn.example.test/x/m.mpd"
 
@@ -298,11 +304,11 @@ def test_existing_output_needs_overwrite(capsys, tmp_path):
     code, _, err = run(capsys, URL, str(out))
     assert code == 2
     assert_one_error_line(err, "--overwrite")
-    assert parse_args(["--overwrite", URL, str(out)]).output_path == out
+    assert parse_args(["--overwrite", URL, str(out)]).options.output_path == out
 
 
 def test_missing_extension_defaults_to_mkv(tmp_path):
-    assert parse_args([URL, str(tmp_path / "rec")]).output_path == tmp_path / "rec.mkv"
+    assert parse_args([URL, str(tmp_path / "rec")]).options.output_path == tmp_path / "rec.mkv"
 
 
 # --- dispatch to the recorder and exit codes ----------------------------------------------
@@ -402,7 +408,7 @@ def test_demo_dispatch(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "instarec.demo", module)
     code, _, err = run(capsys, "--demo", str(tmp_path / "d.mp4"))
     assert code == 0, err
-    assert seen[0].demo and seen[0].output_path == tmp_path / "d.mp4"
+    assert seen[0].output_path == tmp_path / "d.mp4"
 
 
 # --- -F / -J / -i on a local file and over HTTP -------------------------------------------
@@ -512,7 +518,6 @@ async def test_interactive_choice_reaches_the_recorder(
     assert "Choose audio" not in out  # a single audio choice is taken without asking
     assert calls[0].video_quality == ("v360",)
     assert calls[0].audio_quality == ("a128",)
-    assert calls[0].interactive is False  # already chosen: the recorder must not ask again
 
 
 async def test_interactive_end_of_input_cancels(capsys, monkeypatch, mpd_server, fake_recorder):
