@@ -368,8 +368,7 @@ class Origin:
         self.clock: Clock = clock if clock is not None else SpeedClock(self.config.speed)
         self._test_media = media
         self._cache_dir = cache_dir
-        self._counters = _Counters()
-        self._faults = FaultPlan(self.config.faults)
+        self._journal = _RequestJournal(self.config.request_log_size)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.manifest_url = ""
@@ -377,10 +376,6 @@ class Origin:
         self._broadcast: Broadcast | None = None
         self._cache: _SegmentCache | None = None
         self._tracks: dict[str, bytes] = {}
-        self._request_log: collections.deque[RequestRecord] = collections.deque(
-            maxlen=self.config.request_log_size
-        )
-        self._request_log_dropped = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -421,7 +416,17 @@ class Origin:
             self._tracks["audio"] = media.audio.init
 
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        responder = _Responder(
+            cfg,
+            self.clock,
+            self._broadcast,
+            self._tracks,
+            self._cache,
+            self._journal,
+            self.url,
+            self.wall_time,
+        )
+        app.router.add_route("*", "/{tail:.*}", responder.handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
@@ -460,17 +465,17 @@ class Origin:
 
     @property
     def stats(self) -> RequestStats:
-        return self._counters.snapshot()
+        return self._journal.counters.snapshot()
 
     @property
     def request_log(self) -> list[RequestRecord]:
         """Every answered request, oldest first (at most ``config.request_log_size``)."""
-        return list(self._request_log)
+        return list(self._journal.log)
 
     @property
     def request_log_dropped(self) -> int:
         """Entries dropped from the front of the request log to keep it within its size."""
-        return self._request_log_dropped
+        return self._journal.dropped
 
     @property
     def first_publication(self) -> float:
@@ -560,14 +565,83 @@ class Origin:
         b = self.broadcast
         return self.url(b.media_path(kind, i), b.query(b.track(kind).rep_id))
 
-    # -- HTTP -----------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        arrived_virtual, arrived_real = self.clock.now(), time.monotonic()
-        faults = self.config.faults
+class _RequestJournal:
+    """What the origin answered: its counters and its request log."""
+
+    def __init__(self, size: int) -> None:
+        self.counters = _Counters()
+        self.log: collections.deque[RequestRecord] = collections.deque(maxlen=size)
+        self.dropped = 0  # entries pushed out of the log by newer ones
+
+    def reply(
+        self,
+        exchange: _Exchange,
+        response: web.StreamResponse,
+        sent: int = 0,
+        size: int | None = None,
+        fault: str | None = None,
+    ) -> web.StreamResponse:
+        self.record(exchange, response.status, fault, sent, size)
+        return response
+
+    def record(
+        self, exchange: _Exchange, status: int, fault: str | None, sent: int, size: int | None
+    ) -> None:
+        sent = 0 if exchange.method == "HEAD" else sent
+        self.counters.counts[(exchange.method, exchange.kind, status)] += 1
+        self.counters.bytes_served += sent
+        log = self.log
+        if log.maxlen is not None and log.maxlen == len(log):
+            self.dropped += 1
+        log.append(
+            RequestRecord(
+                method=exchange.method,
+                kind=exchange.kind,
+                track=exchange.track,
+                index=exchange.index,
+                status=status,
+                fault=fault,
+                bytes_sent=sent,
+                size=size,
+                virtual_time=exchange.virtual_time,
+                real_time=exchange.real_time,
+                path=exchange.path,
+                range=exchange.range,
+            )
+        )
+
+
+class _Responder:
+    """Answers the origin's HTTP requests: routes, URL signatures, faults, byte ranges."""
+
+    def __init__(
+        self,
+        config: OriginConfig,
+        clock: Clock,
+        broadcast: Broadcast,
+        tracks: dict[str, bytes],
+        cache: _SegmentCache,
+        journal: _RequestJournal,
+        url: Callable[..., str],
+        wall_time: Callable[[], datetime],
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._broadcast = broadcast
+        self._tracks = tracks
+        self._cache = cache
+        self._journal = journal
+        self._faults = FaultPlan(config.faults)
+        self._url = url
+        self._wall_time = wall_time
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        arrived_virtual, arrived_real = self._clock.now(), time.monotonic()
+        faults = self._config.faults
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
-        b = self.broadcast
+        b = self._broadcast
         method = request.method
         path = request.path
         kind, track, index = ("other", None, None) if path == "/time" else b.route(path)
@@ -582,15 +656,19 @@ class Origin:
             request.headers.get("Range"),
         )
         if path == "/time":
-            text = iso_time(self.wall_time())
-            return self._reply(exchange, web.Response(text=text), len(text), len(text))
+            text = iso_time(self._wall_time())
+            return self._journal.reply(exchange, web.Response(text=text), len(text), len(text))
         if kind == "other":
-            return self._reply(exchange, web.Response(status=404, text="not found"))
+            return self._journal.reply(exchange, web.Response(status=404, text="not found"))
         if method not in ("GET", "HEAD"):
-            return self._reply(exchange, web.Response(status=405, headers={"Allow": "GET, HEAD"}))
+            return self._journal.reply(
+                exchange, web.Response(status=405, headers={"Allow": "GET, HEAD"})
+            )
         scope = b.scope_of(kind, track)
         if not b.check_signature(scope, request.query.get("oh"), request.query.get("oe")):
-            return self._reply(exchange, web.Response(status=403, text="URL signature mismatch"))
+            return self._journal.reply(
+                exchange, web.Response(status=403, text="URL signature mismatch")
+            )
         if kind == "manifest":
             return await self._manifest(request, exchange)
 
@@ -601,13 +679,13 @@ class Origin:
         if early is not None:
             return early
         stalled = fault.value if fault is Fault.SLOW_FIRST_BYTE else None
-        now = self.clock.now()
+        now = self._clock.now()
         assert track is not None
         if kind == "init":
             body = self._tracks[track]
         elif index is None or not b.fetchable(index, now):
             response = web.Response(status=404, text="no such segment")
-            return self._reply(exchange, response, fault=stalled)
+            return self._journal.reply(exchange, response, fault=stalled)
         else:
             assert self._cache is not None
             body = self._cache.get(track, index)
@@ -625,36 +703,36 @@ class Origin:
             return None, None
         if fault not in _BODY_FAULTS:
             # Body faults are counted when applied: a 404 has nothing to cut short.
-            self._counters.faults[fault.value] += 1
+            self._journal.counters.faults[fault.value] += 1
         return fault, await self._early_fault(request, exchange, fault, verdict.stall)
 
     async def _manifest(self, request: web.Request, exchange: _Exchange) -> web.StreamResponse:
-        b = self.broadcast
+        b = self._broadcast
         if self._faults.manifest_fails():
-            self._counters.faults["manifest"] += 1
-            status = self.config.faults.manifest_failure_status
+            self._journal.counters.faults["manifest"] += 1
+            status = self._config.faults.manifest_failure_status
             response = web.Response(status=status, text="try later")
-            return self._reply(exchange, response, fault="manifest")
+            return self._journal.reply(exchange, response, fault="manifest")
         fault, early = await self._draw_fault(request, exchange, "manifest")
         if early is not None:
             return early
         stalled = fault.value if fault is Fault.SLOW_FIRST_BYTE else None
-        now = self.clock.now()
+        now = self._clock.now()
         if (
             b.shape != "static"
-            and self.config.signal_end
-            and now >= b.duration + self.config.end_signal_manifest_404_after
+            and self._config.signal_end
+            and now >= b.duration + self._config.end_signal_manifest_404_after
         ):
             response = web.Response(status=404, text="broadcast over")
-            return self._reply(exchange, response, fault=stalled)
+            return self._journal.reply(exchange, response, fault=stalled)
         if not b.published(now):
             # The packager has not written its first manifest yet: there is no file to serve.
             response = web.Response(status=404, text="not published yet")
-            return self._reply(exchange, response, fault=stalled)
+            return self._journal.reply(exchange, response, fault=stalled)
         body, ended_header = render_manifest(
-            b, now, time_url=self.url("/time"), signal_end=self.config.signal_end
+            b, now, time_url=self._url("/time"), signal_end=self._config.signal_end
         )
-        if self.config.start_number_follows_window and b.shape == "number_duration":
+        if self._config.start_number_follows_window and b.shape == "number_duration":
             body = _start_number_of_window(body, b, now)
         headers = {"Cache-Control": "no-cache"}
         if ended_header:
@@ -669,14 +747,14 @@ class Origin:
         """Faults that replace the response; None for those applied while sending the body."""
         if fault is Fault.ERROR_503:
             response = web.Response(status=503, text="overloaded")
-            return self._reply(exchange, response, fault=fault.value)
+            return self._journal.reply(exchange, response, fault=fault.value)
         if fault is Fault.ERROR_429:
-            headers = {"Retry-After": str(self.config.faults.retry_after)}
+            headers = {"Retry-After": str(self._config.faults.retry_after)}
             response = web.Response(status=429, headers=headers)
-            return self._reply(exchange, response, fault=fault.value)
+            return self._journal.reply(exchange, response, fault=fault.value)
         if fault is Fault.RESET:
             _reset(request)
-            self._record(exchange, 0, fault.value, 0, None)
+            self._journal.record(exchange, 0, fault.value, 0, None)
             return web.Response(status=500)  # never written: the transport is gone
         if fault is Fault.SLOW_FIRST_BYTE:
             await asyncio.sleep(stall)
@@ -697,7 +775,9 @@ class Origin:
             parsed = _parse_range(exchange.range, size)
             if parsed is False:
                 headers["Content-Range"] = f"bytes */{size}"
-                return self._reply(exchange, web.Response(status=416, headers=headers), size=size)
+                return self._journal.reply(
+                    exchange, web.Response(status=416, headers=headers), size=size
+                )
             if parsed:
                 first, last = parsed
                 body = body[first : last + 1]
@@ -722,16 +802,16 @@ class Origin:
             response = web.Response(status=status, body=body, headers=headers)
             response.content_type = content_type
             slow = fault.value if fault is Fault.SLOW_FIRST_BYTE else None
-            return self._reply(exchange, response, len(body), size, slow)
+            return self._journal.reply(exchange, response, len(body), size, slow)
         assert fault is not None
-        self._counters.faults[fault.value] += 1
+        self._journal.counters.faults[fault.value] += 1
         stream = web.StreamResponse(status=status, headers=headers)
         stream.content_type = content_type
         stream.content_length = len(body)
         await stream.prepare(request)
         sent = body[: len(body) // 2]
         await stream.write(sent)
-        self._record(exchange, status, fault.value, len(sent), size)
+        self._journal.record(exchange, status, fault.value, len(sent), size)
         transport = request.transport
         if fault is Fault.TRUNCATE:
             if transport is not None:
@@ -747,43 +827,6 @@ class Origin:
             await asyncio.sleep(0.001)
         _reset(request)
         return stream
-
-    def _reply(
-        self,
-        exchange: _Exchange,
-        response: web.StreamResponse,
-        sent: int = 0,
-        size: int | None = None,
-        fault: str | None = None,
-    ) -> web.StreamResponse:
-        self._record(exchange, response.status, fault, sent, size)
-        return response
-
-    def _record(
-        self, exchange: _Exchange, status: int, fault: str | None, sent: int, size: int | None
-    ) -> None:
-        sent = 0 if exchange.method == "HEAD" else sent
-        self._counters.counts[(exchange.method, exchange.kind, status)] += 1
-        self._counters.bytes_served += sent
-        log = self._request_log
-        if log.maxlen is not None and log.maxlen == len(log):
-            self._request_log_dropped += 1
-        log.append(
-            RequestRecord(
-                method=exchange.method,
-                kind=exchange.kind,
-                track=exchange.track,
-                index=exchange.index,
-                status=status,
-                fault=fault,
-                bytes_sent=sent,
-                size=size,
-                virtual_time=exchange.virtual_time,
-                real_time=exchange.real_time,
-                path=exchange.path,
-                range=exchange.range,
-            )
-        )
 
 
 def _zeroing_last_durations(looped: LoopedMedia, media: TestMedia) -> Callable[[str, int], bytes]:
