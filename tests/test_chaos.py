@@ -23,8 +23,10 @@ from instarec.testing.chaos import (
     RecorderRun,
     TrackModel,
     draw_case,
+    file_offset,
     reproduce_command,
     run_case,
+    segments_in_file,
 )
 from instarec.testing.media import TestMedia
 from instarec.testing.origin import RequestRecord
@@ -252,8 +254,10 @@ def test_the_file_start_is_found_when_the_earliest_served_segments_are_not_in_it
     checker = _checker(draw_case(0), [], [_served("video", i, 1.0) for i in range(1, 8)])
     checker.models = {"video": model}
     times = _file_of(model, 3, 7)
-    assert checker._offset(times, None) == pytest.approx(model.starts[3])
-    present = checker._segments_in_file(times, None, violations := [])
+    assert file_offset(times, None, checker.models, checker.ledger) == pytest.approx(
+        model.starts[3]
+    )
+    present = segments_in_file(times, None, checker.models, checker.ledger, violations := [])
     assert violations == []
     assert sorted(present["video"]) == [3, 4, 5, 6, 7]
     assert checker._partial(present) == []
@@ -264,9 +268,12 @@ def test_equally_fitting_file_starts_are_settled_by_the_summary_then_the_earlies
     checker = _checker(draw_case(0), [], [_served("video", i, 1.0) for i in range(1, 8)])
     checker.models = {"video": model}
     times = _file_of(model, 3, 7)
-    assert checker._offset(times, None) == pytest.approx(model.starts[1])
+    assert file_offset(times, None, checker.models, checker.ledger) == pytest.approx(
+        model.starts[1]
+    )
     summary = {"tracks": [{"kind": "video", "start_seconds": model.starts[3]}]}
-    assert checker._offset(times, summary) == pytest.approx(model.starts[3])
+    offset = file_offset(times, summary, checker.models, checker.ledger)
+    assert offset == pytest.approx(model.starts[3])
 
 
 def test_a_segment_only_ever_failed_until_it_expired_is_not_owed() -> None:
@@ -291,7 +298,7 @@ def test_a_segment_only_ever_failed_until_it_expired_is_not_owed() -> None:
         # 8: served once in full (then lost by the recorder): owed.
         *asked(8, (91, 200, None), (95, 503, "503"), (101, 404, None)),
     ]
-    assert checker._lost_to_faults("video") == {5}
+    assert checker.ledger.lost_to_faults("video") == {5}
 
 
 def test_a_ctrl_c_never_sent_owes_a_normal_exit() -> None:

@@ -712,6 +712,201 @@ def _describe_indexes(indexes: Iterable[int]) -> str:
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in _ranges(indexes))
 
 
+@dataclass(frozen=True)
+class ServedLedger:
+    """What the origin's request log says the recorder was given, and so owes in its file."""
+
+    case: ChaosCase
+    origin: Origin
+    runs: list[RecorderRun]
+    served: list[RequestRecord]
+
+    def served_indexes(self, kind: str) -> list[int]:
+        """Indexes of the ``kind`` segments the origin served in full, sorted."""
+        return sorted(
+            {
+                s.index
+                for s in self.served
+                if s.kind == "media" and s.track == kind and s.complete and s.index is not None
+            }
+        )
+
+    def owed(self) -> set[int]:
+        """Segments the origin served long enough, while a recorder ran, to be owed."""
+        b = self.origin.broadcast
+        grace = _REACH_GRACE + self.case.faults.slow_max * (self.case.faults.slow > 0)
+        retention = self.case.retention
+        # A run that never got a manifest can fetch nothing (see _kept_before_kill).
+        runs = [r for r in self.runs if self.got_manifest(r)]
+        owed = set()
+        for i in range(b.count):
+            if i in b.gaps:
+                continue
+            available = 0.0 if b.shape == "static" else b.ends[i]
+            expires = math.inf
+            if retention is not None and i + retention < b.count:
+                expires = b.ends[i + retention]
+            for run in runs:
+                # A run that ended by itself should have stayed until the end of the broadcast.
+                end = run.interrupted_virtual if run.interrupted_virtual is not None else math.inf
+                reach = min(expires, end) - max(available, run.virtual_start)
+                if reach >= grace * self.case.speed:
+                    owed.add(i)
+                    break
+        return owed
+
+    def got_manifest(self, run: RecorderRun) -> bool:
+        """Whether the origin answered ``run`` a manifest in full."""
+        return any(
+            s.kind == "manifest" and s.complete and run.started <= s.real_time <= run.ended
+            for s in self.served
+        )
+
+    def lost_to_faults(self, kind: str) -> set[int]:
+        """``kind`` segments the origin never really served: every answer it gave while the
+        segment was fetchable was an injected fault, and the recorder was still asking when
+        it expired: asked again every ``_RETRY_GAP`` real seconds at most, up to an answer
+        404 after its retention ended.
+
+        Retries wait real seconds while retention runs on the sped-up clock: at 12x a segment
+        kept for 28 segments lives under 5 real seconds, which three or four faults in a row
+        and their backoff can outlast. Such a segment is not owed (at real speed it would
+        take a server failing it for a minute). One the recorder stopped asking for while it
+        was still there stays owed.
+        """
+        b = self.origin.broadcast
+        asked: dict[int, list[RequestRecord]] = {}
+        for s in self.served:
+            if s.kind == "media" and s.track == kind and s.method == "GET" and s.index is not None:
+                asked.setdefault(s.index, []).append(s)
+        lost = set()
+        for i, answers in asked.items():
+            if i in b.gaps:
+                continue
+            there = [s for s in answers if b.fetchable(i, s.virtual_time)]
+            expired = [
+                s
+                for s in answers
+                if s.status == 404 and s.fault is None and s.virtual_time >= b.ends[i]
+                if not b.fetchable(i, s.virtual_time)
+            ]
+            if not there or not expired:
+                continue
+            if any(s.fault is None or s.complete for s in there):
+                continue  # served once at least: owed
+            times = sorted(s.real_time for s in [*there, min(expired, key=lambda s: s.real_time)])
+            if all(b - a <= _RETRY_GAP for a, b in itertools.pairwise(times)):
+                lost.add(i)
+        return lost
+
+    def kept_before_kill(self, kind: str) -> set[int] | None:
+        """After a kill -9 whose resume never got a manifest (the broadcast's was gone), the
+        ``kind`` segments the killed run had downloaded: all the recording can hold then.
+
+        The resume can only merge what the killed run kept (as documented), so what that run
+        had not reached yet was lost with the kill, not by the recorder; owing it would blame
+        the resume for the origin's 404. None in every other case.
+        """
+        if self.case.interruption != "kill" or len(self.runs) < 2:
+            return None
+        if self.got_manifest(self.runs[1]):
+            return None
+        kill, resumed = self.runs[0].interrupted_at, self.runs[1].started
+        assert kill is not None
+        return {
+            s.index
+            for s in self.served
+            if s.kind == "media" and s.track == kind and s.complete and s.index is not None
+            if s.real_time < resumed and self.handed(s) < kill - _IN_FLIGHT
+        }
+
+    def handed(self, s: RequestRecord) -> float:
+        """The latest real time at which the body of ``s`` can have been handed over.
+
+        The log keeps arrival times; a stalled answer goes out up to ``slow_max`` later.
+        """
+        return s.real_time + (self.case.faults.slow_max if s.fault == "slow" else 0.0)
+
+
+def file_offset(
+    times: FileTimes,
+    summary: dict[str, Any] | None,
+    models: dict[str, TrackModel],
+    ledger: ServedLedger,
+) -> float | None:
+    """Media-clock time of the file's zero.
+
+    The file starts with the first frame of a segment the origin served in full, but not
+    always the earliest one served: a body handed over just before a kill -9 may never
+    reach the recorder's store, and by the resume it may have expired (taking the earliest
+    for the file's start used to shift every packet of such a recording by a segment or
+    more). Frame times cannot tell segments apart (frames are evenly spaced in every
+    track), their sizes can: the file's first packets must have the sizes of the
+    candidate's first samples, which the looped media repeats only once a loop. Of the
+    served segments that match, the one the summary names as the start wins, else the
+    earliest; when none matches, the earliest served.
+    """
+    firsts = [(v[0], kind) for kind, v in times.tracks.items() if v and kind in models]
+    if not firsts:
+        return None
+    first, kind = min(firsts)
+    served = ledger.served_indexes(kind)
+    if not served:
+        return None
+    model = models[kind]
+    sizes = times.sizes.get(kind, [])
+    matching = [i for i in served if model.starts_like(i, sizes)] or served
+    claimed = [
+        track["start_seconds"] - times.tracks[track["kind"]][0]
+        for track in (summary or {}).get("tracks", [])
+        if isinstance(track.get("start_seconds"), int | float)
+        and times.tracks.get(track.get("kind"))
+    ]
+
+    def rank(i: int) -> tuple[bool, int]:
+        offset = model.starts[i] - first
+        return (any(abs(offset - c) <= _RANGE_TOLERANCE for c in claimed), -i)
+
+    return model.starts[max(matching, key=rank)] - first
+
+
+def segments_in_file(
+    times: FileTimes,
+    summary: dict[str, Any] | None,
+    models: dict[str, TrackModel],
+    ledger: ServedLedger,
+    violations: list[str],
+) -> dict[str, dict[int, int]]:
+    """Packets per segment index per track; stray and repeated packets are violations."""
+    offset = file_offset(times, summary, models, ledger)
+    present: dict[str, dict[int, int]] = {kind: {} for kind in models}
+    if offset is None:
+        violations.append("the origin served no media segment in full")
+        return present
+    for kind, model in models.items():
+        values = times.tracks.get(kind, [])
+        if not values:
+            violations.append(f"no {kind} in the file")
+            continue
+        repeated = sum(1 for a, b in itertools.pairwise(values) if b - a < 0.0005)
+        if repeated:
+            violations.append(f"{repeated} {kind} packets twice (same timestamp)")
+        stray = []
+        counts = present[kind]
+        for t in values:
+            i = model.index_at(t + offset)
+            if i is None:
+                stray.append(t)
+            else:
+                counts[i] = counts.get(i, 0) + 1
+        if stray:
+            violations.append(
+                f"{len(stray)} {kind} packets outside every segment of the origin "
+                f"(first at {stray[0]:.3f} s in the file)"
+            )
+    return present
+
+
 @dataclass
 class Checker:
     case: ChaosCase
@@ -721,6 +916,10 @@ class Checker:
     served: list[RequestRecord]
     limit: float
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ledger(self) -> ServedLedger:
+        return ServedLedger(self.case, self.origin, self.runs, self.served)
 
     def check(self, output: Path, summary_path: Path) -> list[str]:
         violations: list[str] = []
@@ -733,7 +932,7 @@ class Checker:
         if times.error is not None:
             violations.append(times.error)
             return violations
-        present = self._segments_in_file(times, summary, violations)
+        present = segments_in_file(times, summary, self.models, self.ledger, violations)
         if self._signalled():
             violations += self._sigint_content(present)
         else:
@@ -791,108 +990,6 @@ class Checker:
 
     # -- the file against the model
 
-    def _served_indexes(self, kind: str) -> list[int]:
-        """Indexes of the ``kind`` segments the origin served in full, sorted."""
-        return sorted(
-            {
-                s.index
-                for s in self.served
-                if s.kind == "media" and s.track == kind and s.complete and s.index is not None
-            }
-        )
-
-    def _offset(self, times: FileTimes, summary: dict[str, Any] | None) -> float | None:
-        """Media-clock time of the file's zero.
-
-        The file starts with the first frame of a segment the origin served in full, but not
-        always the earliest one served: a body handed over just before a kill -9 may never
-        reach the recorder's store, and by the resume it may have expired (taking the earliest
-        for the file's start used to shift every packet of such a recording by a segment or
-        more). Frame times cannot tell segments apart (frames are evenly spaced in every
-        track), their sizes can: the file's first packets must have the sizes of the
-        candidate's first samples, which the looped media repeats only once a loop. Of the
-        served segments that match, the one the summary names as the start wins, else the
-        earliest; when none matches, the earliest served.
-        """
-        firsts = [(v[0], kind) for kind, v in times.tracks.items() if v and kind in self.models]
-        if not firsts:
-            return None
-        first, kind = min(firsts)
-        served = self._served_indexes(kind)
-        if not served:
-            return None
-        model = self.models[kind]
-        sizes = times.sizes.get(kind, [])
-        matching = [i for i in served if model.starts_like(i, sizes)] or served
-        claimed = [
-            track["start_seconds"] - times.tracks[track["kind"]][0]
-            for track in (summary or {}).get("tracks", [])
-            if isinstance(track.get("start_seconds"), int | float)
-            and times.tracks.get(track.get("kind"))
-        ]
-
-        def rank(i: int) -> tuple[bool, int]:
-            offset = model.starts[i] - first
-            return (any(abs(offset - c) <= _RANGE_TOLERANCE for c in claimed), -i)
-
-        return model.starts[max(matching, key=rank)] - first
-
-    def _segments_in_file(
-        self, times: FileTimes, summary: dict[str, Any] | None, violations: list[str]
-    ) -> dict[str, dict[int, int]]:
-        """Packets per segment index per track; stray and repeated packets are violations."""
-        offset = self._offset(times, summary)
-        present: dict[str, dict[int, int]] = {kind: {} for kind in self.models}
-        if offset is None:
-            violations.append("the origin served no media segment in full")
-            return present
-        for kind, model in self.models.items():
-            values = times.tracks.get(kind, [])
-            if not values:
-                violations.append(f"no {kind} in the file")
-                continue
-            repeated = sum(1 for a, b in itertools.pairwise(values) if b - a < 0.0005)
-            if repeated:
-                violations.append(f"{repeated} {kind} packets twice (same timestamp)")
-            stray = []
-            counts = present[kind]
-            for t in values:
-                i = model.index_at(t + offset)
-                if i is None:
-                    stray.append(t)
-                else:
-                    counts[i] = counts.get(i, 0) + 1
-            if stray:
-                violations.append(
-                    f"{len(stray)} {kind} packets outside every segment of the origin "
-                    f"(first at {stray[0]:.3f} s in the file)"
-                )
-        return present
-
-    def _owed(self) -> set[int]:
-        """Segments the origin served long enough, while a recorder ran, to be owed."""
-        b = self.origin.broadcast
-        grace = _REACH_GRACE + self.case.faults.slow_max * (self.case.faults.slow > 0)
-        retention = self.case.retention
-        # A run that never got a manifest can fetch nothing (see _kept_before_kill).
-        runs = [r for r in self.runs if self._got_manifest(r)]
-        owed = set()
-        for i in range(b.count):
-            if i in b.gaps:
-                continue
-            available = 0.0 if b.shape == "static" else b.ends[i]
-            expires = math.inf
-            if retention is not None and i + retention < b.count:
-                expires = b.ends[i + retention]
-            for run in runs:
-                # A run that ended by itself should have stayed until the end of the broadcast.
-                end = run.interrupted_virtual if run.interrupted_virtual is not None else math.inf
-                reach = min(expires, end) - max(available, run.virtual_start)
-                if reach >= grace * self.case.speed:
-                    owed.add(i)
-                    break
-        return owed
-
     def _partial(self, present: dict[str, dict[int, int]]) -> list[str]:
         problems = []
         for kind, counts in present.items():
@@ -908,81 +1005,16 @@ class Checker:
                 problems.append(f"{kind} frames of configured holes {in_gaps}")
         return problems
 
-    def _got_manifest(self, run: RecorderRun) -> bool:
-        """Whether the origin answered ``run`` a manifest in full."""
-        return any(
-            s.kind == "manifest" and s.complete and run.started <= s.real_time <= run.ended
-            for s in self.served
-        )
-
-    def _lost_to_faults(self, kind: str) -> set[int]:
-        """``kind`` segments the origin never really served: every answer it gave while the
-        segment was fetchable was an injected fault, and the recorder was still asking when
-        it expired: asked again every ``_RETRY_GAP`` real seconds at most, up to an answer
-        404 after its retention ended.
-
-        Retries wait real seconds while retention runs on the sped-up clock: at 12x a segment
-        kept for 28 segments lives under 5 real seconds, which three or four faults in a row
-        and their backoff can outlast. Such a segment is not owed (at real speed it would
-        take a server failing it for a minute). One the recorder stopped asking for while it
-        was still there stays owed.
-        """
-        b = self.origin.broadcast
-        asked: dict[int, list[RequestRecord]] = {}
-        for s in self.served:
-            if s.kind == "media" and s.track == kind and s.method == "GET" and s.index is not None:
-                asked.setdefault(s.index, []).append(s)
-        lost = set()
-        for i, answers in asked.items():
-            if i in b.gaps:
-                continue
-            there = [s for s in answers if b.fetchable(i, s.virtual_time)]
-            expired = [
-                s
-                for s in answers
-                if s.status == 404 and s.fault is None and s.virtual_time >= b.ends[i]
-                if not b.fetchable(i, s.virtual_time)
-            ]
-            if not there or not expired:
-                continue
-            if any(s.fault is None or s.complete for s in there):
-                continue  # served once at least: owed
-            times = sorted(s.real_time for s in [*there, min(expired, key=lambda s: s.real_time)])
-            if all(b - a <= _RETRY_GAP for a, b in itertools.pairwise(times)):
-                lost.add(i)
-        return lost
-
-    def _kept_before_kill(self, kind: str) -> set[int] | None:
-        """After a kill -9 whose resume never got a manifest (the broadcast's was gone), the
-        ``kind`` segments the killed run had downloaded: all the recording can hold then.
-
-        The resume can only merge what the killed run kept (as documented), so what that run
-        had not reached yet was lost with the kill, not by the recorder; owing it would blame
-        the resume for the origin's 404. None in every other case.
-        """
-        if self.case.interruption != "kill" or len(self.runs) < 2:
-            return None
-        if self._got_manifest(self.runs[1]):
-            return None
-        kill, resumed = self.runs[0].interrupted_at, self.runs[1].started
-        assert kill is not None
-        return {
-            s.index
-            for s in self.served
-            if s.kind == "media" and s.track == kind and s.complete and s.index is not None
-            if s.real_time < resumed and self._handed(s) < kill - _IN_FLIGHT
-        }
-
     def _content(self, present: dict[str, dict[int, int]]) -> list[str]:
         problems = self._partial(present)
-        reachable = self._owed()
+        reachable = self.ledger.owed()
         for kind in self.models:
-            owed = self._kept_before_kill(kind)
+            owed = self.ledger.kept_before_kill(kind)
             if owed is None:
                 owed = reachable
             elif kind == "video" or len(self.models) == 1:
                 self.notes.append("the resume found no manifest: it owes what the killed run kept")
-            lost = sorted((owed - set(present[kind])) & self._lost_to_faults(kind))
+            lost = sorted((owed - set(present[kind])) & self.ledger.lost_to_faults(kind))
             if lost:
                 self.notes.append(
                     f"{kind} segments only ever answered with faults until they expired: "
@@ -1002,7 +1034,9 @@ class Checker:
         for kind in self.models:
             full = [s for s in self.served if s.kind == "media" and s.track == kind and s.complete]
             # Handed over before the signal: a stalled answer goes out after its arrival.
-            before = {s.index for s in full if signalled is None or self._handed(s) < signalled}
+            before = {
+                s.index for s in full if signalled is None or self.ledger.handed(s) < signalled
+            }
             ever = {s.index for s in full}
             have = set(present[kind])
             lost = sorted(i for i in before - have if i is not None)
@@ -1026,12 +1060,12 @@ class Checker:
         """
         if len(present) < 2 or not all(present.values()):
             return []
-        if self._signalled() or self._kept_before_kill("video") is not None:
+        if self._signalled() or self.ledger.kept_before_kill("video") is not None:
             # Cut short (Ctrl+C, or a kill -9 whose resume found no manifest): the file holds
             # what each track's walk into the past had reached, and they walk apart.
             return []
-        video = set(present["video"]) | self._lost_to_faults("video")
-        audio = set(present["audio"]) | self._lost_to_faults("audio")
+        video = set(present["video"]) | self.ledger.lost_to_faults("video")
+        audio = set(present["audio"]) | self.ledger.lost_to_faults("audio")
         if abs(min(video) - min(audio)) > 1 or abs(max(video) - max(audio)) > 1:
             return [
                 f"the tracks do not start and end together: video segments "
@@ -1068,13 +1102,6 @@ class Checker:
 
     # -- the request log
 
-    def _handed(self, s: RequestRecord) -> float:
-        """The latest real time at which the body of ``s`` can have been handed over.
-
-        The log keeps arrival times; a stalled answer goes out up to ``slow_max`` later.
-        """
-        return s.real_time + (self.case.faults.slow_max if s.fault == "slow" else 0.0)
-
     def _refetches(self) -> list[str]:
         problems = []
         kill = self.runs[0].interrupted_at if self.case.interruption == "kill" else None
@@ -1103,7 +1130,7 @@ class Checker:
             seen[key] = run
             if run == 0:
                 # A stalled body goes out after its arrival, not before (it was subtracted).
-                first_run[key] = self._handed(s)
+                first_run[key] = self.ledger.handed(s)
         if again_same_run:
             problems.append(
                 f"{len(again_same_run)} segment bodies served twice to one run: "
