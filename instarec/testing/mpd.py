@@ -110,6 +110,75 @@ def sign(secret: bytes, scope: str, expiry: str) -> str:
     return hmac.new(secret, f"{scope}:{expiry}".encode(), sha256).hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class UrlSigner:
+    """Instagram's signed URLs: an ``oh`` HMAC of the URL's scope and its ``oe`` expiry."""
+
+    secret: bytes | None  # None: URLs are not signed
+    expiry: str
+
+    def query(self, scope: str) -> str:
+        """The signed query string (``oh``/``oe``) for URLs of ``scope``; '' when unsigned."""
+        if self.secret is None:
+            return ""
+        return f"?oh={sign(self.secret, scope, self.expiry)}&oe={self.expiry}"
+
+    def check(self, scope: str, oh: str | None, oe: str | None) -> bool:
+        if self.secret is None:
+            return True
+        if not oh or not oe:
+            return False
+        return hmac.compare_digest(oh, sign(self.secret, scope, oe)) and oe == self.expiry
+
+
+def _check_arguments(
+    shape: str,
+    tracks: Sequence[TrackDescription],
+    window: int,
+    retention: int | None,
+    timescale: int | None,
+) -> None:
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
+    if not tracks:
+        raise ValueError("a broadcast needs at least one track")
+    if window < 1:
+        raise ValueError("window must be at least 1")
+    if retention is not None and retention < 1:
+        raise ValueError("retention must be None or at least 1")
+    if timescale is not None and timescale < 1:
+        raise ValueError("timescale must be None or a positive number of ticks per second")
+
+
+def _number_keys(
+    shape: str, count: int, gaps: frozenset[int], gaps_listed: bool, start_number: int
+) -> list[int | None] | None:
+    """The $Number$ of each segment, for the shapes named by number (None for the others)."""
+    if shape == "number_timeline" and not gaps_listed:
+        # A hole left out of a $Number$ timeline consumes no number: the packager numbers the
+        # segments it makes, so the one after the hole is the next number (and the hole has
+        # no URL at all).
+        numbers: list[int | None] = []
+        number = start_number
+        for i in range(count):
+            numbers.append(None if i in gaps else number)
+            number += i not in gaps
+        return numbers
+    if shape in ("number_timeline", "number_duration"):
+        return list(range(start_number, start_number + count))
+    return None
+
+
+def _reverse(kind: str, keys: Sequence[int | None], timescale: int | None) -> dict[int, int]:
+    """Segment index by URL key (what routes a request to its segment)."""
+    index = {key: i for i, key in enumerate(keys) if key is not None}
+    if len(index) != sum(key is not None for key in keys):
+        raise ValueError(
+            f"the MPD timescale {timescale} is too coarse: two {kind} segments share a time"
+        )
+    return index
+
+
 class Broadcast:
     """The timeline of one broadcast over a looped media, and the URL key of every segment."""
 
@@ -131,16 +200,7 @@ class Broadcast:
         timescale: int | None = None,
         publish_frame_time: bool = True,
     ) -> None:
-        if shape not in SHAPES:
-            raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
-        if not tracks:
-            raise ValueError("a broadcast needs at least one track")
-        if window < 1:
-            raise ValueError("window must be at least 1")
-        if retention is not None and retention < 1:
-            raise ValueError("retention must be None or at least 1")
-        if timescale is not None and timescale < 1:
-            raise ValueError("timescale must be None or a positive number of ticks per second")
+        _check_arguments(shape, tracks, window, retention, timescale)
         self.media = media
         self.tracks = tuple(tracks)
         self.shape = shape
@@ -150,8 +210,7 @@ class Broadcast:
         self.gaps = frozenset(gaps)
         self.start_number = start_number
         self.minimum_update_period = minimum_update_period
-        self.secret = secret
-        self.expiry = expiry
+        self.signer = UrlSigner(secret, expiry)
         self.gaps_listed = gaps_listed
         self.publish_frame_time = publish_frame_time
         # The MPD timescale of the generic shapes when it differs from the media's (instagram
@@ -172,43 +231,20 @@ class Broadcast:
             self._td[track.kind] = [(int(s.t), int(s.d)) for s in infos]  # type: ignore[attr-defined]
 
         # URL keys per track and the reverse maps used to route requests.
-        self._keys: dict[str, Sequence[int | None]] = {}
         if shape == "instagram":
             ref = self.track(self.reference)
-            t_d = self._td[ref.kind]
-            ms = [t * 1000 // ref.timescale for t, _ in t_d]
-            last_t, last_d = t_d[-1]
-            self._ms_end = (last_t + last_d) * 1000 // ref.timescale
-            self._ms = ms
-            for track in self.tracks:
-                self._keys[track.kind] = ms
-        elif shape == "number_timeline" and not gaps_listed:
-            # A hole left out of a $Number$ timeline consumes no number: the packager numbers the
-            # segments it makes, so the one after the hole is the next number (and the hole has
-            # no URL at all).
-            numbers = []
-            number = start_number
-            for i in range(self.count):
-                numbers.append(None if i in self.gaps else number)
-                number += i not in self.gaps
-            for track in self.tracks:
-                self._keys[track.kind] = numbers
-        elif shape in ("number_timeline", "number_duration"):
-            numbers = list(range(start_number, start_number + self.count))
-            for track in self.tracks:
-                self._keys[track.kind] = numbers
-        else:
-            for track in self.tracks:
-                self._keys[track.kind] = [t for t, _ in self.mpd_times(track.kind)]
-        self._index: dict[str, dict[int, int]] = {
-            kind: {key: i for i, key in enumerate(keys) if key is not None}
-            for kind, keys in self._keys.items()
+            self._ms = [t * 1000 // ref.timescale for t, _ in self._td[ref.kind]]
+            self._ms_end = sum(self._td[ref.kind][-1]) * 1000 // ref.timescale
+        numbers = _number_keys(shape, self.count, self.gaps, gaps_listed, start_number)
+        self._keys: dict[str, Sequence[int | None]] = {
+            track.kind: self._ms
+            if shape == "instagram"
+            else numbers
+            if numbers is not None
+            else [t for t, _ in self.mpd_times(track.kind)]
+            for track in self.tracks
         }
-        for kind, keys in self._keys.items():
-            if len(self._index[kind]) != sum(key is not None for key in keys):
-                raise ValueError(
-                    f"the MPD timescale {timescale} is too coarse: two {kind} segments share a time"
-                )
+        self._index = {kind: _reverse(kind, keys, timescale) for kind, keys in self._keys.items()}
 
         listable = [i for i in range(self.count) if gaps_listed or i not in self.gaps]
         if not listable:
@@ -218,15 +254,11 @@ class Broadcast:
         # manifest exists from the end of the first segment it can list.
         self.first_publication = 0.0 if shape == "static" else self.ends[listable[0]]
 
-        if shape == "number_duration":
-            for track in self.tracks:
-                if track.kind == "video":
-                    durations = {d for _, d in self._td["video"]}
-                    if len(durations) != 1:
-                        raise ValueError(
-                            "the number_duration shape needs constant segment durations "
-                            "(MediaSpec(segment_durations='constant'))"
-                        )
+        if shape == "number_duration" and len({d for _, d in self._td.get("video", [])}) > 1:
+            raise ValueError(
+                "the number_duration shape needs constant segment durations "
+                "(MediaSpec(segment_durations='constant'))"
+            )
 
     # -- timeline -----------------------------------------------------------------------------
 
@@ -324,19 +356,6 @@ class Broadcast:
         return [self.mpd_time(kind, i) for i in range(self.count)]
 
     # -- URLs ---------------------------------------------------------------------------------
-
-    def query(self, scope: str) -> str:
-        """The signed query string (``oh``/``oe``) for URLs of ``scope``; '' when unsigned."""
-        if self.secret is None:
-            return ""
-        return f"?oh={sign(self.secret, scope, self.expiry)}&oe={self.expiry}"
-
-    def check_signature(self, scope: str, oh: str | None, oe: str | None) -> bool:
-        if self.secret is None:
-            return True
-        if not oh or not oe:
-            return False
-        return hmac.compare_digest(oh, sign(self.secret, scope, oe)) and oe == self.expiry
 
     @property
     def manifest_path(self) -> str:
@@ -552,7 +571,7 @@ def _render_template(
 ) -> None:
     kind = track.kind
     if b.shape == "instagram":
-        query = b.query(track.rep_id)
+        query = b.signer.query(track.rep_id)
         sid = b.stream_id
         template = _el(
             rep,

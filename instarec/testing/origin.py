@@ -434,7 +434,7 @@ class Origin:
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"
         self.manifest_url = self.url(
-            self._broadcast.manifest_path, self._broadcast.query("manifest")
+            self._broadcast.manifest_path, self._broadcast.signer.query("manifest")
         )
         # Never on air before the first manifest exists (see Broadcast.first_publication).
         self.clock.anchor(max(cfg.already_broadcast, self._broadcast.first_publication))
@@ -559,11 +559,11 @@ class Origin:
 
     def init_url(self, kind: str) -> str:
         b = self.broadcast
-        return self.url(b.init_path(kind), b.query(b.track(kind).rep_id))
+        return self.url(b.init_path(kind), b.signer.query(b.track(kind).rep_id))
 
     def segment_url(self, kind: str, i: int) -> str:
         b = self.broadcast
-        return self.url(b.media_path(kind, i), b.query(b.track(kind).rep_id))
+        return self.url(b.media_path(kind, i), b.signer.query(b.track(kind).rep_id))
 
 
 class _RequestJournal:
@@ -665,7 +665,7 @@ class _Responder:
                 exchange, web.Response(status=405, headers={"Allow": "GET, HEAD"})
             )
         scope = b.scope_of(kind, track)
-        if not b.check_signature(scope, request.query.get("oh"), request.query.get("oe")):
+        if not b.signer.check(scope, request.query.get("oh"), request.query.get("oe")):
             return self._journal.reply(
                 exchange, web.Response(status=403, text="URL signature mismatch")
             )
