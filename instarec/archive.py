@@ -324,6 +324,11 @@ class TimeChain:
     typical_duration: int
     gaps: list[TimelineGap]
     hedge_after: float | None = HEDGE_AFTER
+    # One frame's length as the caller knows it (from other segments of the track), read
+    # whenever the chain has none of its own yet: a search past a miss without a frame grid
+    # probes every tick up to known ground, tens of thousands of requests for a hole of a few
+    # seconds.
+    known_frame: Callable[[], float | None] = lambda: None
 
     async def run(self, start: int, *, frame_ticks: float | None = None) -> int:
         """Walk from ``start``; return the number of segments stepped through."""
@@ -342,6 +347,7 @@ class TimeChain:
         alternatives: tuple[int, ...] = ()
         verify: Callable[[], Awaitable[int | None]] | None = None
         while True:
+            frame_ticks = frame_ticks or self.known_frame()
             bound = self.next_known(time)
             # A chain may start on a key already known (a seed, a hint fetched earlier).
             own_start = steps == 0 and time == bound

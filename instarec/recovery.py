@@ -180,6 +180,7 @@ class TimeChains:
             limits=self._limits.in_timescale(timeline.timescale),
             typical_duration=timeline.typical_ticks,
             gaps=gaps,
+            known_frame=lambda: timeline.frame,
         )
         await chain.run(start, frame_ticks=frame_ticks)
         for gap in gaps:

@@ -46,6 +46,10 @@ class Timeline:
     # Segments made of several moof+mdat pairs (ffmpeg's -streaming 1 writes one per frame): the
     # first moof does not give the next segment's time, the whole body does.
     multi_moof: bool = False
+    # One frame's length in ticks, from the last segment downloaded (None: none yet): the grid
+    # segment starts sit on, which a chain searching past a missing segment needs (a live hole
+    # chain may miss at its very first step, before it has read any frame of its own).
+    frame: float | None = None
     # Oldest key worth fetching: the first listed one until the archive search finds older
     # ones. A manifest turning static may list everything since the start; what lies below
     # the floor is past the server's retention (or unwanted with --no-past).
@@ -83,7 +87,8 @@ class Timeline:
             self.rounding, self.time_offset = mode, offset
 
     def learn_from(self, ref: SegmentRef, info: FragmentInfo) -> None:
-        """Learn the $Time$ mapping from a downloaded segment of this track."""
+        """Learn the $Time$ mapping and the frame length from a downloaded segment."""
+        self.learn_frame(info)
         if (
             info.base_media_decode_time is not None
             and self.rep.addressing is Addressing.TIME_TIMELINE
@@ -139,6 +144,12 @@ class Timeline:
         if not info.sample_count or self.init is None:
             return None
         return info.duration / info.sample_count * self.timescale / self.init.timescale
+
+    def learn_frame(self, info: FragmentInfo) -> None:
+        """Remember one frame's length from a downloaded fragment (``frame``)."""
+        frame = self.frame_ticks(info)
+        if frame is not None and frame > 0:
+            self.frame = frame
 
     def time_ref(self, time_value: int, origin: RefOrigin) -> SegmentRef:
         """The segment named ``$Time$`` = ``time_value`` (its length is learned from the media)."""

@@ -62,6 +62,9 @@ REGRESSION_SEEDS = [
     1,  # instagram, retention 82, every listed segment but the newest a hole, kill -9: the
     #     frame length was read from the first four listed only (all holes), so the walk back
     #     could not leap and probed every tick while the past expired
+    93,  # time, retention 43, holes the window skipped, faults: a live hole chain missed at
+    #      its first step, knew no frame length yet and probed every tick up to the window
+    #      (about 290,000 HEAD); the recording never ended
 ]
 
 

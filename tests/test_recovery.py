@@ -158,6 +158,32 @@ async def test_a_step_that_never_answers_is_missing_and_the_chain_walks_on() -> 
     assert server.fetched() >= {i * SEGMENT for i in range(30) if i != 10}
 
 
+class CountingServer(FakeServer):
+    def __init__(self, timeline: Timeline, present: Iterable[int]) -> None:
+        super().__init__(timeline, present)
+        self.probes = 0
+
+    async def probe(self, url: str) -> Presence:
+        self.probes += 1
+        return await super().probe(url)
+
+
+async def test_a_live_hole_missing_at_its_first_step_is_searched_on_the_frame_grid() -> None:
+    # The window skipped from 35 to 38, and 35-36 are lost: the hole chain misses at its very
+    # first step, before it read a frame of its own. The frame length the track's downloads
+    # taught must put the search on the grid, not on every tick up to the window (seed 93).
+    timeline, _ = _timeline('media="v/$Time$.m4s"', first_listed=30, listed=5)
+    for i in [*range(30, 35), *range(38, 43)]:
+        timeline.add(i * SEGMENT)
+    timeline.learn_frame(FragmentInfo(1, 34 * SEGMENT, SEGMENT, FRAMES, 1))
+    present = {i * SEGMENT for i in range(43)} - {35 * SEGMENT, 36 * SEGMENT}
+    server = CountingServer(timeline, present)
+    chains = TimeChains(server, {timeline.kind: timeline}, LIMITS, False)
+    await chains.fill_hole(timeline, 35 * SEGMENT)
+    assert 37 * SEGMENT in server.fetched()
+    assert server.probes < 300  # every tick from 72000 to 74000 and back: about 4000
+
+
 @pytest.mark.parametrize("first_number", [0, 1])
 async def test_number_past_is_queued_from_the_first_number(first_number: int) -> None:
     timeline, snapshot = _timeline(
