@@ -646,7 +646,7 @@ class _Console:
 
 
 async def _load_manifest(options: Options) -> Manifest:
-    from instarec.manifest import parse_manifest
+    from instarec.manifest import MAX_MANIFEST_BYTES, parse_manifest
 
     if options.manifest_file is not None:
         try:
@@ -660,7 +660,7 @@ async def _load_manifest(options: Options) -> Manifest:
     from instarec.http import HttpClient
 
     async with HttpClient(options.http_config()) as http:
-        response = await http.fetch_manifest(options.mpd_url)
+        response = await http.fetch_manifest(options.mpd_url, max_bytes=MAX_MANIFEST_BYTES)
     return parse_manifest(response.body, response.url)
 
 

@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 CHUNK_SIZE: Final = 64 * 1024
-DEFAULT_MAX_MANIFEST_BYTES: Final = 16 * 1024 * 1024
 HTTP_PROXY_SCHEMES: Final = frozenset({"http", "https"})
 SOCKS_PROXY_SCHEMES: Final = frozenset({"socks4", "socks4a", "socks5", "socks5h"})
 # Statuses worth asking again: the server is overloaded or briefly broken.
@@ -257,9 +256,7 @@ class HttpClient:
 
     # ------------------------------------------------------------------ public API
 
-    async def fetch_manifest(
-        self, url: str, *, max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
-    ) -> TextResponse:
+    async def fetch_manifest(self, url: str, *, max_bytes: int) -> TextResponse:
         """GET the manifest (redirects followed), retrying transient failures.
 
         401/403/404/410 raise ManifestUnavailableError (no retry); a body over ``max_bytes``
@@ -269,40 +266,13 @@ class HttpClient:
 
         async def attempt() -> TextResponse:
             async with self._request("GET", target) as resp:
-                status = resp.status
-                if status in _DENIED_STATUSES:
-                    raise ManifestUnavailableError(
-                        f"access denied (HTTP {status}): signed URLs expire — copy a fresh "
-                        "manifest URL from the browser",
-                        status,
-                    )
-                if status in _GONE_STATUSES:
-                    raise ManifestUnavailableError(
-                        f"the manifest is gone (HTTP {status}): the broadcast has probably "
-                        "ended, or the URL is wrong",
-                        status,
-                    )
-                _raise_for_status(resp, target)
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise ManifestError(
-                        f"the manifest is too large ({resp.content_length} bytes, limit "
-                        f"{max_bytes}): this URL does not serve a DASH manifest"
-                    )
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise ManifestError(
-                            f"the manifest is larger than {max_bytes} bytes: this URL does "
-                            "not serve a DASH manifest"
-                        )
+                body = await _manifest_body(resp, target, max_bytes)
                 self.stats.bytes_downloaded += len(body)
-                _check_length(resp, len(body))
                 return TextResponse(
                     url=str(resp.url),
-                    status=status,
+                    status=resp.status,
                     headers=CIMultiDictProxy(CIMultiDict(resp.headers)),
-                    body=bytes(body),
+                    body=body,
                 )
 
         return await self._retrying(attempt, target, self._config.retry.retries)
@@ -700,3 +670,36 @@ def _probe_answer(resp: aiohttp.ClientResponse, target: URL) -> bool:
         return False
     _raise_for_status(resp, target)
     return False  # unreachable: _raise_for_status raised for every other status
+
+
+async def _manifest_body(resp: aiohttp.ClientResponse, target: URL, max_bytes: int) -> bytes:
+    """The manifest's bytes; a final status or an oversized body is an error, not retried."""
+    status = resp.status
+    if status in _DENIED_STATUSES:
+        raise ManifestUnavailableError(
+            f"access denied (HTTP {status}): signed URLs expire — copy a fresh "
+            "manifest URL from the browser",
+            status,
+        )
+    if status in _GONE_STATUSES:
+        raise ManifestUnavailableError(
+            f"the manifest is gone (HTTP {status}): the broadcast has probably "
+            "ended, or the URL is wrong",
+            status,
+        )
+    _raise_for_status(resp, target)
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise ManifestError(
+            f"the manifest is too large ({resp.content_length} bytes, limit "
+            f"{max_bytes}): this URL does not serve a DASH manifest"
+        )
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+        body += chunk
+        if len(body) > max_bytes:
+            raise ManifestError(
+                f"the manifest is larger than {max_bytes} bytes: this URL does "
+                "not serve a DASH manifest"
+            )
+    _check_length(resp, len(body))
+    return bytes(body)

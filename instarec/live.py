@@ -17,6 +17,7 @@ from instarec.downloads import LiveActivity
 from instarec.errors import ManifestError, ManifestUnavailableError, NetworkError, UsageError
 from instarec.http import HttpClient
 from instarec.manifest import (
+    MAX_MANIFEST_BYTES,
     Addressing,
     Manifest,
     MediaSegment,
@@ -57,7 +58,7 @@ class ManifestSource:
         return self._url
 
     async def fetch(self) -> Snapshot:
-        response = await self._http.fetch_manifest(self._url)
+        response = await self._http.fetch_manifest(self._url, max_bytes=MAX_MANIFEST_BYTES)
         manifest = parse_manifest(response.body, response.url)
         if manifest.location and manifest.location != self._url:
             log.debug("manifest moved to %s", manifest.location)

@@ -35,7 +35,7 @@ from instarec.http import (
     parse_retry_after,
 )
 from instarec.live import server_time
-from instarec.manifest import ByteRange, UTCTiming
+from instarec.manifest import MAX_MANIFEST_BYTES, ByteRange, UTCTiming
 from instarec.store import write_file
 
 Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
@@ -494,7 +494,7 @@ async def test_manifest_follows_redirect_and_exposes_headers(server: Server) -> 
     server.route("/start.mpd", redirect)
     server.route("/live/manifest.mpd", ok(b"<MPD/>", **{"X-FB-Video-Broadcast-Ended": "1"}))
     async with client() as http:
-        resp = await http.fetch_manifest(server.url("/start.mpd"))
+        resp = await http.fetch_manifest(server.url("/start.mpd"), max_bytes=MAX_MANIFEST_BYTES)
     assert resp.status == 200
     assert resp.body == b"<MPD/>"
     assert resp.url == server.url("/live/manifest.mpd?sig=abc%2Fdef&x=1")
@@ -512,7 +512,7 @@ async def test_manifest_unavailable(server: Server, status: int, words: str) -> 
     url = server.route("/m.mpd", refuse)
     async with client() as http:
         with pytest.raises(ManifestUnavailableError, match=words) as info:
-            await http.fetch_manifest(url)
+            await http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)
     assert info.value.status == status
     assert f"HTTP {status}" in str(info.value)
     assert server.count("/m.mpd") == 1
@@ -526,7 +526,7 @@ async def test_manifest_retries_503(server: Server) -> None:
 
     url = server.route("/m.mpd", flaky)
     async with client() as http:
-        assert (await http.fetch_manifest(url)).body == b"<MPD/>"
+        assert (await http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)).body == b"<MPD/>"
     assert server.count("/m.mpd") == 2
 
 
@@ -564,7 +564,9 @@ async def test_connection_refused_names_host_and_port() -> None:
     port = closed_port()
     async with client(retry=RetryPolicy(retries=1, base_delay=0.01)) as http:
         with pytest.raises(NetworkError, match=f"connection refused by 127.0.0.1:{port}"):
-            await http.fetch_manifest(f"http://127.0.0.1:{port}/m.mpd")
+            await http.fetch_manifest(
+                f"http://127.0.0.1:{port}/m.mpd", max_bytes=MAX_MANIFEST_BYTES
+            )
         assert http.stats.snapshot().retries == 1
 
 
@@ -572,7 +574,7 @@ async def test_connection_refused_names_host_and_port() -> None:
 async def test_invalid_url_is_usage_error(url: str) -> None:
     async with client() as http:
         with pytest.raises(UsageError):
-            await http.fetch_manifest(url)
+            await http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)
 
 
 # ---------------------------------------------------------------- headers, cookies, proxy
@@ -581,11 +583,11 @@ async def test_invalid_url_is_usage_error(url: str) -> None:
 async def test_default_user_agent_and_custom_headers(server: Server) -> None:
     url = server.route("/m.mpd", ok(b"<MPD/>"))
     async with client() as http:
-        await http.fetch_manifest(url)
+        await http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)
     async with client(
         headers=(("Referer", "https://www.instagram.com/"),), user_agent="UA/1"
     ) as http:
-        await http.fetch_manifest(url)
+        await http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)
     first, second = server.requests
     assert first.headers["User-Agent"].startswith("instarec/")
     assert second.headers["User-Agent"] == "UA/1"
@@ -604,7 +606,7 @@ async def test_cookies_file_is_sent(server: Server, tmp_path: Path) -> None:
     )
     url = server.route("/m.mpd", ok(b"<MPD/>"))
     async with client(cookies_file=cookies) as http:
-        await http.fetch_manifest(url)
+        await http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)
     assert dict(server.requests[0].cookies) == {"sessionid": "abc123", "csrftoken": "xyz"}
 
 
@@ -640,7 +642,7 @@ async def test_http_proxy_receives_the_request(server: Server) -> None:
     host, port = runner.addresses[0][:2]
     try:
         async with client(proxy=f"http://{host}:{port}") as http:
-            resp = await http.fetch_manifest(origin)
+            resp = await http.fetch_manifest(origin, max_bytes=MAX_MANIFEST_BYTES)
     finally:
         await runner.cleanup()
     assert resp.body == b"<MPD from proxy/>"
@@ -738,7 +740,7 @@ async def test_requests_go_through_a_socks_proxy(server: Server, tmp_path: Path)
     try:
         async with client(proxy=f"socks5://127.0.0.1:{proxy.port}") as http:
             size = await fetch_to(http, url, tmp_path / "seg")
-            manifest = await http.fetch_manifest(url)
+            manifest = await http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)
     finally:
         listener.close()
         await listener.wait_closed()
