@@ -179,9 +179,11 @@ class SegmentStore:
         self._root = root
         self._fingerprint = dict(fingerprint)
         self._journal = root / JOURNAL_NAME
-        self._segments: dict[str, dict[int, StoredSegment]] = {}
-        self._missing: dict[str, dict[int, MissingSegment]] = {}
-        self._inits: dict[str, int] = {}
+        self._index = _Index(root)
+        # The index's tables, under the names the store's own methods use.
+        self._segments = self._index.segments
+        self._missing = self._index.missing
+        self._inits = self._index.inits
         self._track_dirs: set[str] = set()
         self._journal_appender = _Journal(self._journal)
         self.resumed = False
@@ -270,58 +272,10 @@ class SegmentStore:
         self.resumed = True
         for record in records[1:]:
             try:
-                self._apply(record)
+                self._index.apply(record)
             except (KeyError, TypeError, ValueError):
                 log.warning("journal %s: skipping malformed entry %r", self._journal, record)
-        self._verify_files()
-
-    def _apply(self, record: Mapping[str, Any]) -> None:
-        kind = record["type"]
-        track = _check_track(str(record["track"]))
-        if kind == "init":
-            self._inits[track] = int(record["size"])
-        elif kind == "segment":
-            key = int(record["key"])
-            self._segments.setdefault(track, {})[key] = StoredSegment(
-                track=track,
-                key=key,
-                start=float(record["start"]),
-                duration=_opt_float(record.get("duration")),
-                size=int(record["size"]),
-                media_time=_opt_int(record.get("media_time")),
-                media_duration=_opt_int(record.get("media_duration")),
-                path=self.segment_path(track, key, create=False),
-            )
-            self._missing.get(track, {}).pop(key, None)
-        elif kind == "missing":
-            key = int(record["key"])
-            if key not in self._segments.get(track, {}):
-                self._missing.setdefault(track, {})[key] = MissingSegment(
-                    track=track,
-                    key=key,
-                    start=float(record["start"]),
-                    duration=_opt_float(record.get("duration")),
-                )
-        else:
-            raise ValueError(f"unknown journal entry type {kind!r}")
-
-    def _verify_files(self) -> None:
-        for track, size in list(self._inits.items()):
-            if _file_size(self.init_path(track, create=False)) != size:
-                log.warning(
-                    "init segment of %s is missing or damaged: it will be fetched again", track
-                )
-                del self._inits[track]
-        dropped = 0
-        for segments in self._segments.values():
-            for key, seg in list(segments.items()):
-                if _file_size(seg.path) != seg.size:
-                    del segments[key]
-                    dropped += 1
-        if dropped:
-            log.warning(
-                "%d journaled segment(s) missing or damaged on disk: fetching them again", dropped
-            )
+        self._index.drop_damaged()
 
     # ------------------------------------------------------------------ paths
 
@@ -350,7 +304,7 @@ class SegmentStore:
 
     def segment_path(self, track: str, key: int, *, create: bool = True) -> Path:
         """Final path of a segment (the downloader writes ``<path>.part`` then renames)."""
-        return self._track_dir(track, create) / f"{key:020d}.m4s"
+        return self._track_dir(track, create) / _segment_name(key)
 
     def _track_dir(self, track: str, create: bool) -> Path:
         path = self._root / _check_track(track)
@@ -566,3 +520,65 @@ def _delete_part_files(root: Path) -> None:
     for part in root.rglob("*" + PART_SUFFIX):
         log.debug("deleting interrupted download %s", part)
         part.unlink(missing_ok=True)
+
+
+class _Index:
+    """What the store holds, by track and key, as its journal says (and the disk confirms)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.segments: dict[str, dict[int, StoredSegment]] = {}
+        self.missing: dict[str, dict[int, MissingSegment]] = {}
+        self.inits: dict[str, int] = {}
+
+    def apply(self, record: Mapping[str, Any]) -> None:
+        kind = record["type"]
+        track = _check_track(str(record["track"]))
+        if kind == "init":
+            self.inits[track] = int(record["size"])
+        elif kind == "segment":
+            key = int(record["key"])
+            self.segments.setdefault(track, {})[key] = StoredSegment(
+                track=track,
+                key=key,
+                start=float(record["start"]),
+                duration=_opt_float(record.get("duration")),
+                size=int(record["size"]),
+                media_time=_opt_int(record.get("media_time")),
+                media_duration=_opt_int(record.get("media_duration")),
+                path=self.root / track / _segment_name(key),
+            )
+            self.missing.get(track, {}).pop(key, None)
+        elif kind == "missing":
+            key = int(record["key"])
+            if key not in self.segments.get(track, {}):
+                self.missing.setdefault(track, {})[key] = MissingSegment(
+                    track=track,
+                    key=key,
+                    start=float(record["start"]),
+                    duration=_opt_float(record.get("duration")),
+                )
+        else:
+            raise ValueError(f"unknown journal entry type {kind!r}")
+
+    def drop_damaged(self) -> None:
+        for track, size in list(self.inits.items()):
+            if _file_size(self.root / track / INIT_NAME) != size:
+                log.warning(
+                    "init segment of %s is missing or damaged: it will be fetched again", track
+                )
+                del self.inits[track]
+        dropped = 0
+        for segments in self.segments.values():
+            for key, seg in list(segments.items()):
+                if _file_size(seg.path) != seg.size:
+                    del segments[key]
+                    dropped += 1
+        if dropped:
+            log.warning(
+                "%d journaled segment(s) missing or damaged on disk: fetching them again", dropped
+            )
+
+
+def _segment_name(key: int) -> str:
+    return f"{key:020d}.m4s"
