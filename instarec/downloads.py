@@ -12,7 +12,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from instarec.clock import SYSTEM_CLOCK, Clock
@@ -75,6 +75,11 @@ class DownloadJob(_Queued):
     first_fragment: asyncio.Future[FragmentInfo | None] | None = None
     whole: bool = False
     retries: int = 0  # times asked again after a "not yet" 404
+
+    @property
+    def listed_and_untried(self) -> bool:
+        """A live segment the listing queued and nobody asked for yet (a backlog, when old)."""
+        return self.ref.origin == "live" and self.first_fragment is None and not self.retries
 
 
 @dataclass(slots=True)
@@ -206,6 +211,50 @@ class NotYetPublished:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Tally:
+    """The download pool's running counts (``DownloadStats`` is a snapshot of them)."""
+
+    downloaded: int = 0
+    missing: int = 0
+    bytes: int = 0
+    live_recorded: int = 0  # live segments recorded so far (the live follower's pulse)
+    recorded_seconds: dict[RefOrigin, float] = field(
+        default_factory=lambda: {"archive": 0.0, "live": 0.0}
+    )
+    queued: dict[RefOrigin, int] = field(default_factory=lambda: {"archive": 0, "live": 0})
+    newest_recorded_end: float | None = None
+
+    def recorded(
+        self,
+        ref: SegmentRef,
+        size: int,
+        clock_track: TrackKind,
+        start: float,
+        duration: float | None,
+    ) -> None:
+        self.downloaded += 1
+        self.bytes += size
+        if ref.origin == "live":
+            self.live_recorded += 1
+        if ref.track == clock_track:
+            # Durations are counted on one track so that video and audio are not added up.
+            self.recorded_seconds[ref.origin] += duration or 0.0
+            end = start + (duration or 0.0)
+            if self.newest_recorded_end is None or end > self.newest_recorded_end:
+                self.newest_recorded_end = end
+
+    def stats(self) -> DownloadStats:
+        return DownloadStats(
+            downloaded=self.downloaded,
+            missing=self.missing,
+            bytes=self.bytes,
+            recorded_seconds=dict(self.recorded_seconds),
+            queued=dict(self.queued),
+            newest_recorded_end=self.newest_recorded_end,
+        )
+
+
 class Downloads:
     """The download pool of one recording and its counters (read by the progress display)."""
 
@@ -225,30 +274,16 @@ class Downloads:
         self._queue: asyncio.PriorityQueue[DownloadJob | StopJob] = asyncio.PriorityQueue()
         self._in_flight: dict[tuple[str, int], asyncio.Future[FragmentInfo | None]] = {}
         self._sequence = itertools.count()
-        self._downloaded = 0
-        self._missing = 0
-        self._bytes = 0
-        self._recorded_seconds: dict[RefOrigin, float] = {"archive": 0.0, "live": 0.0}
-        self._queued: dict[RefOrigin, int] = {"archive": 0, "live": 0}
-        self._newest_recorded_end: float | None = None
-        self._live_recorded = 0
+        self._tally = _Tally()
         self._untried_live: dict[int, float] = {}  # job sequence -> when it was queued
         # Per track, the highest key on disk: a 404 for a lower key proves it missing (servers
         # publish in order); a 404 with nothing later on disk may be a segment not out yet.
         self._newest_key: dict[TrackKind, int] = {}
         self._not_yet = NotYetPublished(lambda ref, retries: self._queue_job(ref, retries=retries))
-        # Durations are counted on one track so that video and audio are not added up.
-        self.clock_track = "video" if "video" in timelines else "audio"
+        self.clock_track: TrackKind = "video" if "video" in timelines else "audio"
 
     def stats(self) -> DownloadStats:
-        return DownloadStats(
-            downloaded=self._downloaded,
-            missing=self._missing,
-            bytes=self._bytes,
-            recorded_seconds=dict(self._recorded_seconds),
-            queued=dict(self._queued),
-            newest_recorded_end=self._newest_recorded_end,
-        )
+        return self._tally.stats()
 
     def stop_asking_again(self) -> None:
         """The broadcast is over: segments that answered "not yet" are not asked again."""
@@ -263,12 +298,9 @@ class Downloads:
         self._queue_job(ref)
 
     async def inspect(self, ref: SegmentRef, *, whole: bool = False) -> FragmentInfo | None:
-        """Download ``ref`` ahead of the queue; its timing as soon as its first moof (or, when
-        ``whole``, its whole body) arrived, None when the server has no such segment.
-
-        NetworkError when it gave no answer after its retries (nothing is journalled missing:
-        the caller decides what that means). The download goes on after the answer.
-        """
+        """Download ``ref`` ahead of the queue; its timing once its first moof (``whole``: its
+        body) arrived, None when the server has no such segment, NetworkError when it gave no
+        answer after its retries (the caller decides what that means; nothing is journalled)."""
         answer: asyncio.Future[FragmentInfo | None] = asyncio.get_running_loop().create_future()
         self._queue_job(ref, first_fragment=answer, urgent=True, whole=whole)
         return await answer
@@ -285,26 +317,18 @@ class Downloads:
         priority = (0 if urgent else 1, ref.start, ref.key)
         job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole, retries)
         self._queue.put_nowait(job)
-        self._queued[ref.origin] += 1
-        if self._counts_as_waiting(job):
+        self._tally.queued[ref.origin] += 1
+        if job.listed_and_untried:
             self._untried_live[job.sequence] = self._clock.monotonic()
-
-    @staticmethod
-    def _counts_as_waiting(job: DownloadJob) -> bool:
-        return (
-            job.ref is not None
-            and job.ref.origin == "live"
-            and job.first_fragment is None
-            and not job.retries
-        )
 
     def live_activity(self) -> LiveActivity:
         oldest = next(iter(self._untried_live.values()), None)
-        return LiveActivity(self._live_recorded, oldest)
+        return LiveActivity(self._tally.live_recorded, oldest)
 
     async def record_missing(self, ref: SegmentRef) -> None:
         """A segment the server should have and did not give, even when asked again."""
-        await self._record_missing(ref)
+        self._tally.missing += 1
+        await self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
 
     async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
         """The timing of a segment's whole body: waits for its download if it is in flight."""
@@ -341,7 +365,7 @@ class Downloads:
                     last_past_start = self._clock.monotonic()
                 await self._run_job(job)
             finally:
-                self._queued[job.ref.origin] -= 1
+                self._tally.queued[job.ref.origin] -= 1
                 self._queue.task_done()
 
     async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
@@ -381,7 +405,7 @@ class Downloads:
             if future is not None and not future.done():
                 future.set_exception(exc)  # a chain step asks again before it calls it lost
             else:
-                await self._record_missing(ref)
+                await self.record_missing(ref)
         finally:
             if not done.done():
                 done.cancel()
@@ -430,7 +454,7 @@ class Downloads:
                 if not future.done():
                     future.set_result(None)
             elif newest_before is not None and newest_before > ref.key:
-                await self._record_missing(ref)
+                await self.record_missing(ref)
             else:
                 self._not_yet.add(ref, retries)
             return None
@@ -466,23 +490,11 @@ class Downloads:
             media_time=info.base_media_decode_time if info else None,
             media_duration=info.duration if info else None,
         )
-        self._downloaded += 1
-        self._bytes += size
-        if ref.origin == "live":
-            self._live_recorded += 1
+        self._tally.recorded(ref, size, self.clock_track, start, duration)
         newest = ref.key > self._newest_key.get(ref.track, ref.key - 1)
         if newest:
             self._newest_key[ref.track] = ref.key
         self._not_yet.recorded(ref.track, ref.key, newest)
-        if ref.track == self.clock_track:
-            self._recorded_seconds[ref.origin] += duration or 0.0
-            end = start + (duration or 0.0)
-            if self._newest_recorded_end is None or end > self._newest_recorded_end:
-                self._newest_recorded_end = end
-
-    async def _record_missing(self, ref: SegmentRef) -> None:
-        self._missing += 1
-        await self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
 
     def _paced(self, job: DownloadJob) -> bool:
         return (
