@@ -264,6 +264,29 @@ def _field_failure(seed: int, rng: random.Random) -> ChaosCase:
     )
 
 
+def _draw_faults(rng: random.Random) -> ChaosFaults:
+    """A fault mix of 2-15 % of the requests (the draws in the order cases always made them)."""
+    total = rng.uniform(0.02, 0.15)
+    weights = {
+        name: rng.random()
+        for name in ("error_503", "error_429", "reset", "reset_mid_body", "truncate")
+    }
+    slow = min(rng.choice((0.0, 0.0, 0.005, 0.01, 0.02)), total / 2)
+    scale = (total - slow) / sum(weights.values())
+    kinds = ["media"]
+    if rng.random() < 0.5:
+        kinds.append("init")
+    if rng.random() < 0.4:
+        kinds.append("manifest")
+    return ChaosFaults(
+        **{name: round(w * scale, 4) for name, w in weights.items()},
+        slow=slow,
+        slow_min=2.0,
+        slow_max=rng.choice((3.0, 4.0, 6.0)),
+        kinds=tuple(kinds),
+    )
+
+
 def draw_case(seed: int) -> ChaosCase:
     """The case of ``seed``: the same on every machine and every run."""
     rng = random.Random(f"instarec-chaos:{seed}")
@@ -292,27 +315,7 @@ def draw_case(seed: int) -> ChaosCase:
     timescale = None if rng.random() < 0.6 else 90_000
     publish_frame_time = rng.random() < 0.7
     signal_end = rng.random() < 0.85
-    faults = ChaosFaults()
-    if rng.random() < 0.75:
-        total = rng.uniform(0.02, 0.15)
-        weights = {
-            name: rng.random()
-            for name in ("error_503", "error_429", "reset", "reset_mid_body", "truncate")
-        }
-        slow = min(rng.choice((0.0, 0.0, 0.005, 0.01, 0.02)), total / 2)
-        scale = (total - slow) / sum(weights.values())
-        kinds = ["media"]
-        if rng.random() < 0.5:
-            kinds.append("init")
-        if rng.random() < 0.4:
-            kinds.append("manifest")
-        faults = ChaosFaults(
-            **{name: round(w * scale, 4) for name, w in weights.items()},
-            slow=slow,
-            slow_min=2.0,
-            slow_max=rng.choice((3.0, 4.0, 6.0)),
-            kinds=tuple(kinds),
-        )
+    faults = _draw_faults(rng) if rng.random() < 0.75 else ChaosFaults()
     speed = float(rng.choice((10, 15, 20, 20, 30)))
     if retention is not None:
         speed = float(rng.choice((8, 10, 12)))  # the oldest segments expire at this pace

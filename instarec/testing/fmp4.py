@@ -146,58 +146,76 @@ def read_samples(data: bytes, default_sample_duration: int | None = None) -> lis
                 continue
             children = {c.type: c for c in iter_boxes(data, traf.payload, traf.end)}
             tfhd = children[b"tfhd"]
-            flags = _U32.unpack_from(data, tfhd.payload)[0] & 0xFFFFFF
-            pos = tfhd.payload + 8
-            base = moof.start
-            if flags & _TFHD_BASE_DATA_OFFSET:
-                base = _U64.unpack_from(data, pos)[0]
-                pos += 8
-            if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX:
-                pos += 4
-            d_duration, d_size, d_flags = default_sample_duration or 0, 0, 0
-            if flags & _TFHD_DEFAULT_SAMPLE_DURATION:
-                d_duration = _U32.unpack_from(data, pos)[0]
-                pos += 4
-            if flags & _TFHD_DEFAULT_SAMPLE_SIZE:
-                d_size = _U32.unpack_from(data, pos)[0]
-                pos += 4
-            if flags & _TFHD_DEFAULT_SAMPLE_FLAGS:
-                d_flags = _U32.unpack_from(data, pos)[0]
+            base, defaults = _tfhd_defaults(data, tfhd, moof.start, default_sample_duration)
             data_pos = base
             for trun in iter_boxes(data, traf.payload, traf.end):
-                if trun.type != b"trun":
-                    continue
-                word = _U32.unpack_from(data, trun.payload)[0]
-                version, tflags = word >> 24, word & 0xFFFFFF
-                count = _U32.unpack_from(data, trun.payload + 4)[0]
-                pos = trun.payload + 8
-                if tflags & TRUN_DATA_OFFSET:
-                    data_pos = base + struct.unpack_from(">i", data, pos)[0]
-                    pos += 4
-                first_flags: int | None = None
-                if tflags & TRUN_FIRST_SAMPLE_FLAGS:
-                    first_flags = _U32.unpack_from(data, pos)[0]
-                    pos += 4
-                for i in range(count):
-                    duration, size, sflags, cto = d_duration, d_size, d_flags, 0
-                    if i == 0 and first_flags is not None:
-                        sflags = first_flags
-                    if tflags & TRUN_SAMPLE_DURATION:
-                        duration = _U32.unpack_from(data, pos)[0]
-                        pos += 4
-                    if tflags & TRUN_SAMPLE_SIZE:
-                        size = _U32.unpack_from(data, pos)[0]
-                        pos += 4
-                    if tflags & TRUN_SAMPLE_FLAGS:
-                        sflags = _U32.unpack_from(data, pos)[0]
-                        pos += 4
-                    if tflags & TRUN_SAMPLE_CTO:
-                        fmt = ">i" if version == 1 else ">I"
-                        cto = struct.unpack_from(fmt, data, pos)[0]
-                        pos += 4
-                    samples.append(Sample(duration, size, sflags, cto, data_pos))
-                    data_pos += size
+                if trun.type == b"trun":
+                    data_pos = _read_trun(data, trun, base, data_pos, defaults, samples)
     return samples
+
+
+def _tfhd_defaults(
+    data: bytes, tfhd: BoxSpan, moof_start: int, default_duration: int | None
+) -> tuple[int, tuple[int, int, int]]:
+    """A traf's data base and its default sample duration (else the init's), size and flags."""
+    flags = _U32.unpack_from(data, tfhd.payload)[0] & 0xFFFFFF
+    pos = tfhd.payload + 8
+    base = moof_start
+    if flags & _TFHD_BASE_DATA_OFFSET:
+        base = _U64.unpack_from(data, pos)[0]
+        pos += 8
+    if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX:
+        pos += 4
+    values = [default_duration or 0, 0, 0]
+    bits = (_TFHD_DEFAULT_SAMPLE_DURATION, _TFHD_DEFAULT_SAMPLE_SIZE, _TFHD_DEFAULT_SAMPLE_FLAGS)
+    for n, bit in enumerate(bits):
+        if flags & bit:
+            values[n] = _U32.unpack_from(data, pos)[0]
+            pos += 4
+    return base, (values[0], values[1], values[2])
+
+
+def _read_trun(
+    data: bytes,
+    trun: BoxSpan,
+    base: int,
+    data_pos: int,
+    defaults: tuple[int, int, int],
+    samples: list[Sample],
+) -> int:
+    """Append a trun's samples; where the next trun's data starts unless it says."""
+    word = _U32.unpack_from(data, trun.payload)[0]
+    version, tflags = word >> 24, word & 0xFFFFFF
+    count = _U32.unpack_from(data, trun.payload + 4)[0]
+    pos = trun.payload + 8
+    if tflags & TRUN_DATA_OFFSET:
+        data_pos = base + struct.unpack_from(">i", data, pos)[0]
+        pos += 4
+    first_flags: int | None = None
+    if tflags & TRUN_FIRST_SAMPLE_FLAGS:
+        first_flags = _U32.unpack_from(data, pos)[0]
+        pos += 4
+    for i in range(count):
+        duration, size, sflags = defaults
+        cto = 0
+        if i == 0 and first_flags is not None:
+            sflags = first_flags
+        if tflags & TRUN_SAMPLE_DURATION:
+            duration = _U32.unpack_from(data, pos)[0]
+            pos += 4
+        if tflags & TRUN_SAMPLE_SIZE:
+            size = _U32.unpack_from(data, pos)[0]
+            pos += 4
+        if tflags & TRUN_SAMPLE_FLAGS:
+            sflags = _U32.unpack_from(data, pos)[0]
+            pos += 4
+        if tflags & TRUN_SAMPLE_CTO:
+            fmt = ">i" if version == 1 else ">I"
+            cto = struct.unpack_from(fmt, data, pos)[0]
+            pos += 4
+        samples.append(Sample(duration, size, sflags, cto, data_pos))
+        data_pos += size
+    return data_pos
 
 
 def build_fragment(

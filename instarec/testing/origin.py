@@ -386,28 +386,10 @@ class Origin:
             # ffmpeg (first run) or the cache read is blocking work: keep it off the loop.
             media = await asyncio.to_thread(generate_media, cfg.media, self._cache_dir)
             self._test_media = media
-        count = segments_for_duration(media, cfg.broadcast_duration)
-        looped = media.looped(count, cfg.timeline_offset)
-        signed = cfg.shape == "instagram" and cfg.signed
-        # Expiry (oe) far in the real future, hex like the CDN's.
-        expiry = format(int(time.time()) + 7 * 86400, "x")
-        broadcast_class = _FirstNamedZero if cfg.last_sample_duration_zero else Broadcast
-        self._broadcast = broadcast_class(
-            looped,
-            _describe_tracks(media, cfg.media, cfg.shape),
-            shape=cfg.shape,
-            stream_id=self.stream_id,
-            window=cfg.window,
-            retention=cfg.retention,
-            gaps=cfg.gaps,
-            start_number=cfg.start_number,
-            minimum_update_period=cfg.minimum_update_period,
-            secret=secrets.token_bytes(16) if signed else None,
-            expiry=expiry,
-            gaps_listed=cfg.gaps_listed,
-            timescale=cfg.timescale,
-            publish_frame_time=cfg.publish_frame_time,
+        looped = media.looped(
+            segments_for_duration(media, cfg.broadcast_duration), cfg.timeline_offset
         )
+        self._broadcast = _broadcast(cfg, looped, media, self.stream_id)
         load = _zeroing_last_durations(looped, media) if cfg.last_sample_duration_zero else None
         self._cache = _SegmentCache(load or looped.segment_bytes, cfg.segment_cache)
         if media.video is not None:
@@ -827,6 +809,31 @@ class _Responder:
             await asyncio.sleep(0.001)
         _reset(request)
         return stream
+
+
+def _broadcast(
+    cfg: OriginConfig, looped: LoopedMedia, media: TestMedia, stream_id: str
+) -> Broadcast:
+    signed = cfg.shape == "instagram" and cfg.signed
+    # Expiry (oe) far in the real future, hex like the CDN's.
+    expiry = format(int(time.time()) + 7 * 86400, "x")
+    broadcast_class = _FirstNamedZero if cfg.last_sample_duration_zero else Broadcast
+    return broadcast_class(
+        looped,
+        _describe_tracks(media, cfg.media, cfg.shape),
+        shape=cfg.shape,
+        stream_id=stream_id,
+        window=cfg.window,
+        retention=cfg.retention,
+        gaps=cfg.gaps,
+        start_number=cfg.start_number,
+        minimum_update_period=cfg.minimum_update_period,
+        secret=secrets.token_bytes(16) if signed else None,
+        expiry=expiry,
+        gaps_listed=cfg.gaps_listed,
+        timescale=cfg.timescale,
+        publish_frame_time=cfg.publish_frame_time,
+    )
 
 
 def _zeroing_last_durations(looped: LoopedMedia, media: TestMedia) -> Callable[[str, int], bytes]:
