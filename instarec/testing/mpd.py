@@ -169,6 +169,29 @@ def _number_keys(
     return None
 
 
+def _milliseconds(td: list[tuple[int, int]], timescale: int) -> tuple[list[int], int]:
+    """Instagram's $Time$ of each segment, and where the last one ends (milliseconds)."""
+    return [t * 1000 // timescale for t, _ in td], sum(td[-1]) * 1000 // timescale
+
+
+def _raw_times(media: LoopedMediaLike, kind: str) -> list[tuple[int, int]]:
+    infos = [media.segment_info(kind, i) for i in range(media.count)]
+    return [(int(s.t), int(s.d)) for s in infos]  # type: ignore[attr-defined]  # LoopedMedia's
+
+
+def _first_publication(b: Broadcast, gaps_listed: bool) -> float:
+    """When the manifest first exists (virtual seconds).
+
+    No packager writes its manifest before its first segment is complete (ffmpeg's dash
+    muxer, Shaka Packager and nginx-rtmp all write it after closing one): a live manifest
+    exists from the end of the first segment it can list.
+    """
+    listable = [i for i in range(b.count) if gaps_listed or i not in b.gaps]
+    if not listable:
+        raise ValueError("every segment is an omitted gap: the manifest would list nothing")
+    return 0.0 if b.shape == "static" else b.ends[listable[0]]
+
+
 def _reverse(kind: str, keys: Sequence[int | None], timescale: int | None) -> dict[int, int]:
     """Segment index by URL key (what routes a request to its segment)."""
     index = {key: i for i, key in enumerate(keys) if key is not None}
@@ -218,23 +241,15 @@ class Broadcast:
         self.timescale = None if shape == "instagram" else timescale
         self.count = media.count
         self.reference = "video" if any(t.kind == "video" for t in tracks) else "audio"
-
-        origin = media.start_seconds(0)
-        self.starts = [media.start_seconds(i) - origin for i in range(self.count)]
+        self.starts = [media.start_seconds(i) - media.start_seconds(0) for i in range(self.count)]
         self.ends = [s + media.duration_seconds(i) for i, s in enumerate(self.starts)]
         self.duration = self.ends[-1]
-
         # Raw (t, d) per track, in each track's own media timescale.
-        self._td: dict[str, list[tuple[int, int]]] = {}
-        for track in self.tracks:
-            infos = [media.segment_info(track.kind, i) for i in range(self.count)]
-            self._td[track.kind] = [(int(s.t), int(s.d)) for s in infos]  # type: ignore[attr-defined]
-
+        self._td = {track.kind: _raw_times(media, track.kind) for track in self.tracks}
         # URL keys per track and the reverse maps used to route requests.
         if shape == "instagram":
-            ref = self.track(self.reference)
-            self._ms = [t * 1000 // ref.timescale for t, _ in self._td[ref.kind]]
-            self._ms_end = sum(self._td[ref.kind][-1]) * 1000 // ref.timescale
+            ref_timescale = self.track(self.reference).timescale
+            self._ms, self._ms_end = _milliseconds(self._td[self.reference], ref_timescale)
         numbers = _number_keys(shape, self.count, self.gaps, gaps_listed, start_number)
         self._keys: dict[str, Sequence[int | None]] = {
             track.kind: self._ms
@@ -246,19 +261,9 @@ class Broadcast:
         }
         self._index = {kind: _reverse(kind, keys, timescale) for kind, keys in self._keys.items()}
 
-        listable = [i for i in range(self.count) if gaps_listed or i not in self.gaps]
-        if not listable:
-            raise ValueError("every segment is an omitted gap: the manifest would list nothing")
-        # No packager writes its manifest before its first segment is complete (ffmpeg's dash
-        # muxer, Shaka Packager and nginx-rtmp all write it after closing one): a live
-        # manifest exists from the end of the first segment it can list.
-        self.first_publication = 0.0 if shape == "static" else self.ends[listable[0]]
-
+        self.first_publication = _first_publication(self, gaps_listed)
         if shape == "number_duration" and len({d for _, d in self._td.get("video", [])}) > 1:
-            raise ValueError(
-                "the number_duration shape needs constant segment durations "
-                "(MediaSpec(segment_durations='constant'))"
-            )
+            raise ValueError("the number_duration shape needs constant segment durations")
 
     # -- timeline -----------------------------------------------------------------------------
 
@@ -531,34 +536,39 @@ def render_manifest(
         _el(period, "BaseURL").text = "media/"
 
     for track in b.tracks:
-        adaptation = _el(period, "AdaptationSet", segmentAlignment="true")
-        if b.shape == "instagram":
-            if track.kind == "video":
-                adaptation.set("maxWidth", str(track.width))
-                adaptation.set("maxHeight", str(track.height))
-                adaptation.set("maxFrameRate", str(track.fps))
-        else:
-            adaptation.set("contentType", track.kind)
-            adaptation.set("mimeType", track.mime_type)
-        rep = _el(
-            adaptation,
-            "Representation",
-            id=track.rep_id,
-            mimeType=track.mime_type if b.shape == "instagram" else None,
-            codecs=track.codecs,
-            bandwidth=track.bandwidth,
-            width=track.width,
-            height=track.height,
-            frameRate=track.fps,
-            audioSamplingRate=track.audio_rate,
-            startWithSAP="1",
-        )
+        rep = _render_track(period, b, track)
         _render_template(rep, b, track, listed, now, static)
 
     if not static and b.shape != "instagram":
         _el(root, "UTCTiming", schemeIdUri=UTC_HTTP_ISO, value=time_url)
     body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return body, ended and b.shape == "instagram"
+
+
+def _render_track(period: etree._Element, b: Broadcast, track: TrackDescription) -> etree._Element:
+    """A track's AdaptationSet and Representation (its SegmentTemplate comes apart)."""
+    adaptation = _el(period, "AdaptationSet", segmentAlignment="true")
+    if b.shape == "instagram":
+        if track.kind == "video":
+            adaptation.set("maxWidth", str(track.width))
+            adaptation.set("maxHeight", str(track.height))
+            adaptation.set("maxFrameRate", str(track.fps))
+    else:
+        adaptation.set("contentType", track.kind)
+        adaptation.set("mimeType", track.mime_type)
+    return _el(
+        adaptation,
+        "Representation",
+        id=track.rep_id,
+        mimeType=track.mime_type if b.shape == "instagram" else None,
+        codecs=track.codecs,
+        bandwidth=track.bandwidth,
+        width=track.width,
+        height=track.height,
+        frameRate=track.fps,
+        audioSamplingRate=track.audio_rate,
+        startWithSAP="1",
+    )
 
 
 def _render_template(
