@@ -220,6 +220,7 @@ async def search_times(
     *,
     pick: Callable[[list[int]], int] = min,
     first_hit: bool = False,
+    patience: float | None = None,
 ) -> int | None:
     """Probe candidates, most likely first; return ``pick`` of the hits once a hit is found.
 
@@ -233,12 +234,20 @@ async def search_times(
     give a hit ``pick`` prefers is waited for (asked again while its answer is unknown): a
     nearer segment among them must not be passed over; the others are stopped. ``pick``
     chooses among those hits (the earliest time forward, the latest backward).
+
+    With ``patience``, once every candidate is asked, the probes still unanswered ``patience``
+    seconds later are stopped and the search ends without them. Under faults a search that
+    finds nothing lasts as long as its slowest probe (a retry's backoff, a stalled answer):
+    seconds, while a server deleting its past goes on. Only for a search whose miss decides
+    nothing for good (a leap back, the near part of a walk step): a later search asks again.
     """
     width = max(1, min(limits.max_in_flight, limits.chunk_size))
     hits: list[int] = []
     running: dict[asyncio.Task[bool], int] = {}
     stopped: list[asyncio.Task[bool]] = []
     exhausted = False
+    loop = asyncio.get_running_loop()
+    patient_until: float | None = None
     try:
         while True:
             while not hits and not exhausted and len(running) < width:
@@ -249,7 +258,16 @@ async def search_times(
                 running[asyncio.ensure_future(ask(probe, value, limits))] = value
             if not running:
                 return pick(hits) if hits else None
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            timeout = None
+            if patience is not None and exhausted:
+                if patient_until is None:
+                    patient_until = loop.time() + patience
+                timeout = max(0.0, patient_until - loop.time())
+            done, _ = await asyncio.wait(
+                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # out of patience: the stragglers are stopped below
+                return pick(hits) if hits else None
             for task in done:
                 value = running.pop(task)
                 if task.result():
@@ -506,6 +524,9 @@ async def find_first_time(
     track's walk has got to, and a step tries there first (``PeerLead``).
     """
     hints = list(hints)
+    # A time asked once is not asked again by a later step: one a leap found absent lies
+    # where the walk's steps look next (the ground just below a hole the leap landed in).
+    probe = _Absences(probe).probe
     for hint in hints:
         if hint < first_listed and await ask(hint_probe or probe, hint, limits):
             return hint
@@ -533,10 +554,12 @@ async def find_first_time(
         # the oldest reads every start in between from the media. So the first hit ends a
         # step, and a stalled probe holds up nothing.
         back = _SearchBack(probe, lead, frame_ticks, oldest, lowest)
-        found = await back.search(expected, near_low, near_high, near)
+        found = await back.search(expected, near_low, near_high, near, patience=HEDGE_AFTER)
         if found is None:
             found = await back.search(expected, low, oldest - 1, limits)
-            leap = found is not None and oldest - found > 2 * typical_duration
+        # A step that landed far below (across a hole, or where the other track's walk got)
+        # leaps on from there.
+        leap = found is not None and oldest - found > 2 * typical_duration
         lead.judge(found)
         if found is None:
             break
@@ -579,7 +602,9 @@ async def _leap_back(
             # neighbourhood of probes while the server deletes what lies just below.
             step_next = False
             back = _SearchBack(probe, lead, grid, oldest, lowest)
-            found = await back.search(*_one_back(oldest, lowest, typical, grid), limits)
+            found = await back.search(
+                *_one_back(oldest, lowest, typical, grid), limits, patience=HEDGE_AFTER
+            )
             lead.judge(found)
             if found is None:
                 return oldest
@@ -599,7 +624,7 @@ async def _leap_back(
         target = oldest - _on_grid(oldest - target, grid)
         low, high = max(lowest, target - typical), min(oldest - 1, target + typical)
         found = await _SearchBack(probe, lead, grid, oldest, lowest).search(
-            target, low, high, limits
+            target, low, high, limits, patience=HEDGE_AFTER
         )
         lead.judge(found)
         if found is None:
@@ -632,11 +657,42 @@ class _SearchBack:
     oldest: int
     lowest: int
 
-    async def search(self, expected: int, low: int, high: int, limits: SearchLimits) -> int | None:
-        """The first start found in ``[low, high]``, nearest ``expected`` first."""
+    async def search(
+        self,
+        expected: int,
+        low: int,
+        high: int,
+        limits: SearchLimits,
+        *,
+        patience: float | None = None,
+    ) -> int | None:
+        """The first start found in ``[low, high]``, nearest ``expected`` first (``patience``:
+        see ``search_times``; only where a miss is not the walk's last word)."""
         candidates = _walk_candidates(expected, low, high, self.grid)
         led = self.lead.first(candidates, self.oldest, self.lowest)
-        return await search_times(self.probe, led, limits, first_hit=True)
+        return await search_times(self.probe, led, limits, first_hit=True, patience=patience)
+
+
+class _Absences:
+    """The times the server said it does not have, during one backward search.
+
+    Below the window an absent time stays absent: it is no segment start, or its segment has
+    left the server for good. The leaps, the looks one segment back and the walk's near and
+    full searches cover overlapping ranges; remembered, a time costs one request, not one per
+    search (under faults each request risks a retry's backoff).
+    """
+
+    def __init__(self, probe: Probe) -> None:
+        self._probe = probe
+        self._absent: set[int] = set()
+
+    async def probe(self, value: int) -> Presence:
+        if value in self._absent:
+            return Presence.ABSENT
+        answer = await self._probe(value)
+        if answer is Presence.ABSENT:
+            self._absent.add(value)
+        return answer
 
 
 PeerOldest = Callable[[], float | None]

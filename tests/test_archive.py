@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import math
 import random
@@ -332,6 +333,43 @@ async def test_the_backward_search_leaps_to_a_far_retention_edge(holes: tuple[in
     first = await walk_back(server, starts[395], on_found=found.append)
     assert first == starts[50]
     assert len(found) <= 2 * (2 * math.ceil(math.log2(345)) + 2), found
+
+
+class StallingTimeServer(TimeServer):
+    """A server whose answer about some times comes ``stall`` seconds late, every time."""
+
+    def __init__(self, starts: list[int], missing: set[int], slow: set[int], stall: float) -> None:
+        super().__init__(starts, missing)
+        self.slow = slow
+        self.stall = stall
+
+    async def probe(self, time: int) -> Presence:
+        if time in self.slow:
+            await asyncio.sleep(self.stall)
+        return await super().probe(time)
+
+
+async def test_a_leap_into_a_hole_neither_waits_out_a_stalled_probe_nor_asks_twice() -> None:
+    # Chaos seed 106: the three segments below the window are lost, so the first leap back
+    # (two segment lengths) finds nothing, and one of its probes stalls (a retry's backoff, a
+    # stalled answer). Waiting it out before looking further held the walk at the hole while
+    # the server deleted what lay below; and the walk's steps asked again every time the
+    # leap had been told was absent.
+    starts = list(range(0, 120_000, 2000))  # 2 s segments of 60 frames
+    listed = 50
+    holes = {starts[47], starts[48], starts[49]}
+    stalled = starts[48] + 10 * 1000 // 30  # a frame edge inside the leap's range
+    server = StallingTimeServer(starts[20:], missing=holes, slow={stalled}, stall=3.0)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    found: dict[int, float] = {}
+    first = await walk_back(
+        server, starts[listed], on_found=lambda t: found.setdefault(t, loop.time() - began)
+    )
+    assert first == starts[20]
+    assert found[starts[46]] < 2.0, found  # the patience of a leap, not the stall
+    asked_twice = {t for t, n in collections.Counter(server.probes).items() if n > 1}
+    assert asked_twice <= {stalled}, sorted(asked_twice)[:10]
 
 
 def audio_edges(video_starts_ms: list[int]) -> list[int]:
