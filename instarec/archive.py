@@ -133,28 +133,7 @@ async def find_first_number(
         floor = 1
     hit = first_listed  # known present
     while True:
-        miss = floor
-        base, exponent = hit, 0  # the gallop asks base - 2**k, _GALLOP_WIDTH k at a time
-        galloping = True
-        while hit - miss > 1:
-            if galloping:
-                ks = range(exponent, exponent + _GALLOP_WIDTH)
-                numbers = [base - 2**k for k in ks if miss < base - 2**k < hit]
-                exponent += _GALLOP_WIDTH
-                if not numbers:
-                    galloping = False
-                    continue
-            else:
-                numbers = [(hit + miss) // 2]
-            answers = await probe_many(probe, numbers, limits)
-            present = [n for n in numbers if answers[n]]
-            if present and min(present) < hit:
-                hit = min(present)
-                report(hit)
-            absent = [n for n in numbers if not answers[n] and n < hit]
-            if absent:
-                miss = max(miss, max(absent))
-                galloping = False
+        hit = await _narrow_down(probe, floor, hit, limits, report)
         # hit - 1 is absent (or the floor). A lost segment looks the same as the end of
         # retention: look ``guard`` numbers further down before believing it.
         below = range(hit - 2, max(floor + 1, hit - 1 - guard) - 1, -1)
@@ -168,6 +147,35 @@ async def find_first_number(
         report(hit)
         log.debug("archive search: segment %d exists below a gap", hit)
     return hit if hit < first_listed else None
+
+
+async def _narrow_down(
+    probe: Probe, miss: int, hit: int, limits: SearchLimits, report: Callable[[int], None]
+) -> int:
+    """The lowest number above ``miss`` (absent) that answers, from ``hit`` (present) down: a
+    gallop of doublings, ``_GALLOP_WIDTH`` asked at once, then bisection."""
+    base, exponent = hit, 0  # the gallop asks base - 2**k, _GALLOP_WIDTH k at a time
+    galloping = True
+    while hit - miss > 1:
+        if galloping:
+            ks = range(exponent, exponent + _GALLOP_WIDTH)
+            numbers = [base - 2**k for k in ks if miss < base - 2**k < hit]
+            exponent += _GALLOP_WIDTH
+            if not numbers:
+                galloping = False
+                continue
+        else:
+            numbers = [(hit + miss) // 2]
+        answers = await probe_many(probe, numbers, limits)
+        present = [n for n in numbers if answers[n]]
+        if present and min(present) < hit:
+            hit = min(present)
+            report(hit)
+        absent = [n for n in numbers if not answers[n] and n < hit]
+        if absent:
+            miss = max(miss, max(absent))
+            galloping = False
+    return hit
 
 
 # Steps of the gallop asked at once: a round trip (or one slow answer) per four doublings
@@ -213,6 +221,37 @@ def candidate_times(
                 yield value
 
 
+def _stop_unpreferred(
+    running: dict[asyncio.Task[bool], int],
+    stopped: list[asyncio.Task[bool]],
+    pick: Callable[[list[int]], int],
+    best: int,
+) -> None:
+    """Stop the probes whose hit ``pick`` would not prefer to ``best``: they cannot change the
+    answer, so their retries are not waited out."""
+    for task, value in list(running.items()):
+        if pick([best, value]) == best:
+            task.cancel()
+            stopped.append(task)
+            del running[task]
+
+
+def _start_probes(
+    probe: Probe,
+    candidates: Iterator[int],
+    limits: SearchLimits,
+    running: dict[asyncio.Task[bool], int],
+    width: int,
+) -> bool:
+    """Start probes of the next candidates until ``width`` run; True when none is left."""
+    while len(running) < width:
+        value = next(candidates, None)
+        if value is None:
+            return True
+        running[asyncio.ensure_future(ask(probe, value, limits))] = value
+    return False
+
+
 async def search_times(
     probe: Probe,
     candidates: Iterator[int],
@@ -235,11 +274,9 @@ async def search_times(
     nearer segment among them must not be passed over; the others are stopped. ``pick``
     chooses among those hits (the earliest time forward, the latest backward).
 
-    With ``patience``, once every candidate is asked, the probes still unanswered ``patience``
-    seconds later are stopped and the search ends without them. Under faults a search that
-    finds nothing lasts as long as its slowest probe (a retry's backoff, a stalled answer):
-    seconds, while a server deleting its past goes on. Only for a search whose miss decides
-    nothing for good (a leap back, the near part of a walk step): a later search asks again.
+    With ``patience``, the probes still unanswered ``patience`` seconds after every candidate
+    was asked are stopped: under faults a search finding nothing lasts as long as its slowest
+    probe, while a server deleting its past goes on. Only where a miss decides nothing for good.
     """
     width = max(1, min(limits.max_in_flight, limits.chunk_size))
     hits: list[int] = []
@@ -247,22 +284,16 @@ async def search_times(
     stopped: list[asyncio.Task[bool]] = []
     exhausted = False
     loop = asyncio.get_running_loop()
-    patient_until: float | None = None
+    deadline: float | None = None
     try:
         while True:
-            while not hits and not exhausted and len(running) < width:
-                value = next(candidates, None)
-                if value is None:
-                    exhausted = True
-                    break
-                running[asyncio.ensure_future(ask(probe, value, limits))] = value
+            if not hits and not exhausted:
+                exhausted = _start_probes(probe, candidates, limits, running, width)
             if not running:
                 return pick(hits) if hits else None
-            timeout = None
-            if patience is not None and exhausted:
-                if patient_until is None:
-                    patient_until = loop.time() + patience
-                timeout = max(0.0, patient_until - loop.time())
+            if patience is not None and exhausted and deadline is None:
+                deadline = loop.time() + patience
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
             done, _ = await asyncio.wait(
                 running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -275,14 +306,7 @@ async def search_times(
             if hits and first_hit:
                 return pick(hits)  # of those that answered at once
             if hits:
-                # A probe whose hit ``pick`` would not prefer cannot change the answer: stop
-                # it rather than wait out its retries.
-                best = pick(hits)
-                for task, value in list(running.items()):
-                    if pick([best, value]) == best:
-                        task.cancel()
-                        stopped.append(task)
-                        del running[task]
+                _stop_unpreferred(running, stopped, pick, pick(hits))
     finally:
         for task in running:
             task.cancel()
@@ -535,9 +559,7 @@ async def find_first_time(
     lowest = min([0, *hints])
     oldest = first_listed
     reach = _backward_reach(typical_duration, limits)
-    # Most steps find the previous segment within a few frames of one usual length back: a
-    # few probes at a time there keep each step to a round trip or two (a walk slower than a
-    # server's retention loses the oldest segments); only then the whole reach, at full width.
+    # A few probes at a time near one usual length back keep a step to a round trip or two.
     near = replace(limits, max_in_flight=min(limits.max_in_flight, _WALK_NEAR_WIDTH))
     lead = PeerLead(peer_oldest, frame_ticks)
     found_one = on_found or (lambda _: None)
@@ -548,15 +570,8 @@ async def find_first_time(
                 probe, oldest, lowest, typical_duration, frame_ticks, limits, lead, found_one
             )
             leap = False
-        low = max(lowest, oldest - reach)
-        expected, near_low, near_high = _one_back(oldest, low, typical_duration, frame_ticks)
-        # Any older segment will do, not only the one just before: the chain forward from
-        # the oldest reads every start in between from the media. So the first hit ends a
-        # step, and a stalled probe holds up nothing.
         back = _SearchBack(probe, lead, frame_ticks, oldest, lowest)
-        found = await back.search(expected, near_low, near_high, near, patience=HEDGE_AFTER)
-        if found is None:
-            found = await back.search(expected, low, oldest - 1, limits)
+        found = await _walk_step(back, max(lowest, oldest - reach), typical_duration, near, limits)
         # A step that landed far below (across a hole, or where the other track's walk got)
         # leaps on from there.
         leap = found is not None and oldest - found > 2 * typical_duration
@@ -568,6 +583,23 @@ async def find_first_time(
         # caller starts its download now, not after the walk.
         found_one(found)
     return oldest
+
+
+async def _walk_step(
+    back: _SearchBack, low: int, typical: int, near: SearchLimits, limits: SearchLimits
+) -> int | None:
+    """One step of the backward walk: an older segment start down to ``low``, if any.
+
+    Any older segment will do, not only the one just before: the chain forward from the oldest
+    reads every start in between from the media. So the first hit ends a step, and a stalled
+    probe holds up nothing. The few probes around one usual length back come first (a
+    miss there only steers); then the whole reach, whose miss is the walk's last word.
+    """
+    expected, near_low, near_high = _one_back(back.oldest, low, typical, back.grid)
+    found = await back.search(expected, near_low, near_high, near, patience=HEDGE_AFTER)
+    if found is None:
+        found = await back.search(expected, low, back.oldest - 1, limits)
+    return found
 
 
 async def _leap_back(
@@ -582,13 +614,11 @@ async def _leap_back(
 ) -> int:
     """The oldest segment start found by leaps back from ``oldest``, for the walk to go on from.
 
-    Leaps of 2, 4, 8, ... segment lengths while a segment start lies within a segment length
-    of where each lands, then halving between the farthest hit and the nearest miss, with a
-    look one segment back before each halving (it ends the leaps when it misses): about
-    3·log2(N) searches of a segment length or two each, instead of N steps. A miss is
-    expired ground, the time before the broadcast, or a hole of two segments or more; the
-    walk that follows crosses holes and decides where the broadcast starts. Only on a known
-    frame grid: without one each search would probe every tick.
+    Leaps of 2, 4, 8, ... segment lengths while a segment start lies within a segment length of
+    where each lands, then halving between the farthest hit and the nearest miss, with a look
+    one segment back before each halving (its miss ends the leaps): about 3·log2(N) searches
+    instead of N steps. A miss is expired ground, the time before the broadcast, or a hole;
+    the walk crosses holes. Only on a known frame grid (else each search probes every tick).
     """
     if not grid:
         return oldest
@@ -601,11 +631,8 @@ async def _leap_back(
             # retention is usually right there, and a halving search that misses costs a whole
             # neighbourhood of probes while the server deletes what lies just below.
             step_next = False
-            back = _SearchBack(probe, lead, grid, oldest, lowest)
-            found = await back.search(
-                *_one_back(oldest, lowest, typical, grid), limits, patience=HEDGE_AFTER
-            )
-            lead.judge(found)
+            around = _one_back(oldest, lowest, typical, grid)
+            found = await _leap_search(probe, lead, grid, oldest, lowest, around, limits)
             if found is None:
                 return oldest
             oldest = found
@@ -622,11 +649,8 @@ async def _leap_back(
             return oldest
         # On the grid of the nearest known start: a grid extrapolated over hours drifts.
         target = oldest - _on_grid(oldest - target, grid)
-        low, high = max(lowest, target - typical), min(oldest - 1, target + typical)
-        found = await _SearchBack(probe, lead, grid, oldest, lowest).search(
-            target, low, high, limits, patience=HEDGE_AFTER
-        )
-        lead.judge(found)
+        around = (target, max(lowest, target - typical), min(oldest - 1, target + typical))
+        found = await _leap_search(probe, lead, grid, oldest, lowest, around, limits)
         if found is None:
             miss = target if miss is None else max(miss, target)
             step_next = True
@@ -638,6 +662,22 @@ async def _leap_back(
             return oldest
         if miss is not None and found <= miss:
             return oldest  # below the miss (another track's lead): nothing left to halve
+
+
+async def _leap_search(
+    probe: Probe,
+    lead: PeerLead,
+    grid: float,
+    oldest: int,
+    lowest: int,
+    around: tuple[int, int, int],
+    limits: SearchLimits,
+) -> int | None:
+    """A leap's search around ``(expected, low, high)``; its miss only steers the next one."""
+    back = _SearchBack(probe, lead, grid, oldest, lowest)
+    found = await back.search(*around, limits, patience=HEDGE_AFTER)
+    lead.judge(found)
+    return found
 
 
 def _one_back(oldest: int, low: int, typical: int, grid: float | None) -> tuple[int, int, int]:
