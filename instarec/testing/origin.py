@@ -369,6 +369,7 @@ class Origin:
         self._test_media = media
         self._cache_dir = cache_dir
         self._journal = _RequestJournal(self.config.request_log_size)
+        self._responder: _Responder | None = None
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.manifest_url = ""
@@ -398,7 +399,7 @@ class Origin:
             self._tracks["audio"] = media.audio.init
 
         app = web.Application()
-        responder = _Responder(
+        self._responder = _Responder(
             cfg,
             self.clock,
             self._broadcast,
@@ -408,7 +409,7 @@ class Origin:
             self.url,
             self.wall_time,
         )
-        app.router.add_route("*", "/{tail:.*}", responder.handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
@@ -422,6 +423,11 @@ class Origin:
         self.clock.anchor(max(cfg.already_broadcast, self._broadcast.first_publication))
         logger.info("origin %s serving %s", cfg.shape, self.manifest_url)
         return self
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # A subclass may look at every answer (the benchmarks time the archive's last one).
+        assert self._responder is not None  # routed only once started
+        return await self._responder.handle(request)
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._runner is not None:
