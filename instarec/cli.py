@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from instarec import __version__
@@ -93,7 +93,7 @@ class _ArgumentParser(argparse.ArgumentParser):
     ``main`` turns the error into the one-line message every other failure gets.
     """
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -597,7 +597,7 @@ def _configure_logging(
     record comes from); ``--log-file`` always gets everything at DEBUG.
     """
     handlers: list[logging.Handler] = []
-    console: logging.StreamHandler = (  # type: ignore[type-arg]
+    console: logging.StreamHandler[TextIO] = (
         StatusAwareHandler(stderr, status) if status is not None else logging.StreamHandler(stderr)
     )
     if run.verbose:

@@ -189,7 +189,7 @@ class StatusLine:
         self._text = ""
 
 
-class StatusAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StatusAwareHandler(logging.StreamHandler[TextIO]):
     """A console handler that moves the status line out of the way of each record."""
 
     def __init__(self, stream: TextIO, status: StatusLine) -> None:

@@ -43,7 +43,7 @@ from instarec.live import (
     listed_segments,
     window_update,
 )
-from instarec.manifest import Addressing, MediaSegment
+from instarec.manifest import Addressing, MediaSegment, Representation
 from instarec.merge import check_output_free, find_ffmpeg
 from instarec.mp4 import FragmentInfo
 from instarec.options import Options
@@ -87,10 +87,14 @@ class Recording:
             miss_threshold=options.end_stream_miss_threshold,
         )
         self.timelines: dict[TrackKind, Timeline] = {}
-        for kind, rep in (("video", selected.video), ("audio", selected.audio)):
+        chosen: tuple[tuple[TrackKind, Representation | None], ...] = (
+            ("video", selected.video),
+            ("audio", selected.audio),
+        )
+        for kind, rep in chosen:
             if rep is not None:
                 period_start = first.manifest.periods[rep.period_index].start
-                self.timelines[kind] = Timeline(kind, rep, period_start)  # type: ignore[arg-type,index]
+                self.timelines[kind] = Timeline(kind, rep, period_start)
         self.downloads = Downloads(options, http, store, self.timelines, clock)
         self.started = clock.monotonic()
         self.past: PastRecovery | None = None

@@ -460,7 +460,7 @@ def track_models(origin: Origin) -> dict[str, TrackModel]:
     assert test_media is not None
     models = {}
     for track in test_media.tracks():
-        infos = [media.segment_info(track.kind, i) for i in range(origin.segment_count)]  # type: ignore[attr-defined]
+        infos = [media.segment_info(track.kind, i) for i in range(origin.segment_count)]  # type: ignore[attr-defined]  # LoopedMedia behind Origin.media's object
         starts = [info.t / track.timescale for info in infos]
         ends = [(info.t + info.d) / track.timescale for info in infos]
         signatures = tuple(

@@ -450,7 +450,7 @@ def _el(parent: etree._Element | None, tag: str, **attrs: object) -> etree._Elem
     name = f"{{{DASH_NS}}}{tag}"
     if parent is None:
         # lxml takes None as the default namespace's prefix; its stubs only allow str keys
-        return etree.Element(name, values, nsmap={None: DASH_NS})  # type: ignore[dict-item]
+        return etree.Element(name, values, nsmap={None: DASH_NS})  # type: ignore[dict-item]  # lxml-stubs reject the default (None) prefix lxml takes
     return etree.SubElement(parent, name, values)
 
 
