@@ -1,4 +1,5 @@
-"""Past recovery: find the segments the manifest no longer lists.
+"""Search strategies for segments the manifest no longer lists (pure: ``recovery.py`` runs
+them against the server).
 
 Two addressing families need different strategies:
 
@@ -9,8 +10,8 @@ Two addressing families need different strategies:
   known segment: segment *i*'s own ``tfdt`` plus its summed sample durations give segment *i+1*'s
   time exactly. It only probes (HEAD) where a segment is missing.
 
-Nothing here downloads a body: the functions are given ``probe`` and ``step`` callables, so the
-same code serves the recorder (HTTP) and the unit tests (plain functions).
+Nothing here does I/O: the functions are given ``probe`` and ``step`` callables, so the same
+code serves the recorder (HTTP, through ``recovery.py``) and the unit tests (plain functions).
 
 A probe has three outcomes (``Presence``): present, absent, and unknown (the request failed even
 after its retries). Unknown is never taken for absent: the searches ask again, with a pause, and

@@ -1,4 +1,4 @@
-"""The command line: arguments to :class:`Options`, then dispatch, then an exit code.
+"""The command line: arguments to an :class:`Invocation`, then dispatch, then an exit code.
 
 ``main()`` is the only place that decides the process exit status, and it never
 raises: every :class:`InstarecError` becomes one line on stderr and its exit code,

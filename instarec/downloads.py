@@ -1,8 +1,9 @@
 """Segment downloads: a bounded pool of workers feeding the ``SegmentStore``.
 
-Producers (the live follower, the archive search) submit ``SegmentRef``s; the pool downloads each
+Producers (the live follower, past recovery) submit ``SegmentRef``s; the pool downloads each
 key once (a second request for a key in flight shares the first), in priority order (chain steps
-first, then broadcast order), and reports a chain step's first moof as soon as its bytes arrive.
+first, then broadcast order), answers a chain step's ``inspect`` as soon as its first moof
+arrives, and asks again, lowest first, for segments that answered "not yet".
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Every setting of a recording, with its default, in one frozen object (``Options``), and
 what one run of the command does besides (``Invocation``: mode, logging, ``--now``).
 
-``cli.py`` builds an :class:`Options` from the command line (and validates it);
-everything downstream (recorder, archive search, live poller, merge, demo) reads
-it and never mutates it: a changed setting is a new object via
-``dataclasses.replace``.
+``cli.py`` builds an :class:`Invocation` holding the :class:`Options` from the
+command line (and validates it); everything downstream (recorder, past recovery,
+live poller, merge, demo) reads the options and never mutates them: a changed
+setting is a new object via ``dataclasses.replace``. ``DEFAULTS`` is the one place
+a default is written: the parser and the value objects built from options read it.
 
 Network settings are kept as plain values here; :meth:`Options.http_config`
 turns them into the HTTP module's own value objects.  Importing ``instarec.http``
