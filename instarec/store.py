@@ -102,8 +102,9 @@ class SegmentWriter:
         """The written segment's timing (Mp4Error when it is not a media segment)."""
         return self.scanner.fragment(default_sample_duration=default_sample_duration)
 
-    async def finish(self) -> None:
-        """Make the body durable under its final name."""
+    async def finish(self, *, sync_directory: bool = True) -> None:
+        """Make the body durable under its final name (the rename too, unless the caller syncs
+        the directory itself: the store does it once for a batch of journal lines)."""
         if self._file is None:
             self.write(b"")  # an empty body is a file too
         assert self._file is not None
@@ -114,8 +115,8 @@ class SegmentWriter:
             await asyncio.to_thread(os.fsync, file.fileno())
             file.close()
             os.replace(self.part, self.path)
-            # The rename must be durable before a journal line can point at it.
-            await asyncio.to_thread(_fsync_dir, self.path.parent)
+            if sync_directory:
+                await asyncio.to_thread(_fsync_dir, self.path.parent)
         except OSError as exc:
             raise storage_error(exc, "write", self.path) from exc
         finally:
@@ -130,13 +131,13 @@ class SegmentWriter:
 
 
 @contextlib.asynccontextmanager
-async def write_file(path: Path) -> AsyncIterator[SegmentWriter]:
+async def write_file(path: Path, *, sync_directory: bool = True) -> AsyncIterator[SegmentWriter]:
     """``path`` holds the whole body written in the context, or nothing if the context fails
     (an error, a cancellation): never a partial file."""
     writer = SegmentWriter(path)
     try:
         yield writer
-        await writer.finish()
+        await writer.finish(sync_directory=sync_directory)
     except BaseException:
         writer.abort()
         raise
@@ -144,29 +145,35 @@ async def write_file(path: Path) -> AsyncIterator[SegmentWriter]:
 
 class _Journal:
     """Appends whole lines to the journal, each durable before ``append`` returns; lines that
-    arrive while one fsync runs are written and synced together by the next."""
+    arrive while one fsync runs are written and synced together by the next, after the
+    directories of the files they name (their renames must be durable first)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._pending: list[bytes] = []
+        self._directories: set[Path] = set()
         self._lock = asyncio.Lock()
         self._queued = 0  # lines ever queued
         self._durable = 0  # lines known to be on disk
 
-    async def append(self, line: bytes) -> None:
+    async def append(self, line: bytes, directory: Path | None = None) -> None:
         self._pending.append(line)
+        if directory is not None:
+            self._directories.add(directory)
         self._queued += 1
         ticket = self._queued
         async with self._lock:
             if self._durable >= ticket:
                 return  # an earlier holder of the lock wrote it with its batch
             batch, self._pending = self._pending, []
+            directories, self._directories = self._directories, set()
             upto = self._queued
             try:
-                await asyncio.to_thread(_append_durably, self._path, b"".join(batch))
+                await asyncio.to_thread(_sync_then_append, directories, self._path, batch)
             except BaseException:
                 # Written again with the next batch (a line twice is harmless: the last wins).
                 self._pending[:0] = batch
+                self._directories |= directories
                 raise
             self._durable = upto
 
@@ -297,7 +304,7 @@ class SegmentStore:
         """Write the init segment (``key`` None) or segment ``key`` of ``track``: see
         ``write_file``; :meth:`commit` or :meth:`commit_init` journals it afterwards."""
         path = self.init_path(track) if key is None else self.segment_path(track, key)
-        return write_file(path)
+        return write_file(path, sync_directory=False)  # commit syncs it with its journal line
 
     def init_path(self, track: str, *, create: bool = True) -> Path:
         return self._track_dir(track, create) / INIT_NAME
@@ -341,7 +348,7 @@ class SegmentStore:
         """Journal the init segment already renamed into :meth:`init_path`."""
         path = self.init_path(track)
         size = self._require_file(path)
-        await self._append_async({"type": "init", "track": track, "size": size})
+        await self._append_async({"type": "init", "track": track, "size": size}, path.parent)
         self._inits[track] = size
 
     async def commit(
@@ -363,7 +370,7 @@ class SegmentStore:
         stored = StoredSegment(track, key, start, duration, size, media_time, media_duration, path)
         record = {field.name: getattr(stored, field.name) for field in fields(stored)}
         del record["path"]  # where it lies follows from track and key
-        await self._append_async({"type": "segment", **record})
+        await self._append_async({"type": "segment", **record}, path.parent)
         self._segments.setdefault(track, {})[key] = stored
         self._missing.get(track, {}).pop(key, None)
 
@@ -406,12 +413,18 @@ class SegmentStore:
         """Append a line now (opening the store: nothing else runs yet)."""
         _append_durably(self._journal, _line(record))
 
-    async def _append_async(self, record: Mapping[str, Any]) -> None:
-        await self._journal_appender.append(_line(record))
+    async def _append_async(self, record: Mapping[str, Any], directory: Path | None = None) -> None:
+        await self._journal_appender.append(_line(record), directory)
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _sync_then_append(directories: set[Path], journal: Path, lines: list[bytes]) -> None:
+    for directory in directories:
+        _fsync_dir(directory)
+    _append_durably(journal, b"".join(lines))
 
 
 def _append_durably(journal: Path, lines: bytes) -> None:
