@@ -490,6 +490,7 @@ class Downloads:
             size=size,
             media_time=info.base_media_decode_time if info else None,
             media_duration=info.duration if info else None,
+            wait=False,  # durable in the background: the slot takes its next segment
         )
         self._tally.recorded(ref, size, self.clock_track, start, duration)
         newest = ref.key > self._newest_key.get(ref.track, ref.key - 1)

@@ -483,6 +483,7 @@ async def _finish(
         traffic.bytes_downloaded / 1e6,
         dict(traffic.transport_errors) or "none",
     )
+    await recording.store.flush()  # the journal holds every segment before the merge
     end = RecordingEnd(end_reason, started, interrupted, archive.first, archive.complete)
     return await merge_store(
         recording.store, tracks, output, ffmpeg, recording.options, end, recording.clock

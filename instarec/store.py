@@ -144,9 +144,14 @@ async def write_file(path: Path, *, sync_directory: bool = True) -> AsyncIterato
 
 
 class _Journal:
-    """Appends whole lines to the journal, each durable before ``append`` returns; lines that
-    arrive while one fsync runs are written and synced together by the next, after the
-    directories of the files they name (their renames must be durable first)."""
+    """Appends whole lines to the journal; lines that arrive while one fsync runs are written
+    and synced together by the next, after the directories of the files they name (their
+    renames must be durable first).
+
+    ``append`` returns once its line is durable; ``append_soon`` does not wait (a download slot
+    goes on to its next segment meanwhile), and a failure of its batch is raised by the next
+    call or by ``flush``.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -155,13 +160,39 @@ class _Journal:
         self._lock = asyncio.Lock()
         self._queued = 0  # lines ever queued
         self._durable = 0  # lines known to be on disk
+        self._waiting: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
 
     async def append(self, line: bytes, directory: Path | None = None) -> None:
+        await self._make_durable(self._enqueue(line, directory))
+
+    def append_soon(self, line: bytes, directory: Path | None = None) -> None:
+        task = asyncio.ensure_future(self._make_durable(self._enqueue(line, directory)))
+        self._waiting.add(task)
+        task.add_done_callback(self._settled)
+
+    async def flush(self) -> None:
+        """Wait until every line queued is durable; raise what kept one from being so."""
+        while self._waiting:
+            await asyncio.gather(*self._waiting, return_exceptions=True)
+        if self._failure is not None:
+            raise self._failure
+
+    def _enqueue(self, line: bytes, directory: Path | None) -> int:
+        if self._failure is not None:
+            raise self._failure
         self._pending.append(line)
         if directory is not None:
             self._directories.add(directory)
         self._queued += 1
-        ticket = self._queued
+        return self._queued
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._waiting.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def _make_durable(self, ticket: int) -> None:
         async with self._lock:
             if self._durable >= ticket:
                 return  # an earlier holder of the lock wrote it with its batch
@@ -361,8 +392,10 @@ class SegmentStore:
         size: int,
         media_time: int | None,
         media_duration: int | None,
+        wait: bool = True,
     ) -> None:
-        """Journal a segment already renamed into :meth:`segment_path` (one fsynced line)."""
+        """Journal a segment already renamed into :meth:`segment_path` (one fsynced line);
+        without ``wait`` the line is made durable in the background (see :meth:`flush`)."""
         path = self.segment_path(track, key)
         actual = self._require_file(path)
         if actual != size:
@@ -370,7 +403,11 @@ class SegmentStore:
         stored = StoredSegment(track, key, start, duration, size, media_time, media_duration, path)
         record = {field.name: getattr(stored, field.name) for field in fields(stored)}
         del record["path"]  # where it lies follows from track and key
-        await self._append_async({"type": "segment", **record}, path.parent)
+        line = _line({"type": "segment", **record})
+        if wait:
+            await self._journal_appender.append(line, path.parent)
+        else:
+            self._journal_appender.append_soon(line, path.parent)
         self._segments.setdefault(track, {})[key] = stored
         self._missing.get(track, {}).pop(key, None)
 
@@ -387,6 +424,10 @@ class SegmentStore:
         self._missing.setdefault(track, {})[key] = MissingSegment(
             track=track, key=key, start=start, duration=duration
         )
+
+    async def flush(self) -> None:
+        """Every segment committed so far is in the journal on disk (StorageError if not)."""
+        await self._journal_appender.flush()
 
     def remove(self) -> None:
         """Delete the whole directory (after a successful merge)."""

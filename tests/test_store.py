@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from instarec.errors import StorageError
+from instarec.errors import DiskFullError, StorageError
 from instarec.store import JOURNAL_NAME, MissingSegment, SegmentStore
 
 FP = {"mpd": "https://cdn.example/live/manifest.mpd", "video": "v1080", "audio": "a128"}
@@ -290,3 +290,38 @@ async def test_concurrent_commits_all_reach_the_journal(tmp_path: Path) -> None:
     lines = journal_lines(root)
     assert sorted(int(str(line["key"])) for line in lines[1:]) == list(range(1, 41))
     assert [s.key for s in SegmentStore.open(root, FP).segments("video")] == list(range(1, 41))
+
+
+async def test_a_background_commit_is_in_the_journal_after_flush(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    for key in (1, 2, 3):
+        await write_segment(store, "video", key, b"x" * key)
+        await store.commit(
+            "video", key, start=2.0 * key, duration=2.0, size=key, media_time=None,
+            media_duration=None, wait=False,
+        )  # fmt: skip
+    await store.flush()
+    assert [s.key for s in SegmentStore.open(root, FP).segments("video")] == [1, 2, 3]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+async def test_a_background_commit_that_fails_is_raised_by_the_next_call(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    journal = root / JOURNAL_NAME
+    journal.unlink()
+    journal.symlink_to("/dev/full")  # every append fails with ENOSPC
+    await write_segment(store, "video", 1, b"one")
+    await store.commit(
+        "video", 1, start=0.0, duration=2.0, size=3, media_time=None, media_duration=None,
+        wait=False,
+    )  # fmt: skip
+    with pytest.raises(DiskFullError):
+        await store.flush()
+    await write_segment(store, "video", 2, b"two")
+    with pytest.raises(DiskFullError):
+        await store.commit(
+            "video", 2, start=2.0, duration=2.0, size=3, media_time=None, media_duration=None,
+            wait=False,
+        )  # fmt: skip
