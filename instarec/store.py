@@ -218,10 +218,6 @@ class SegmentStore:
         self._fingerprint = dict(fingerprint)
         self._journal = root / JOURNAL_NAME
         self._index = _Index(root)
-        # The index's tables, under the names the store's own methods use.
-        self._segments = self._index.segments
-        self._missing = self._index.missing
-        self._inits = self._index.inits
         self._track_dirs: set[str] = set()
         self._journal_appender = _Journal(self._journal)
         self.resumed = False
@@ -357,21 +353,21 @@ class SegmentStore:
     # ------------------------------------------------------------------ queries
 
     def has_init(self, track: str) -> bool:
-        return track in self._inits
+        return track in self._index.inits
 
     def has(self, track: str, key: int) -> bool:
-        return key in self._segments.get(track, {})
+        return key in self._index.segments.get(track, {})
 
     def tracks(self) -> list[str]:
-        return sorted(set(self._segments) | set(self._inits) | set(self._missing))
+        return sorted(set(self._index.segments) | set(self._index.inits) | set(self._index.missing))
 
     def segments(self, track: str) -> list[StoredSegment]:
         """Committed segments of ``track`` in timeline order (start, then key)."""
-        return sorted(self._segments.get(track, {}).values(), key=lambda s: (s.start, s.key))
+        return sorted(self._index.segments.get(track, {}).values(), key=lambda s: (s.start, s.key))
 
     def missing(self, track: str) -> list[MissingSegment]:
         """Segments recorded as missing and never committed since, in timeline order."""
-        return sorted(self._missing.get(track, {}).values(), key=lambda s: (s.start, s.key))
+        return sorted(self._index.missing.get(track, {}).values(), key=lambda s: (s.start, s.key))
 
     # ------------------------------------------------------------------ updates
 
@@ -380,7 +376,7 @@ class SegmentStore:
         path = self.init_path(track)
         size = self._require_file(path)
         await self._append_async({"type": "init", "track": track, "size": size}, path.parent)
-        self._inits[track] = size
+        self._index.inits[track] = size
 
     async def commit(
         self,
@@ -408,8 +404,8 @@ class SegmentStore:
             await self._journal_appender.append(line, path.parent)
         else:
             self._journal_appender.append_soon(line, path.parent)
-        self._segments.setdefault(track, {})[key] = stored
-        self._missing.get(track, {}).pop(key, None)
+        self._index.segments.setdefault(track, {})[key] = stored
+        self._index.missing.get(track, {}).pop(key, None)
 
     async def record_missing(
         self, track: str, key: int, *, start: float, duration: float | None
@@ -421,7 +417,7 @@ class SegmentStore:
         await self._append_async(
             {"type": "missing", "track": track, "key": key, "start": start, "duration": duration}
         )
-        self._missing.setdefault(track, {})[key] = MissingSegment(
+        self._index.missing.setdefault(track, {})[key] = MissingSegment(
             track=track, key=key, start=start, duration=duration
         )
 
@@ -437,9 +433,9 @@ class SegmentStore:
             pass
         except OSError as exc:
             raise storage_error(exc, "delete", self._root) from exc
-        self._segments.clear()
-        self._missing.clear()
-        self._inits.clear()
+        self._index.segments.clear()
+        self._index.missing.clear()
+        self._index.inits.clear()
         self._track_dirs.clear()
 
     # ------------------------------------------------------------------ internals
