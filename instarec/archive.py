@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -59,6 +60,9 @@ class SearchLimits:
     miss_threshold: int = DEFAULTS.end_stream_miss_threshold
     unknown_retries: int = 6  # times an unknown answer is asked again before SearchStalled
     unknown_delay: float = 1.0  # seconds before the first re-ask; doubles, capped at 30 s
+    # Seconds a boundary probe may go unanswered before another probe joins it: a HEAD answers
+    # in a round trip; longer is a retry's backoff or a stalled answer.
+    hedge_after: float = 0.5
 
     def in_timescale(self, timescale: int) -> SearchLimits:
         """These limits for a timeline of ``timescale`` ticks per second (miss_threshold in ms)."""
@@ -112,29 +116,24 @@ async def find_first_number(
     tries ``start_number`` first (servers that keep everything answer at once), then steps
     down exponentially from the window, several steps asked at once (a server deleting its
     oldest segments meanwhile must not win by the round trips), and bisects the boundary
-    between a miss and a hit. A gap (a
-    lost segment or a few) could masquerade as the boundary, so ``guard`` numbers below it are
-    probed too, in parallel: any hit there restarts the search from that hit. ``on_found`` is
-    told of each lower hit as it is found: every number from there up exists, and the caller
-    can start downloading them before the search ends.
+    between a miss and a hit (``NumberBoundary``). A gap (a lost segment or a few) could
+    masquerade as the boundary, so ``guard`` numbers below it are probed too, in parallel: any
+    hit there restarts the search from that hit. ``on_found`` is told of each lower hit as it
+    is found: every number from there up exists, and the caller can start downloading them
+    before the search ends.
     """
     limits = limits or SearchLimits()
     report = on_found or (lambda _: None)
-
     if first_listed <= start_number:
         return None
-    if await ask(probe, start_number, limits):
-        return start_number
-    floor = start_number  # known absent, and nothing below it can exist
-    if start_number == 0 and first_listed > 1:
-        # Broadcasts usually number from 1 (some packagers count from 0, which was just
-        # probed), whatever startNumber the manifest shows today.
-        if await ask(probe, 1, limits):
-            return 1
-        floor = 1
-    hit = first_listed  # known present
+    # Broadcasts usually number from 1 (some packagers count from 0), whatever startNumber
+    # the manifest shows today.
+    openers = [start_number, 1] if start_number == 0 and first_listed > 1 else [start_number]
+    boundary = NumberBoundary(probe, limits, report, miss=start_number - 1, hit=first_listed)
+    hit = await boundary.run(openers)
+    # Nothing below an opener that answered absent can exist.
+    floor = max((n for n in openers if n in boundary.absent), default=start_number - 1)
     while True:
-        hit = await _narrow_down(probe, floor, hit, limits, report)
         # hit - 1 is absent (or the floor). A lost segment looks the same as the end of
         # retention: look ``guard`` numbers further down before believing it.
         below = range(hit - 2, max(floor + 1, hit - 1 - guard) - 1, -1)
@@ -144,39 +143,121 @@ async def find_first_number(
         hits = [number for number, present in found.items() if present]
         if not hits:
             break
-        hit = min(hits)
-        report(hit)
-        log.debug("archive search: segment %d exists below a gap", hit)
+        report(min(hits))
+        log.debug("archive search: segment %d exists below a gap", min(hits))
+        boundary = NumberBoundary(probe, limits, report, miss=floor, hit=min(hits))
+        hit = await boundary.run([])
     return hit if hit < first_listed else None
 
 
-async def _narrow_down(
-    probe: Probe, miss: int, hit: int, limits: SearchLimits, report: Callable[[int], None]
-) -> int:
-    """The lowest number above ``miss`` (absent) that answers, from ``hit`` (present) down: a
-    gallop of doublings, ``_GALLOP_WIDTH`` asked at once, then bisection."""
-    base, exponent = hit, 0  # the gallop asks base - 2**k, _GALLOP_WIDTH k at a time
-    galloping = True
-    while hit - miss > 1:
-        if galloping:
-            ks = range(exponent, exponent + _GALLOP_WIDTH)
-            numbers = [base - 2**k for k in ks if miss < base - 2**k < hit]
-            exponent += _GALLOP_WIDTH
-            if not numbers:
-                galloping = False
-                continue
-        else:
-            numbers = [(hit + miss) // 2]
-        answers = await probe_many(probe, numbers, limits)
-        present = [n for n in numbers if answers[n]]
-        if present and min(present) < hit:
-            hit = min(present)
-            report(hit)
-        absent = [n for n in numbers if not answers[n] and n < hit]
-        if absent:
-            miss = max(miss, max(absent))
-            galloping = False
-    return hit
+class NumberBoundary:
+    """Finds the lowest present number between ``miss`` (absent) and ``hit`` (present).
+
+    A gallop of doublings down from ``hit`` (``_GALLOP_WIDTH`` asked at once) until one misses,
+    then bisection. Nothing waits for a round: each answer narrows the range at once, probes
+    the range no longer holds are stopped, and a probe unanswered ``hedge_after`` seconds (a
+    503's Retry-After, a stalled answer) is joined by one more probe splitting what is left,
+    so a slow answer holds up only itself while the server deletes its oldest segments.
+    """
+
+    def __init__(
+        self,
+        probe: Probe,
+        limits: SearchLimits,
+        report: Callable[[int], None],
+        *,
+        miss: int,
+        hit: int,
+    ) -> None:
+        self._probe = probe
+        self._limits = limits
+        self._report = report
+        self.miss, self.hit = miss, hit
+        self.absent: set[int] = set()
+        self._running: dict[asyncio.Task[bool], tuple[int, float]] = {}
+        self._gallop = hit  # the gallop asks hit - 2**k, k = 0, 1, ...
+        self._exponent = 0
+        self._galloping = True
+        self._gallop_asked: set[int] = set()
+
+    async def run(self, openers: list[int]) -> int:
+        """Ask ``openers`` one at a time first, then gallop and bisect; the lowest hit."""
+        loop = asyncio.get_running_loop()
+        pending = list(openers)
+        try:
+            while self.hit - self.miss > 1:
+                now = loop.time()
+                late = sum(
+                    1 for _, started in self._running.values() if now - started > self._hedge
+                )
+                width = 1 if pending or not self._galloping else _GALLOP_WIDTH
+                while len(self._running) < min(width + late, self._limits.max_in_flight):
+                    value = self._next_candidate(pending)
+                    if value is None:
+                        break
+                    self._start(value, now)
+                if not self._running:
+                    break
+                await self._settle(now)
+        finally:
+            for task in self._running:
+                task.cancel()
+            if self._running:
+                await asyncio.wait(self._running)
+        return self.hit
+
+    @property
+    def _hedge(self) -> float:
+        return self._limits.hedge_after
+
+    def _start(self, value: int, now: float) -> None:
+        task = asyncio.ensure_future(ask(self._probe, value, self._limits))
+        self._running[task] = (value, now)
+
+    def _next_candidate(self, pending: list[int]) -> int | None:
+        asked = {value for value, _ in self._running.values()}
+        while pending:
+            value = pending.pop(0)
+            if self.miss < value < self.hit and value not in asked:
+                return value
+        while self._galloping:
+            value = self._gallop - (1 << self._exponent)
+            if value <= self.miss:
+                self._galloping = False
+                break
+            self._exponent += 1
+            if value < self.hit and value not in asked:
+                self._gallop_asked.add(value)
+                return value
+        # The midpoint of the widest stretch no probe covers yet.
+        marks = sorted({self.miss, self.hit, *(v for v in asked if self.miss < v < self.hit)})
+        low, high = max(itertools.pairwise(marks), key=lambda pair: pair[1] - pair[0])
+        return (low + high) // 2 if high - low > 1 else None
+
+    async def _settle(self, now: float) -> None:
+        """Wait for an answer (or for the next probe to become late) and narrow the range."""
+        on_time = [started for _, started in self._running.values() if now - started <= self._hedge]
+        timeout = min(on_time) + self._hedge - now if on_time else None
+        done, _ = await asyncio.wait(
+            self._running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            value, _ = self._running.pop(task)
+            if task.result():
+                if value < self.hit:
+                    self.hit = value
+                    self._report(value)
+            else:
+                self.absent.add(value)
+                if self.miss < value < self.hit:
+                    self.miss = value
+                if value in self._gallop_asked:
+                    self._galloping = False  # the boundary is above: bisect from here
+        for task, (value, _) in list(self._running.items()):
+            if not self.miss < value < self.hit:
+                task.cancel()
+                del self._running[task]
+                await asyncio.wait([task])
 
 
 # Steps of the gallop asked at once: a round trip (or one slow answer) per four doublings

@@ -565,6 +565,36 @@ async def test_number_search_asks_unknown_numbers_again() -> None:
     assert first == 400
 
 
+async def test_a_stalled_number_probe_is_joined_not_waited_for() -> None:
+    # The bisection's first midpoint (162) never answers: other probes split the range
+    # meanwhile, the boundary is found and reported, and the stalled probe is stopped.
+    present = set(range(154, 300))
+    asked: list[int] = []
+    never = asyncio.Event()
+
+    async def probe(number: int) -> Presence:
+        asked.append(number)
+        if number == 162:
+            await never.wait()
+        return Presence.PRESENT if number in present else Presence.ABSENT
+
+    reported: list[int] = []
+    first = await asyncio.wait_for(
+        find_first_number(
+            probe,
+            start_number=1,
+            first_listed=258,
+            guard=3,
+            limits=SearchLimits(hedge_after=0.01),
+            on_found=reported.append,
+        ),
+        5,
+    )
+    assert first == 154
+    assert 162 in asked
+    assert reported[-1] == 154
+
+
 async def test_a_stalled_probe_holds_up_only_itself() -> None:
     # The likeliest candidate stalls until a later one is asked: the others go on meanwhile,
     # and once a hit is found no new candidate starts.

@@ -65,6 +65,9 @@ REGRESSION_SEEDS = [
     93,  # time, retention 43, holes the window skipped, faults: a live hole chain missed at
     #      its first step, knew no frame length yet and probed every tick up to the window
     #      (about 290,000 HEAD); the recording never ended
+    163,  # number_duration, retention 150, 503/429 with Retry-After on media: the number
+    #       search waited out one bisection probe's retries (40 s of stream time) while the
+    #       server deleted numbers 154-160
 ]
 
 
