@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.past_segment_delay,
         metavar="SECONDS",
         help="minimum time between the starts of two past segment downloads on one download "
-        "slot (--concurrency slots; the $Time$ chain's own steps are not delayed)",
+        "slot (the original's default was 0.1; the pace adapts to the server's 429/503 anyway)",
     )
 
     out = parser.add_argument_group("output")

@@ -125,6 +125,23 @@ class _FirstMoof:
         self._buffer = bytearray()
 
 
+@dataclass(slots=True)
+class _PastSpacing:
+    """--past-segment-delay between the starts of one worker's past downloads (a server
+    throttling a client sees each connection's pace). Chain steps are exempt: a chain already
+    waits a whole round trip between two steps."""
+
+    delay: float
+    clock: Clock
+    last_start: float = -math.inf
+
+    async def wait(self) -> None:
+        wait = self.last_start + self.delay - self.clock.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.last_start = self.clock.monotonic()
+
+
 class NotYetPublished:
     """Segments that answered 404 with nothing later on disk: maybe not published yet (a live
     edge computed from a clock runs ahead of the packager).
@@ -346,28 +363,23 @@ class Downloads:
         return _parse_file(self.store.segment_path(track, key), default)
 
     async def worker(self) -> None:
-        last_past_start = -math.inf
+        spacing = _PastSpacing(self.options.past_segment_delay, self._clock)
         while True:
-            job = await self._queue.get()
-            if isinstance(job, StopJob):
-                self._queue.task_done()
-                return
-            self._untried_live.pop(job.sequence, None)
-            try:
-                if self._paced(job):
-                    # --past-segment-delay spaces the past downloads of each download slot (a
-                    # server throttling a client sees each connection's pace). Chain steps are
-                    # exempt: a chain already waits a whole round trip between two steps.
-                    wait = (
-                        last_past_start + self.options.past_segment_delay - self._clock.monotonic()
-                    )
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    last_past_start = self._clock.monotonic()
-                await self._run_job(job)
-            finally:
-                self._tally.queued[job.ref.origin] -= 1
-                self._queue.task_done()
+            # A slot first, then the job: while the server bears fewer downloads at once than
+            # there are workers, the jobs go to the workers holding a slot, most urgent first.
+            async with self.http.pace.download_slot():
+                job = await self._queue.get()
+                if isinstance(job, StopJob):
+                    self._queue.task_done()
+                    return
+                self._untried_live.pop(job.sequence, None)
+                try:
+                    if self._paced(job):
+                        await spacing.wait()
+                    await self._run_job(job)
+                finally:
+                    self._tally.queued[job.ref.origin] -= 1
+                    self._queue.task_done()
 
     async def drain(self, workers: Sequence[asyncio.Task[None]], grace: float) -> None:
         """Let the downloads in flight finish (bounded), start no other: what Ctrl+C asks."""

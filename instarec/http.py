@@ -42,6 +42,7 @@ from instarec.errors import (
     UsageError,
 )
 from instarec.options import DEFAULTS
+from instarec.pacing import PaceSettings, ServerPace
 
 if TYPE_CHECKING:
     from instarec.manifest import ByteRange
@@ -55,6 +56,7 @@ HTTP_PROXY_SCHEMES: Final = frozenset({"http", "https"})
 SOCKS_PROXY_SCHEMES: Final = frozenset({"socks4", "socks4a", "socks5", "socks5h"})
 # Statuses worth asking again: the server is overloaded or briefly broken.
 _RETRY_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+_PUSHBACK_STATUSES: Final = frozenset({429, 503})
 _GONE_STATUSES: Final = frozenset({404, 410})
 _DENIED_STATUSES: Final = frozenset({401, 403})
 # HEAD is not implemented by some origins; a 1-byte GET answers the same question.
@@ -101,6 +103,7 @@ class HttpConfig:
     retry: RetryPolicy = RetryPolicy()
     probe_retries: int = DEFAULTS.check_url_retries
     max_connections: int = 100
+    concurrency: int = DEFAULTS.concurrency  # the ceiling of the adaptive download limit
 
 
 class BodySink(Protocol):
@@ -155,12 +158,19 @@ class _Retryable(Exception):
     """One attempt failed in a way another attempt may not: internal to this module."""
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, max_retries: int | None = None
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        max_retries: int | None = None,
+        pushback: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
         self.max_retries = max_retries  # tighter than the policy for failures unlikely to pass
+        # The server said it bears no more (429, 503, a connection reset before any answer).
+        self.pushback = pushback
 
 
 def _to_url(url: str) -> URL:
@@ -206,6 +216,7 @@ class HttpClient:
     def __init__(self, config: HttpConfig | None = None) -> None:
         self._config = config if config is not None else HttpConfig()
         self.stats = HttpStats()
+        self.pace = ServerPace(PaceSettings(ceiling=self._config.concurrency))
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
         # Hosts that answered a HEAD with 405/501: their probes go straight to a Range GET.
@@ -301,7 +312,7 @@ class HttpClient:
                     resp.close()
                 return answer
 
-        return await self._retrying(attempt, target, self._config.probe_retries)
+        return await self._retrying(attempt, target, self._config.probe_retries, paced=True)
 
     async def download(
         self,
@@ -332,7 +343,7 @@ class HttpClient:
                     on_restart()
             return await self._download_once(target, sink, byte_range, on_chunk)
 
-        return await self._retrying(attempt, target, self._config.retry.retries)
+        return await self._retrying(attempt, target, self._config.retry.retries, paced=True)
 
     async def fetch_body(
         self,
@@ -416,14 +427,22 @@ class HttpClient:
         return received
 
     async def _retrying(
-        self, attempt: Callable[[], Awaitable[_T]], target: URL, retries: int
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        target: URL,
+        retries: int,
+        *,
+        paced: bool = False,
     ) -> _T:
-        """Run ``attempt`` until it succeeds, fails for good, or ``retries`` retries are spent."""
+        """Run ``attempt`` until it succeeds, fails for good, or ``retries`` retries are spent.
+
+        ``paced``: a media request, started when ``pace`` allows and reported to it.
+        """
         policy = self._config.retry
         tries = 0
         while True:
             try:
-                return await attempt()
+                return await (_reported(self.pace, attempt) if paced else attempt())
             except _Retryable as exc:
                 failure = exc
             if tries >= min(
@@ -435,15 +454,24 @@ class HttpClient:
             wait = policy.delay(tries, failure.retry_after)
             tries += 1
             self.stats.retries += 1
-            log.debug(
-                "%s: %s; retry %d/%d in %.2fs",
-                _short(target),
-                failure.message,
-                tries,
-                retries,
-                wait,
-            )
+            message = f"{failure.message}; retry {tries}/{retries} in {wait:.2f}s"
+            log.debug("%s: %s", _short(target), message)
             await asyncio.sleep(wait)
+
+
+async def _reported(pace: ServerPace, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    """One media request, started when ``pace`` allows, its answer reported to it."""
+    await pace.start()
+    try:
+        result = await attempt()
+    except _Retryable as failure:
+        pace.note(pushback=failure.pushback, retry_after=failure.retry_after)
+        raise
+    except SegmentMissing:
+        pace.note(pushback=False)  # a clean answer, if not the one wanted
+        raise
+    pace.note(pushback=False)
+    return result
 
 
 class _CountedRequest:
@@ -530,10 +558,12 @@ def _translate(exc: BaseException, url: URL, stats: HttpStats) -> BaseException:
         return _Retryable(f"incomplete response body from {host}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         stats.transport_errors["disconnected"] += 1
-        return _Retryable(f"{host} closed the connection")
+        return _Retryable(f"{host} closed the connection", pushback=True)
     if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)):
         stats.transport_errors["connection"] += 1
-        return _Retryable(f"connection to {host} failed: {exc or type(exc).__name__}")
+        return _Retryable(
+            f"connection to {host} failed: {exc or type(exc).__name__}", pushback=True
+        )
     if isinstance(exc, aiohttp.ClientResponseError):
         # A malformed HTTP response: another attempt may hit a healthy server.
         stats.transport_errors["protocol"] += 1
@@ -649,7 +679,9 @@ def _raise_for_status(resp: aiohttp.ClientResponse, target: URL, *, segment: boo
         return
     if status in _RETRY_STATUSES or status >= 500:
         raise _Retryable(
-            f"HTTP {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After"))
+            f"HTTP {status}",
+            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+            pushback=status in _PUSHBACK_STATUSES,
         )
     if segment and status in _GONE_STATUSES:
         raise SegmentMissing(f"segment not found (HTTP {status}): {target}", status, str(target))

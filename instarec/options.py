@@ -63,7 +63,7 @@ class Options:
     max_search_requests: int = 50  # concurrent probes while searching past segments
     end_stream_miss_threshold: int = 30000  # consecutive misses before the past search gives up
     search_chunk_size: int = 500  # probes per batch
-    past_segment_delay: float = 0.1  # minimum seconds between the starts of past downloads
+    past_segment_delay: float = 0.0  # minimum seconds between the starts of past downloads
 
     # network
     download_retries: int = 5
@@ -108,6 +108,7 @@ class Options:
             proxy=self.proxy,
             cookies_file=self.cookies,
             retry=retry,
+            concurrency=self.concurrency,
             probe_retries=self.check_url_retries,
             max_connections=max_connections,
         )

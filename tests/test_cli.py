@@ -138,7 +138,9 @@ def test_defaults_match_the_original_tool(tmp_path):
     assert options.end_stream_miss_threshold == 30000
     assert options.search_chunk_size == 500
     assert options.live_end_timeout == 180.0
-    assert options.past_segment_delay == 0.1
+    # The one default that departs from the original's (0.1 s): the pace adapts to the
+    # server's pushback instead (instarec.pacing).
+    assert options.past_segment_delay == 0.0
     assert options.ffmpeg_path == "ffmpeg"
     assert options.ffprobe_path == "ffprobe"
     assert options.concurrency == 8

@@ -8,12 +8,13 @@ verdicts follow the manifest request number.
 
 from __future__ import annotations
 
+import collections
 import enum
 import hashlib
 import random
 from dataclasses import dataclass
 
-__all__ = ["Fault", "FaultConfig", "FaultPlan", "Verdict"]
+__all__ = ["Fault", "FaultConfig", "FaultPlan", "RateLimit", "Verdict"]
 
 
 class Fault(enum.Enum):
@@ -65,6 +66,9 @@ class FaultConfig:
     latency: float = 0.0  # real seconds added to every request
     manifest_failure: float = 0.0  # probability that one manifest request answers an error
     manifest_failure_status: int = 503
+    # Requests of ``kinds`` served per real second, over a sliding second; above it, 429 with
+    # ``Retry-After: retry_after`` (a CDN's per-client rate limit). None: no limit.
+    rate_limit: float | None = None
 
     def __post_init__(self) -> None:
         probabilities = (
@@ -80,6 +84,8 @@ class FaultConfig:
             raise ValueError("fault probabilities must be between 0 and 1")
         if self.media_fault_probability > 1 + 1e-9:
             raise ValueError("the media fault probabilities must add up to at most 1")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError("rate_limit must be positive")
         if self.latency < 0 or self.slow_first_byte_delay < 0:
             raise ValueError("delays must not be negative")
         if self.slow_first_byte_max is not None and (
@@ -174,3 +180,20 @@ class FaultPlan:
         if self.config.manifest_failure <= 0:
             return False
         return _draw(self.config.seed, "manifest", n) < self.config.manifest_failure
+
+
+class RateLimit:
+    """A sliding one-second window of the requests served: the origin's per-client limit."""
+
+    def __init__(self, per_second: float) -> None:
+        self._per_second = per_second
+        self._served: collections.deque[float] = collections.deque()
+
+    def admit(self, now: float) -> bool:
+        """Whether a request arriving at ``now`` (real seconds) is served; counts it if so."""
+        while self._served and self._served[0] <= now - 1.0:
+            self._served.popleft()
+        if len(self._served) >= self._per_second:
+            return False
+        self._served.append(now)
+        return True

@@ -61,7 +61,7 @@ from lxml import etree
 from instarec.mp4 import parse_init
 from instarec.testing import fmp4
 from instarec.testing.clock import Clock, ManualClock, SpeedClock
-from instarec.testing.faults import Fault, FaultConfig, FaultPlan
+from instarec.testing.faults import Fault, FaultConfig, FaultPlan, RateLimit
 from instarec.testing.media import LoopedMedia, MediaSpec, TestMedia, generate_media
 from instarec.testing.mpd import (
     DASH_NS,
@@ -621,6 +621,8 @@ class _Responder:
         self._cache = cache
         self._journal = journal
         self._faults = FaultPlan(config.faults)
+        rate = config.faults.rate_limit
+        self._rate_limit = RateLimit(rate) if rate is not None else None
         self._url = url
         self._wall_time = wall_time
 
@@ -663,6 +665,9 @@ class _Responder:
         # Faults are drawn per (track, segment) rather than per path: the path holds the
         # random stream id, and the same seed must give the same faults on every origin.
         fault_key = f"{track}/{'init' if kind == 'init' else index if index is not None else path}"
+        limited = self._rate_limited(exchange)
+        if limited is not None:
+            return limited
         fault, early = await self._draw_fault(request, exchange, fault_key)
         if early is not None:
             return early
@@ -678,6 +683,17 @@ class _Responder:
             assert self._cache is not None
             body = self._cache.get(track, index)
         return await self._media_body(request, exchange, f"{track}/mp4", body, fault)
+
+    def _rate_limited(self, exchange: _Exchange) -> web.StreamResponse | None:
+        if self._rate_limit is None or exchange.kind not in self._config.faults.kinds:
+            return None
+        if self._rate_limit.admit(time.monotonic()):
+            return None
+        self._journal.counters.faults["rate"] += 1
+        headers = {"Retry-After": str(self._config.faults.retry_after)}
+        return self._journal.reply(
+            exchange, web.Response(status=429, headers=headers), fault="rate"
+        )
 
     async def _draw_fault(
         self, request: web.Request, exchange: _Exchange, fault_key: str
@@ -994,6 +1010,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="give manifest requests the same faults as media requests",
     )
     faults.add_argument("--latency", type=float, default=0.0, help="real seconds per request")
+    faults.add_argument(
+        "--rate-limit", type=float, default=None, help="media requests served per second (429)"
+    )
     faults.add_argument("--manifest-failure", type=float, default=0.0)
     add("-v", "--verbose", action="store_true")
     return parser
@@ -1021,6 +1040,7 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         kinds=frozenset({"media", "init", *(["manifest"] if args.manifest_faults else [])}),
         latency=args.latency,
         manifest_failure=args.manifest_failure,
+        rate_limit=args.rate_limit,
     )
     return OriginConfig(
         shape=args.shape,
