@@ -958,7 +958,12 @@ async def find_seed(
     frame_ticks: float | None,
     limits: SearchLimits,
 ) -> int | None:
-    """A segment start near ``target``: any hit is exact, since only segment starts answer."""
+    """A segment start near ``target``: any hit is exact, since only segment starts answer.
+
+    Any segment start will do, so the first hit ends the search, and the probes go out in
+    small waves: about one grid point in thirty starts a segment, and a wave of fifty would
+    mostly ask after the answer is known.
+    """
     return await search_times(
         probe,
         candidate_times(
@@ -967,6 +972,10 @@ async def find_seed(
             high=target + typical_duration,
             grid=frame_ticks,
         ),
-        limits,
+        replace(limits, max_in_flight=min(limits.max_in_flight, SEED_WAVE)),
         pick=min,
+        first_hit=True,
     )
+
+
+SEED_WAVE = 12  # probes in flight while looking for a seed

@@ -41,9 +41,11 @@ from instarec.timeline import Timeline, median_ticks
 log = logging.getLogger(__name__)
 
 # Archives of fewer segments are walked by one chain (no probe); longer ones are split between
-# several chains, each walking at least SEGMENTS_PER_CHAIN segments.
-LONG_ARCHIVE_SEGMENTS = 600
+# several chains, each walking at least SEGMENTS_PER_CHAIN segments. A chain costs a round trip
+# per segment (1.2 s for 60 segments at 20 ms), a seed about one wave of probes on the frame
+# grid: from two chains' worth on, the probes are worth their time.
 SEGMENTS_PER_CHAIN = 60
+LONG_ARCHIVE_SEGMENTS = 2 * SEGMENTS_PER_CHAIN
 
 
 class SegmentAccess(Protocol):

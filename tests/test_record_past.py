@@ -46,8 +46,9 @@ async def test_ten_minute_broadcast_begun_eight_minutes_ago_is_recorded_whole(
     assert summary.archive_complete
     assert summary.gaps == ()
     if shape in ("instagram", "time"):
-        # The $Time$ chain walks the media itself: no probing outside gaps.
-        assert heads <= 2
+        # The $Time$ chains walk the media itself: only their seeds probe (four minutes of
+        # past and more are split between chains, one per minute or two).
+        assert heads <= 300
 
 
 @pytest.mark.parametrize("shape", ["instagram", "number_timeline"])
