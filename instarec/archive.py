@@ -962,16 +962,23 @@ async def find_seed(
 
     Any segment start will do, so the first hit ends the search, and the probes go out in
     small waves: about one grid point in thirty starts a segment, and a wave of fifty would
-    mostly ask after the answer is known.
+    mostly ask after the answer is known. The segment holding ``target`` starts or ends within
+    half its length of it, so the grid points (and their neighbours one tick away) within
+    ``SEED_REACH`` of a typical length are enough; a seed only saves time, so the search stops
+    there rather than probe every tick (media whose times drifted off the frame grid), and the
+    chain below walks on instead.
     """
+    reach = typical_duration * SEED_REACH
+    candidates = candidate_times(
+        target,
+        low=math.floor(target - reach),
+        high=math.ceil(target + reach),
+        grid=frame_ticks,
+        every_tick=False,
+    )
     return await search_times(
         probe,
-        candidate_times(
-            target,
-            low=target - typical_duration,
-            high=target + typical_duration,
-            grid=frame_ticks,
-        ),
+        itertools.islice(candidates, SEED_BUDGET),
         replace(limits, max_in_flight=min(limits.max_in_flight, SEED_WAVE)),
         pick=min,
         first_hit=True,
@@ -979,3 +986,5 @@ async def find_seed(
 
 
 SEED_WAVE = 12  # probes in flight while looking for a seed
+SEED_REACH = 0.7  # of a typical segment length on either side of the target (segments vary)
+SEED_BUDGET = 400  # probes, where no frame grid bounds the candidates
