@@ -183,14 +183,11 @@ async def merge_store(
     starts = [t.start for t in summaries if t.start is not None]
     ends = [t.end for t in summaries if t.end is not None]
     if inputs:
-        result = await merge_tracks(
-            inputs, output, ffmpeg=ffmpeg, work_dir=store.root, overwrite=options.overwrite
-        )
+        result = await merge_tracks(inputs, output, ffmpeg=ffmpeg, overwrite=options.overwrite)
         merged = result.output
         size = result.size
-        # The recorded media's own times say how long the file is; ffmpeg's progress report is
-        # not the same in every version (some report no output time at all).
-        duration = max(ends) - min(starts) if starts and ends else (result.duration or 0.0)
+        # The recorded media's own times say how long the file is.
+        duration = max(ends) - min(starts) if starts and ends else 0.0
         if not options.keep_segments:
             store.remove()
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -82,7 +83,6 @@ class TrackInput:
 class MergeResult:
     output: Path
     size: int  # bytes
-    duration: float | None  # seconds, as reported by ffmpeg at the end of the mux
 
 
 def _container(output: Path) -> _Container:
@@ -153,55 +153,78 @@ def part_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.part{output.suffix}")
 
 
-def _concatenate(track: TrackInput, dest: Path) -> int:
-    """Write init + segments into ``dest`` with a constant-size buffer; returns bytes written."""
-    written = 0
-    with dest.open("wb") as out:
-        for src in (track.init, *track.segments):
-            with src.open("rb") as inp:
-                shutil.copyfileobj(inp, out, _COPY_CHUNK)
-            written = out.tell()
-    return written
+class _TrackFeed:
+    """One track streamed into ffmpeg through a pipe: init, then every segment, in order.
 
+    No concatenated copy of the recording is written first (hours of media are gigabytes, and
+    the copy doubled the merge's disk traffic): a thread copies the files into the pipe with
+    ``sendfile`` while ffmpeg reads it as ``pipe:N``.
+    """
 
-def _prepare_inputs(tracks: Sequence[TrackInput], work_dir: Path) -> list[Path]:
-    """Concatenate each track into ``work_dir/<kind>.mp4`` (blocking: run it in a thread)."""
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, "create", work_dir) from exc
-    paths: list[Path] = []
-    names: set[str] = set()
-    for track in tracks:
-        name = f"{track.kind}.mp4"
-        # Two tracks of the same kind must not overwrite each other's file.
-        index = 1
-        while name in names:
-            index += 1
-            name = f"{track.kind}{index}.mp4"
-        names.add(name)
-        dest = work_dir / name
+    def __init__(self, track: TrackInput) -> None:
+        self.track = track
+        self.read_fd, self._write_fd = os.pipe()
+        self.error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"pipe:{self.read_fd}"
+
+    def feed(self) -> None:
+        """Copy the track into the pipe (blocking: run it in a thread); errors kept in
+        ``error``. A reader that stopped (ffmpeg failed or was stopped) ends the copy."""
         try:
-            size = _concatenate(track, dest)
-        except FileNotFoundError as exc:
-            raise MergeError(f"recorded {track.kind} file is missing: {exc.filename}") from exc
+            with open(self._write_fd, "wb", buffering=0) as pipe:
+                for src in (self.track.init, *self.track.segments):
+                    _copy_into(src, pipe.fileno())
+        except BrokenPipeError:
+            return  # ffmpeg's own exit status says why it stopped reading
         except OSError as exc:
-            raise storage_error(exc, "write", dest) from exc
-        log.debug(
-            "%s: %d segments concatenated into %s (%d bytes)",
-            track.kind,
-            len(track.segments),
-            dest,
-            size,
-        )
-        paths.append(dest)
-    return paths
+            self.error = exc
+
+    def close_read_end(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.read_fd)
+
+    def close(self) -> None:
+        """Both ends, for a feed that never started (ffmpeg could not be run)."""
+        self.close_read_end()
+        with contextlib.suppress(OSError):
+            os.close(self._write_fd)
+
+
+def _copy_into(src: Path, out_fd: int) -> None:
+    with src.open("rb") as inp:
+        size = os.fstat(inp.fileno()).st_size
+        offset = 0
+        try:
+            while offset < size:
+                sent = os.sendfile(out_fd, inp.fileno(), offset, min(size - offset, 1 << 24))
+                if sent == 0:
+                    break
+                offset += sent
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
+                raise
+            # No sendfile into a pipe on this system: copy through a buffer.
+            while chunk := inp.read(_COPY_CHUNK):
+                os.write(out_fd, chunk)  # a short write is impossible on a blocking pipe
+
+
+def _feed_failure(feeds: Sequence[_TrackFeed]) -> MergeError | None:
+    for feed in feeds:
+        error = feed.error
+        if isinstance(error, FileNotFoundError):
+            return MergeError(f"recorded {feed.track.kind} file is missing: {error.filename}")
+        if error is not None:
+            return MergeError(f"cannot read the recorded {feed.track.kind} segments: {error}")
+    return None
 
 
 def build_command(
     ffmpeg: str,
     tracks: Sequence[TrackInput],
-    inputs: Sequence[Path],
+    inputs: Sequence[str],
     target: Path,
     muxer: str,
     *,
@@ -217,9 +240,6 @@ def build_command(
         "-loglevel",
         "error",
         "-nostats",
-        # Progress as key=value lines on stdout: the last out_time_us is the output's duration.
-        "-progress",
-        "pipe:1",
         # The target is our own temporary name; a leftover from an interrupted merge is stale.
         "-y",
         # Keep each input's tfdt-based timestamps instead of shifting every file to zero alone.
@@ -230,7 +250,7 @@ def build_command(
         # offset. It is the default (and a plain concatenation reads the same without it), but
         # segments carrying a sidx would otherwise let the sidx times win. The same -itsoffset
         # on every input moves the earliest track to zero and keeps the others where they are.
-        cmd += ["-use_tfdt", "1", "-itsoffset", offset, "-i", str(inp)]
+        cmd += ["-use_tfdt", "1", "-itsoffset", offset, "-i", inp]
     for index, track in enumerate(tracks):
         selector = "v" if track.kind == "video" else "a"
         cmd += ["-map", f"{index}:{selector}:0"]
@@ -265,7 +285,6 @@ async def merge_tracks(
     output: Path,
     *,
     ffmpeg: str,
-    work_dir: Path,
     overwrite: bool,
 ) -> MergeResult:
     """Mux the recorded tracks into ``output`` with one ffmpeg stream-copy call.
@@ -276,15 +295,19 @@ async def merge_tracks(
     container = _container(output)
     await asyncio.to_thread(check_output_free, output, overwrite)
     selected = _select_tracks(tracks, container)
-    # In a thread: hours of segments are gigabytes and the event loop must stay responsive.
-    inputs = await asyncio.to_thread(_prepare_inputs, selected, work_dir)
     target = part_path(output)
+    feeds = [_TrackFeed(track) for track in selected]
     cmd = build_command(
-        ffmpeg, selected, inputs, target, container.muxer, faststart=container.faststart
+        ffmpeg,
+        selected,
+        [feed.url for feed in feeds],
+        target,
+        container.muxer,
+        faststart=container.faststart,
     )
     log.debug("running %s", " ".join(cmd))
     try:
-        duration = await _run_ffmpeg(cmd)
+        await _run_ffmpeg(cmd, feeds)
         size = _publish(target, output)
     except BaseException:
         # Never leave a half-written file behind, whatever stopped us (error or cancellation).
@@ -292,7 +315,7 @@ async def merge_tracks(
             target.unlink()
         raise
     log.info("wrote %s (%d bytes)", output, size)
-    return MergeResult(output=output, size=size, duration=duration)
+    return MergeResult(output=output, size=size)
 
 
 def _publish(target: Path, output: Path) -> int:
@@ -310,28 +333,39 @@ def _publish(target: Path, output: Path) -> int:
     return size
 
 
-async def _run_ffmpeg(cmd: Sequence[str]) -> float | None:
+async def _run_ffmpeg(cmd: Sequence[str], feeds: Sequence[_TrackFeed]) -> None:
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            pass_fds=[feed.read_fd for feed in feeds],
         )
     except OSError as exc:
+        for feed in feeds:
+            feed.close()
         raise FFmpegNotFoundError(
             f"cannot run {cmd[0]}: {exc.strerror or exc}: {FFMPEG_FIX}"
         ) from exc
+    for feed in feeds:
+        feed.close_read_end()  # ffmpeg holds its own copy
+    writers = [asyncio.ensure_future(asyncio.to_thread(feed.feed)) for feed in feeds]
     try:
-        stdout, stderr = await proc.communicate()
+        _, stderr = await proc.communicate()
     except asyncio.CancelledError:
         await _stop(proc)
         raise
+    finally:
+        # Once ffmpeg is gone a writer ends at once (its pipe is broken).
+        await asyncio.wait(writers)
+    failure = _feed_failure(feeds)
+    if failure is not None:
+        raise failure
     if proc.returncode != 0:
         lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
         last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
         raise MergeError(f"ffmpeg failed: {last}")
-    return _progress_duration(stdout)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -347,16 +381,3 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
-
-
-def _progress_duration(stdout: bytes) -> float | None:
-    """The last ``out_time_us`` of ffmpeg's -progress report, in seconds."""
-    duration: float | None = None
-    for line in stdout.decode(errors="replace").splitlines():
-        key, _, value = line.partition("=")
-        if key == "out_time_us":
-            with contextlib.suppress(ValueError):
-                micros = int(value)
-                if micros >= 0:
-                    duration = micros / 1_000_000
-    return duration
