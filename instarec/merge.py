@@ -46,6 +46,7 @@ FFMPEG_FIX = (
 TERMINATE_TIMEOUT = 5.0
 
 _COPY_CHUNK = 1024 * 1024
+_INPUT_QUEUE = 1024  # packets read ahead per input (a few MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +251,11 @@ def build_command(
         # offset. It is the default (and a plain concatenation reads the same without it), but
         # segments carrying a sidx would otherwise let the sidx times win. The same -itsoffset
         # on every input moves the earliest track to zero and keeps the others where they are.
-        cmd += ["-use_tfdt", "1", "-itsoffset", offset, "-i", inp]
+        cmd += ["-use_tfdt", "1", "-itsoffset", offset]
+        # Each input is a pipe read by its own ffmpeg thread: with the default queue of eight
+        # packets that thread soon waits for the muxer, and ffmpeg polls a waiting input every
+        # 10 ms (a 6-minute merge took 10 s instead of 0.2 s).
+        cmd += ["-thread_queue_size", str(_INPUT_QUEUE), "-i", inp]
     for index, track in enumerate(tracks):
         selector = "v" if track.kind == "video" else "a"
         cmd += ["-map", f"{index}:{selector}:0"]
