@@ -141,8 +141,14 @@ class ServerPace:
                 return  # answers to requests started before the last back-off
             self._backed_off_at = now
             self._back_off(now, len(self._answers) - pushed, retry_after)
-        elif enough and share <= self._settings.clean_share and now - self._changed_at >= window:
+        elif not enough or now - self._changed_at < window:
+            return
+        elif share <= self._settings.clean_share:
             self._grow()
+        elif self._rate is not None:
+            # Under a cap, a few refusals mean the cap just passed the server's limit: ease off
+            # by their share instead of holding there, refused a little every second.
+            self._rate = max(self._settings.min_rate, self._rate * (1 - share))
         else:
             return
         self._changed_at = now

@@ -26,7 +26,8 @@ async def answers(pace: ServerPace, pushbacks: list[bool], *, spread: float = 0.
 
 async def test_dense_pushback_halves_the_downloads_and_caps_the_rate() -> None:
     pace = ServerPace(QUICK)
-    await answers(pace, [True, False] * 10)
+    for pushback in [True, False] * 10:  # within one window: one back-off
+        pace.note(pushback=pushback)
     state = pace.state()
     assert state.backoffs == 1
     assert state.download_limit == 4
@@ -67,7 +68,8 @@ async def test_clean_answers_grow_the_limit_back_one_per_window() -> None:
 
 async def test_download_slots_follow_the_limit() -> None:
     pace = ServerPace(QUICK)
-    await answers(pace, [True] * 20)  # limit 4
+    for _ in range(20):  # within one window: one back-off, to 4
+        pace.note(pushback=True)
     running = 0
     most = 0
     release = asyncio.Event()
@@ -90,13 +92,12 @@ async def test_download_slots_follow_the_limit() -> None:
 
 async def test_retry_after_holds_back_every_new_request() -> None:
     pace = ServerPace(QUICK)
-    for _ in range(20):
-        pace.note(pushback=True, retry_after=0.2)
-        await asyncio.sleep(0.004)
     loop = asyncio.get_running_loop()
     began = loop.time()
+    for _ in range(6):  # refusals in a row: a rate limit's
+        pace.note(pushback=True, retry_after=0.3)
     await pace.start()
-    assert loop.time() - began >= 0.1
+    assert loop.time() - began >= 0.25
 
 
 def test_the_origin_rate_limit_serves_n_per_sliding_second() -> None:
