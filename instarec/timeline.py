@@ -140,10 +140,17 @@ class Timeline:
         return self.typical or max(1, 2 * self.timescale)
 
     def frame_ticks(self, info: FragmentInfo) -> float | None:
-        """One frame's length in the timeline's ticks, from a fragment's samples."""
-        if not info.sample_count or self.init is None:
+        """One frame's length in the timeline's ticks, from a fragment's samples.
+
+        A coarse media timescale (milliseconds) rounds each segment's duration: 55 frames at
+        30 fps last 1833 ms, 33.327 ms a frame instead of 33.333. Extrapolated over an hour
+        that is 0.6 s off the frame grid, so a rate that close to a standard one is taken
+        for it.
+        """
+        if not info.sample_count or not info.duration or self.init is None:
             return None
-        return info.duration / info.sample_count * self.timescale / self.init.timescale
+        rate = standard_rate(self.init.timescale * info.sample_count / info.duration)
+        return self.timescale / rate
 
     def learn_frame(self, info: FragmentInfo) -> None:
         """Remember one frame's length from a downloaded fragment (``frame``)."""
@@ -184,3 +191,19 @@ def median_ticks(durations: Sequence[float | None], timescale: int) -> int:
     if not known:
         return 2 * timescale
     return max(1, round(known[len(known) // 2] * timescale))
+
+
+# Frame rates in use (video: the film, PAL and NTSC families and their doubles).
+_STANDARD_RATES = tuple(
+    sorted({24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0, 120.0})
+)
+# Closer than this (relative) to a standard rate is that rate: a segment's duration in
+# milliseconds is off by up to 1 ms (two rounded times), 0.06 % of 50 frames at 30 fps; the
+# nearest rate wins (NTSC and whole rates are 0.1 % apart).
+_RATE_TOLERANCE = 0.0007
+
+
+def standard_rate(measured: float) -> float:
+    """``measured`` frames per second, or the standard rate it is a rounding of."""
+    nearest = min(_STANDARD_RATES, key=lambda rate: abs(measured - rate))
+    return nearest if abs(measured - nearest) <= nearest * _RATE_TOLERANCE else measured

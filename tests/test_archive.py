@@ -28,6 +28,7 @@ from instarec.archive import (
     search_times,
     seed_targets,
 )
+from instarec.timeline import standard_rate
 
 
 class NumberServer:
@@ -649,3 +650,23 @@ def test_miss_threshold_is_milliseconds_of_media_in_every_timescale() -> None:
     assert limits.in_timescale(1000).miss_threshold == 30000
     assert limits.in_timescale(90000).miss_threshold == 2_700_000
     assert limits.in_timescale(48000).miss_threshold == 1_440_000
+
+
+@pytest.mark.parametrize(
+    ("frames", "milliseconds", "rate"),
+    [
+        (55, 1833, 30.0),  # 33.327 ms a frame as rounded: a grid 0.6 s off after an hour
+        (60, 2002, 30000 / 1001),
+        (50, 2000, 25.0),
+        (57, 1900, 30.0),
+    ],
+)
+def test_a_rate_rounded_by_a_millisecond_timescale_is_the_standard_one(
+    frames: int, milliseconds: int, rate: float
+) -> None:
+    assert standard_rate(frames * 1000 / milliseconds) == rate
+
+
+def test_a_rate_far_from_every_standard_one_is_kept() -> None:
+    assert standard_rate(48000 / 1024) == 48000 / 1024  # AAC frames at 48 kHz
+    assert standard_rate(27.5) == 27.5
