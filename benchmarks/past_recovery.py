@@ -5,7 +5,8 @@ Side by side, on the project's simulated origin with added per-request latency, 
 * ``instarec``: this project, run as a subprocess (``python -m instarec URL OUT ...``);
 * ``original``: the original tool (``instarec==1.8.0`` from PyPI, in its own virtualenv);
 * ``limit``: the same archive URLs (both tracks, plus the init segments), all known in advance,
-  fetched with aiohttp at the same concurrency, bodies discarded, no merge.
+  fetched with aiohttp at the same concurrency, each body written to a file (no fsync), no
+  merge.
 
 Each tool run gets a fresh origin in this process, so request counts never mix. The origin is a
 small subclass that notes when each archive segment (a segment older than the manifest's window
@@ -544,26 +545,33 @@ async def run_tool(
 # -- the limit: every URL known, fetched at the same concurrency --------------------------------
 
 
-async def fetch_all(urls: list[str], concurrency: int) -> dict[str, float | int]:
+async def fetch_all(urls: list[str], concurrency: int, into: Path) -> dict[str, float | int]:
+    """Every URL, ``concurrency`` at a time, each body written to its own file under ``into``
+    (as any downloader keeps what it fetched; no fsync), deleted at the end."""
     semaphore = asyncio.Semaphore(concurrency)
     total = 0
     started = time.monotonic()
     connector = aiohttp.TCPConnector(limit=concurrency)
+    into.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any request
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(url: str) -> None:
+        async def one(index: int, url: str) -> None:
             nonlocal total
             async with semaphore, session.get(url) as response:
                 if response.status == 404:
                     return  # left the retention window meanwhile: the tools meet it too
                 response.raise_for_status()
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    total += len(chunk)
+                with (into / f"{index:06d}").open("wb") as body:
+                    async for chunk in response.content.iter_chunked(1 << 16):
+                        body.write(chunk)
+                        total += len(chunk)
 
         async with asyncio.TaskGroup() as group:
-            for url in urls:
-                group.create_task(one(url))
-    return {"seconds": time.monotonic() - started, "bytes": total, "requests": len(urls)}
+            for index, url in enumerate(urls):
+                group.create_task(one(index, url))
+    seconds = time.monotonic() - started
+    shutil.rmtree(into)
+    return {"seconds": seconds, "bytes": total, "requests": len(urls)}
 
 
 # -- summaries ----------------------------------------------------------------------------------
@@ -979,7 +987,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.fetch_urls is not None:
         urls = json.loads(args.fetch_urls.read_text())
-        print(json.dumps(asyncio.run(fetch_all(urls, args.concurrency))))
+        into = args.fetch_urls.parent / "bodies"
+        print(json.dumps(asyncio.run(fetch_all(urls, args.concurrency, into))))
         return 0
     return asyncio.run(run_benchmark(args))
 

@@ -7,11 +7,12 @@ Layout under the root the caller chooses (``<output>.segments/``)::
     <track>/<key:020d>.m4s    key = $Number$ / $Time$ / list index, zero-padded (sign kept)
 
 A file is written through :meth:`SegmentStore.writer` (or ``write_file``): its bytes go to
-``<name>.part``, which is fsynced and renamed when the writer's context ends cleanly and deleted
-when it does not; only then does :meth:`SegmentStore.commit` append its journal line (lines
-arriving during one fsync share the next), after checking the file is there with the right
-size, so after a kill -9 a journal line never points to a missing or partial file. Every fsync
-runs in a thread, off the event loop. On open, a torn last
+``<name>.part``, which is renamed when the writer's context ends cleanly and deleted when it
+does not; only then does :meth:`SegmentStore.commit` append its journal line, after checking the
+file is there with the right size. Lines arriving during one fsync share the next batch, which
+first fsyncs the files they name and their directories: after a kill -9 or a power cut a journal
+line never points to a missing or partial file. Every fsync runs in a thread, off the event
+loop. On open, a torn last
 line is ignored (and cut off), entries whose file is absent or has the wrong size are dropped, and
 stray ``.part`` files are deleted: what is left is exactly what can be merged, and a rerun
 downloads only the rest.
@@ -102,20 +103,21 @@ class SegmentWriter:
         """The written segment's timing (Mp4Error when it is not a media segment)."""
         return self.scanner.fragment(default_sample_duration=default_sample_duration)
 
-    async def finish(self, *, sync_directory: bool = True) -> None:
-        """Make the body durable under its final name (the rename too, unless the caller syncs
-        the directory itself: the store does it once for a batch of journal lines)."""
+    async def finish(self, *, durable: bool = True) -> None:
+        """Give the body its final name, durable there (body and rename) unless the caller
+        makes it so itself: the store does, for a whole batch of journal lines at once."""
         if self._file is None:
             self.write(b"")  # an empty body is a file too
         assert self._file is not None
         file, self._file = self._file, None
         try:
             file.flush()
-            # fsync can take a while on slow disks: keep the event loop free.
-            await asyncio.to_thread(os.fsync, file.fileno())
+            if durable:
+                # fsync can take a while on slow disks: keep the event loop free.
+                await asyncio.to_thread(os.fsync, file.fileno())
             file.close()
             os.replace(self.part, self.path)
-            if sync_directory:
+            if durable:
                 await asyncio.to_thread(_fsync_dir, self.path.parent)
         except OSError as exc:
             raise storage_error(exc, "write", self.path) from exc
@@ -131,13 +133,13 @@ class SegmentWriter:
 
 
 @contextlib.asynccontextmanager
-async def write_file(path: Path, *, sync_directory: bool = True) -> AsyncIterator[SegmentWriter]:
+async def write_file(path: Path, *, durable: bool = True) -> AsyncIterator[SegmentWriter]:
     """``path`` holds the whole body written in the context, or nothing if the context fails
     (an error, a cancellation): never a partial file."""
     writer = SegmentWriter(path)
     try:
         yield writer
-        await writer.finish(sync_directory=sync_directory)
+        await writer.finish(durable=durable)
     except BaseException:
         writer.abort()
         raise
@@ -145,8 +147,9 @@ async def write_file(path: Path, *, sync_directory: bool = True) -> AsyncIterato
 
 class _Journal:
     """Appends whole lines to the journal; lines that arrive while one fsync runs are written
-    and synced together by the next, after the directories of the files they name (their
-    renames must be durable first).
+    and synced together by the next, after the files they name and those files' directories
+    (a line must never name a body or a rename that a power cut could still undo). One thread
+    hop per batch, not per file: the fsyncs of a segment each cost a hop and a wake-up.
 
     ``append`` returns once its line is durable; ``append_soon`` does not wait (a download slot
     goes on to its next segment meanwhile), and a failure of its batch is raised by the next
@@ -156,18 +159,18 @@ class _Journal:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._pending: list[bytes] = []
-        self._directories: set[Path] = set()
+        self._files: set[Path] = set()
         self._lock = asyncio.Lock()
         self._queued = 0  # lines ever queued
         self._durable = 0  # lines known to be on disk
         self._waiting: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
 
-    async def append(self, line: bytes, directory: Path | None = None) -> None:
-        await self._make_durable(self._enqueue(line, directory))
+    async def append(self, line: bytes, file: Path | None = None) -> None:
+        await self._make_durable(self._enqueue(line, file))
 
-    def append_soon(self, line: bytes, directory: Path | None = None) -> None:
-        task = asyncio.ensure_future(self._make_durable(self._enqueue(line, directory)))
+    def append_soon(self, line: bytes, file: Path | None = None) -> None:
+        task = asyncio.ensure_future(self._make_durable(self._enqueue(line, file)))
         self._waiting.add(task)
         task.add_done_callback(self._settled)
 
@@ -178,12 +181,12 @@ class _Journal:
         if self._failure is not None:
             raise self._failure
 
-    def _enqueue(self, line: bytes, directory: Path | None) -> int:
+    def _enqueue(self, line: bytes, file: Path | None) -> int:
         if self._failure is not None:
             raise self._failure
         self._pending.append(line)
-        if directory is not None:
-            self._directories.add(directory)
+        if file is not None:
+            self._files.add(file)
         self._queued += 1
         return self._queued
 
@@ -197,14 +200,14 @@ class _Journal:
             if self._durable >= ticket:
                 return  # an earlier holder of the lock wrote it with its batch
             batch, self._pending = self._pending, []
-            directories, self._directories = self._directories, set()
+            files, self._files = self._files, set()
             upto = self._queued
             try:
-                await asyncio.to_thread(_sync_then_append, directories, self._path, batch)
+                await asyncio.to_thread(_sync_then_append, files, self._path, batch)
             except BaseException:
                 # Written again with the next batch (a line twice is harmless: the last wins).
                 self._pending[:0] = batch
-                self._directories |= directories
+                self._files |= files
                 raise
             self._durable = upto
 
@@ -331,7 +334,7 @@ class SegmentStore:
         """Write the init segment (``key`` None) or segment ``key`` of ``track``: see
         ``write_file``; :meth:`commit` or :meth:`commit_init` journals it afterwards."""
         path = self.init_path(track) if key is None else self.segment_path(track, key)
-        return write_file(path, sync_directory=False)  # commit syncs it with its journal line
+        return write_file(path, durable=False)  # commit syncs it with its journal line
 
     def init_path(self, track: str, *, create: bool = True) -> Path:
         return self._track_dir(track, create) / INIT_NAME
@@ -375,7 +378,7 @@ class SegmentStore:
         """Journal the init segment already renamed into :meth:`init_path`."""
         path = self.init_path(track)
         size = self._require_file(path)
-        await self._append_async({"type": "init", "track": track, "size": size}, path.parent)
+        await self._append_async({"type": "init", "track": track, "size": size}, path)
         self._index.inits[track] = size
 
     async def commit(
@@ -401,9 +404,9 @@ class SegmentStore:
         del record["path"]  # where it lies follows from track and key
         line = _line({"type": "segment", **record})
         if wait:
-            await self._journal_appender.append(line, path.parent)
+            await self._journal_appender.append(line, path)
         else:
-            self._journal_appender.append_soon(line, path.parent)
+            self._journal_appender.append_soon(line, path)
         self._index.segments.setdefault(track, {})[key] = stored
         self._index.missing.get(track, {}).pop(key, None)
 
@@ -450,18 +453,33 @@ class SegmentStore:
         """Append a line now (opening the store: nothing else runs yet)."""
         _append_durably(self._journal, _line(record))
 
-    async def _append_async(self, record: Mapping[str, Any], directory: Path | None = None) -> None:
-        await self._journal_appender.append(_line(record), directory)
+    async def _append_async(self, record: Mapping[str, Any], file: Path | None = None) -> None:
+        await self._journal_appender.append(_line(record), file)
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
-def _sync_then_append(directories: set[Path], journal: Path, lines: list[bytes]) -> None:
-    for directory in directories:
+def _sync_then_append(files: set[Path], journal: Path, lines: list[bytes]) -> None:
+    for file in files:
+        _fsync_file(file)
+    for directory in {file.parent for file in files}:
         _fsync_dir(directory)
     _append_durably(journal, b"".join(lines))
+
+
+def _fsync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise storage_error(exc, "write", path) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise storage_error(exc, "write", path) from exc
+    finally:
+        os.close(fd)
 
 
 def _append_durably(journal: Path, lines: bytes) -> None:
