@@ -81,7 +81,7 @@ async def test_the_number_search_reports_each_lower_hit_and_gallops_in_rounds() 
     assert reported[-1] == oldest
     assert all(number in present for number in reported)
     assert reported[0] >= listed - 8  # the first round's hits, not the search's end
-    assert max(asked_at_once) >= 4  # the gallop asks several doublings at once
+    assert max(asked_at_once) >= 3  # the gallop asks several steps at once
 
 
 async def test_gap_below_boundary_does_not_fool_the_search() -> None:
@@ -567,15 +567,16 @@ async def test_number_search_asks_unknown_numbers_again() -> None:
 
 
 async def test_a_stalled_number_probe_is_joined_not_waited_for() -> None:
-    # The bisection's first midpoint (162) never answers: other probes split the range
-    # meanwhile, the boundary is found and reported, and the stalled probe is stopped.
+    # Probes of 160-175 never answer (the bisection's midpoints land there): other probes
+    # split the range meanwhile, the boundary is found and reported, the stalled ones stop.
     present = set(range(154, 300))
+    stalled = range(160, 176)
     asked: list[int] = []
     never = asyncio.Event()
 
     async def probe(number: int) -> Presence:
         asked.append(number)
-        if number == 162:
+        if number in stalled:
             await never.wait()
         return Presence.PRESENT if number in present else Presence.ABSENT
 
@@ -592,7 +593,7 @@ async def test_a_stalled_number_probe_is_joined_not_waited_for() -> None:
         5,
     )
     assert first == 154
-    assert 162 in asked
+    assert any(number in stalled for number in asked)
     assert reported[-1] == 154
 
 
