@@ -10,7 +10,7 @@ decrease.
   grows back by one per clean second up to ``--concurrency``.
 * The rate of media requests (downloads and probes, ``start``) gets a cap just below the rate
   the server accepted over the last second (a concurrency limit alone cannot go below one
-  request per round trip, far above a rate limit on a fast link); the cap grows 5 % per clean
+  request per round trip, far above a rate limit on a fast link); the cap grows 2 % per clean
   second and is lifted once it is far above what the recording asks for.
 * ``Retry-After`` holds back every new request, not only the one that got it: the server
   told the client, not the connection, to wait.
@@ -41,7 +41,7 @@ class PaceSettings:
     congested_share: float = 0.34
     clean_share: float = 0.02
     rate_backoff: float = 0.9  # the cap set on congestion, as a share of the accepted rate
-    rate_growth: float = 1.05  # per clean window
+    rate_growth: float = 1.02  # per clean window
     max_pause: float = 30.0  # a Retry-After longer than this holds back no more than this
     min_rate: float = 1.0  # requests per second, the lowest cap
 
@@ -144,7 +144,7 @@ class ServerPace:
         elif not enough or now - self._changed_at < window:
             return
         elif share <= self._settings.clean_share:
-            self._grow()
+            self._grow(now)
         elif self._rate is not None:
             # Under a cap, a few refusals mean the cap just passed the server's limit: ease off
             # by their share instead of holding there, refused a little every second.
@@ -176,13 +176,16 @@ class ServerPace:
             self._rate,
         )
 
-    def _grow(self) -> None:
+    def _grow(self, now: float) -> None:
         self._limit = min(float(self._settings.ceiling), self._limit + 1)
         self._wake()
         if self._rate is not None:
             self._rate *= self._settings.rate_growth
             asked = len(self._demand) / self._settings.window
-            if self._rate > 4 * max(asked, self._settings.min_rate):
+            # Right after a back-off every request waits out its Retry-After, and the little
+            # asked meanwhile says nothing of what the recording will ask once they are back.
+            settled = now - self._backed_off_at >= _LIFT_AFTER * self._settings.window
+            if settled and self._rate > 4 * max(asked, self._settings.min_rate):
                 log.debug("request rate cap lifted (%.1f/s, asked %.1f/s)", self._rate, asked)
                 self._rate = None
 
@@ -190,6 +193,8 @@ class ServerPace:
 # Pushback answers in a row that mean congestion whatever their share: independent failures of
 # one request in ten give five in a row about once in 100,000 answers.
 _RUN = 5
+# Windows after a back-off before a rate cap far above what is asked may be lifted.
+_LIFT_AFTER = 10
 
 
 def _now() -> float:
