@@ -306,6 +306,7 @@ class Recording:
             self.first_snapshot.manifest,
             self.limits,
             max_chains=self.options.concurrency,
+            kept={kind: self.store.segments(kind) for kind in self.timelines},
         )
         await self.past.run()
 
