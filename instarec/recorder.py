@@ -306,7 +306,6 @@ class Recording:
             self.first_snapshot.manifest,
             self.limits,
             max_chains=self.options.concurrency,
-            kept={kind: self.store.segments(kind) for kind in self.timelines},
         )
         await self.past.run()
 
