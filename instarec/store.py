@@ -470,16 +470,7 @@ def _sync_then_append(files: set[Path], journal: Path, lines: list[bytes]) -> No
 
 
 def _fsync_file(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise storage_error(exc, "write", path) from exc
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        raise storage_error(exc, "write", path) from exc
-    finally:
-        os.close(fd)
+    _fsync(path, opening="write", syncing="write")
 
 
 def _append_durably(journal: Path, lines: bytes) -> None:
@@ -521,14 +512,19 @@ def _file_size(path: Path) -> int | None:
 def _fsync_dir(path: Path) -> None:
     if os.name != "posix":
         return  # directories cannot be opened for fsync on Windows
+    _fsync(path, opening="open", syncing="sync")
+
+
+def _fsync(path: Path, *, opening: str, syncing: str) -> None:
+    """fsync ``path`` (a file or a directory); the verbs name the failing step in the error."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise storage_error(exc, "open", path) from exc
+        raise storage_error(exc, opening, path) from exc
     try:
         os.fsync(fd)
     except OSError as exc:
-        raise storage_error(exc, "sync", path) from exc
+        raise storage_error(exc, syncing, path) from exc
     finally:
         os.close(fd)
 
