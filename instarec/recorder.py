@@ -392,11 +392,16 @@ async def _record(
         selected = select_tracks(first.manifest, options)
         assert options.segments_dir is not None
         store = SegmentStore.open(options.segments_dir, _fingerprint(options, selected))
-        recording = Recording(options, http, store, source, first, selected, stop, clock)
-        await fetch_inits(http, store, recording.timelines)
-        end_reason = await _run(recording, first, reporter)
-        interrupted = stop.is_set()
-        return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
+        try:
+            recording = Recording(options, http, store, source, first, selected, stop, clock)
+            await fetch_inits(http, store, recording.timelines)
+            end_reason = await _run(recording, first, reporter)
+            interrupted = stop.is_set()
+            return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
+        finally:
+            # Cancelled or failed, the recording leaves its journal as it stands now: a rerun
+            # (or a test) reading it must not race a batch still being written.
+            await store.settle()
 
 
 async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None) -> str:

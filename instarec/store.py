@@ -165,6 +165,8 @@ class _Journal:
         self._durable = 0  # lines known to be on disk
         self._waiting: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
+        # The batch a thread writes: a cancelled caller cannot stop the thread.
+        self._writing: set[asyncio.Future[None]] = set()
 
     async def append(self, line: bytes, file: Path | None = None) -> None:
         await self._make_durable(self._enqueue(line, file))
@@ -176,10 +178,15 @@ class _Journal:
 
     async def flush(self) -> None:
         """Wait until every line queued is durable; raise what kept one from being so."""
-        while self._waiting:
-            await asyncio.gather(*self._waiting, return_exceptions=True)
+        await self.settle()
         if self._failure is not None:
             raise self._failure
+
+    async def settle(self) -> None:
+        """Wait for the writes under way, failed or not: once a recording has stopped (even
+        cancelled), nothing more is written to its journal behind the caller's back."""
+        while self._waiting or self._writing:
+            await asyncio.wait([*self._waiting, *self._writing])
 
     def _enqueue(self, line: bytes, file: Path | None) -> int:
         if self._failure is not None:
@@ -202,8 +209,13 @@ class _Journal:
             batch, self._pending = self._pending, []
             files, self._files = self._files, set()
             upto = self._queued
+            writing = asyncio.ensure_future(
+                asyncio.to_thread(_sync_then_append, files, self._path, batch)
+            )
+            self._writing.add(writing)
+            writing.add_done_callback(self._writing.discard)
             try:
-                await asyncio.to_thread(_sync_then_append, files, self._path, batch)
+                await asyncio.shield(writing)
             except BaseException:
                 # Written again with the next batch (a line twice is harmless: the last wins).
                 self._pending[:0] = batch
@@ -427,6 +439,10 @@ class SegmentStore:
     async def flush(self) -> None:
         """Every segment committed so far is in the journal on disk (StorageError if not)."""
         await self._journal_appender.flush()
+
+    async def settle(self) -> None:
+        """Wait for the journal writes under way, raising none of their failures."""
+        await self._journal_appender.settle()
 
     def remove(self) -> None:
         """Delete the whole directory (after a successful merge)."""

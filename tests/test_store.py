@@ -325,3 +325,32 @@ async def test_a_background_commit_that_fails_is_raised_by_the_next_call(tmp_pat
             "video", 2, start=2.0, duration=2.0, size=3, media_time=None, media_duration=None,
             wait=False,
         )  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+async def test_a_cancelled_commit_leaves_no_write_behind_once_settled(tmp_path: Path) -> None:
+    # A journal write runs in a thread, which a cancelled caller cannot stop: a recording
+    # cancelled like a crash must not go on writing its journal after it has returned, while a
+    # rerun (or a test) reads it. A named pipe as journal holds the write until read.
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    journal = root / JOURNAL_NAME
+    journal.unlink()
+    os.mkfifo(journal)
+    await write_segment(store, "video", 1, b"one")
+    commit = asyncio.create_task(
+        store.commit(
+            "video", 1, start=0.0, duration=2.0, size=3, media_time=None, media_duration=None
+        )
+    )  # fmt: skip
+    await asyncio.sleep(0.2)  # the thread is blocked opening the pipe
+    commit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    settle = asyncio.create_task(store.settle())
+    await asyncio.sleep(0.2)
+    assert not settle.done()  # the write is still under way
+    read = asyncio.create_task(asyncio.to_thread(journal.read_bytes))
+    await asyncio.wait_for(settle, 5)
+    written = [json.loads(line) for line in (await read).splitlines()]
+    assert [(line["type"], line["key"]) for line in written] == [("segment", 1)]
