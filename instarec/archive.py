@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from instarec.errors import NetworkError
 from instarec.options import DEFAULTS
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Presence(enum.Enum):
@@ -624,48 +628,28 @@ async def find_first_time(
     ``probe``; the recorder fetches the segment itself, which the chain needs anyway): when one
     answers, no search is needed. Otherwise walk backward from the window one segment at a
     time, probing the times where the previous segment most likely starts; stop when none
-    answers within the miss threshold. Before the walk, and again past each hole it crosses,
-    the search leaps back (``_leap_back``): a server deleting its past at one segment per
-    segment length must not outrun a walk of one round trip or two per segment. ``on_found``
-    is told of every segment start found, as it is found; ``peer_oldest`` tells where another
-    track's walk has got to, and a step tries there first (``PeerLead``).
+    answers within the miss threshold. Beside the walk, and again past each hole it crosses,
+    the search leaps back (``_Leaps``): a server deleting its past at one segment per segment
+    length must not outrun a walk of one round trip or two per segment. The walk goes on
+    from the oldest start either has found, as soon as it is found. ``on_found`` is told of
+    every older segment start, as it is found (oldest so far, newest first); ``peer_oldest``
+    tells where another track's walk has got to, and a step tries there first (``PeerLead``).
     """
     hints = list(hints)
-    # A time asked once is not asked again by a later step: one a leap found absent lies
-    # where the walk's steps look next (the ground just below a hole the leap landed in).
-    probe = _Absences(probe).probe
+    oldest = _Oldest(first_listed, on_found or (lambda _: None))
+    probes = _SharedProbes(probe, oldest.record)
     for hint in hints:
-        if hint < first_listed and await ask(hint_probe or probe, hint, limits):
-            return hint
+        if hint < first_listed:
+            if await ask(hint_probe or probe, hint, limits):
+                return hint
+            probes.answered(hint, Presence.ABSENT)
     # Times start at 0, or a little below it where a server names segments by their
     # presentation time (ffmpeg's AAC priming): never search below the lowest hint.
-    lowest = min([0, *hints])
-    oldest = first_listed
-    reach = _backward_reach(typical_duration, limits)
-    # A few probes at a time near one usual length back keep a step to a round trip or two.
-    near = replace(limits, max_in_flight=min(limits.max_in_flight, _WALK_NEAR_WIDTH))
-    lead = PeerLead(peer_oldest, frame_ticks)
-    found_one = on_found or (lambda _: None)
-    leap = True
-    while oldest > lowest:
-        if leap:
-            oldest = await _leap_back(
-                probe, oldest, lowest, typical_duration, frame_ticks, limits, lead, found_one
-            )
-            leap = False
-        back = _SearchBack(probe, lead, frame_ticks, oldest, lowest)
-        found = await _walk_step(back, max(lowest, oldest - reach), typical_duration, near, limits)
-        # A step that landed far below (across a hole, or where the other track's walk got)
-        # leaps on from there.
-        leap = found is not None and oldest - found > 2 * typical_duration
-        lead.judge(found)
-        if found is None:
-            break
-        oldest = found
-        # A server deleting its past may drop this segment while the walk goes on: the
-        # caller starts its download now, not after the walk.
-        found_one(found)
-    return oldest
+    below = _Below(min([0, *hints]), typical_duration, frame_ticks, limits, peer_oldest)
+    try:
+        return await _BackwardSearch(probes.probe, oldest, below).run()
+    finally:
+        await probes.close()
 
 
 async def _walk_step(
@@ -675,92 +659,345 @@ async def _walk_step(
 
     Any older segment will do, not only the one just before: the chain forward from the oldest
     reads every start in between from the media. So the first hit ends a step, and a stalled
-    probe holds up nothing. The few probes around one usual length back come first (a
-    miss there only steers); then the whole reach, whose miss is the walk's last word.
+    probe holds up nothing. The likeliest times around one usual length back come first, a
+    few at a time (a miss there only steers); then the whole reach, whose miss is the walk's
+    last word. The near search waits for none of its last answers: the probes are shared, so
+    the whole reach's search takes over those still running and goes on past them. Near the
+    edge of retention a step whose segment sits in a retry's backoff (a 429's Retry-After)
+    takes the one below instead of waiting, while the server deletes one segment per segment
+    length.
     """
     expected, near_low, near_high = _one_back(back.oldest, low, typical, back.grid)
-    found = await back.search(expected, near_low, near_high, near, patience=HEDGE_AFTER)
+    found = await back.search(
+        expected, near_low, near_high, near, patience=0.0, first=_WALK_NEAR_PROBES
+    )
     if found is None:
         found = await back.search(expected, low, back.oldest - 1, limits)
     return found
 
 
-async def _leap_back(
-    probe: Probe,
-    oldest: int,
-    lowest: int,
-    typical: int,
-    grid: float | None,
-    limits: SearchLimits,
-    lead: PeerLead,
-    on_found: Callable[[int], None],
-) -> int:
-    """The oldest segment start found by leaps back from ``oldest``, for the walk to go on from.
+@dataclass(frozen=True, slots=True)
+class _Below:
+    """What one backward search knows of the timeline below the window."""
 
-    Leaps of 2, 4, 8, ... segment lengths while a segment start lies within a segment length of
-    where each lands, then halving between the farthest hit and the nearest miss, with a look
-    one segment back before each halving (its miss ends the leaps): about 3·log2(N) searches
-    instead of N steps. A miss is expired ground, the time before the broadcast, or a hole;
-    the walk crosses holes. Only on a known frame grid (else each search probes every tick).
+    lowest: int  # no segment starts below this time
+    typical: int  # a usual segment length
+    grid: float | None  # one frame: segment starts sit on this grid
+    limits: SearchLimits
+    peer_oldest: PeerOldest | None
+
+
+class _Oldest:
+    """The oldest segment start one backward search has found so far, shared by its walk, its
+    leaps and the answers that come in after their search stopped waiting for them."""
+
+    def __init__(self, start: int, report: Callable[[int], None]) -> None:
+        self.value = start
+        self._report = report
+        self._moved = asyncio.Event()
+
+    def record(self, found: int) -> bool:
+        """Take ``found`` if it is older; the caller hears of it at once (its chain starts)."""
+        if found >= self.value:
+            return False
+        self.value = found
+        self._report(found)
+        self._moved.set()
+        self._moved = asyncio.Event()
+        return True
+
+    async def unless_moved(self, work: Awaitable[_T]) -> tuple[bool, _T | None]:
+        """Run ``work`` until it ends, or until an older start is found (it is then stopped:
+        whatever it was searching lies above ground known now). (ended, its result)."""
+        task = asyncio.ensure_future(work)
+        moved = asyncio.ensure_future(self._moved.wait())
+        try:
+            await asyncio.wait({task, moved}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            moved.cancel()
+            task.cancel()  # a no-op when it ended
+            await asyncio.wait({task, moved})
+        if task.cancelled():
+            return False, None
+        return True, task.result()
+
+
+class _SharedProbes:
+    """The probes of one backward search, shared by its walk and its leaps.
+
+    A time is asked once at a time: a search asking for a time already in flight waits for
+    that answer. A search that stops waiting (out of patience, or beaten by another hit)
+    leaves its probes running: under faults the one segment start a search was looking for
+    often sits in a retry's backoff (a 429's Retry-After outlasts the patience), and
+    ``on_present`` hears of it whenever it answers, not a search later. Below the window an
+    absent time stays absent (no segment start, or its segment has left the server for good):
+    the walk's and the leaps' searches cover overlapping ranges, and a time asked once costs
+    one request, not one per search. A present one is taken as soon as it answers: asked
+    again, it would only tell what is known.
     """
-    if not grid:
-        return oldest
-    distance = 2 * typical
-    miss: int | None = None  # the lowest target whose neighbourhood held no segment start
-    step_next = False
-    while True:
-        if step_next:
-            # While halving, every other search looks one segment back first: the edge of
-            # retention is usually right there, and a halving search that misses costs a whole
-            # neighbourhood of probes while the server deletes what lies just below.
-            step_next = False
-            around = _one_back(oldest, lowest, typical, grid)
-            found = await _leap_search(probe, lead, grid, oldest, lowest, around, limits)
-            if found is None:
-                return oldest
-            oldest = found
-            on_found(found)
-            continue
-        if miss is None:
-            target = max(oldest - distance, lowest + typical)
-            distance *= 2
-        elif oldest - miss <= 3 * typical:
-            return oldest
-        else:
-            target = (oldest + miss) // 2
-        if target >= oldest - typical:
-            return oldest
-        # On the grid of the nearest known start: a grid extrapolated over hours drifts.
-        target = oldest - _on_grid(oldest - target, grid)
-        around = (target, max(lowest, target - typical), min(oldest - 1, target + typical))
-        found = await _leap_search(probe, lead, grid, oldest, lowest, around, limits)
+
+    def __init__(self, probe: Probe, on_present: Callable[[int], object]) -> None:
+        self._probe = probe
+        self._on_present = on_present
+        self._answers: dict[int, Presence] = {}
+        self._running: dict[int, asyncio.Future[Presence]] = {}
+
+    def answered(self, value: int, answer: Presence) -> None:
+        """What the server said of ``value`` when asked another way (a start hint)."""
+        self._answers[value] = answer
+
+    async def probe(self, value: int) -> Presence:
+        known = self._answers.get(value)
+        if known is not None:
+            return known
+        running = self._running.get(value)
+        if running is None:
+            running = asyncio.ensure_future(self._probe(value))
+            self._running[value] = running
+            running.add_done_callback(functools.partial(self._settled, value))
+        return await asyncio.shield(running)
+
+    def _settled(self, value: int, running: asyncio.Future[Presence]) -> None:
+        del self._running[value]
+        if running.cancelled() or running.exception() is not None:
+            return  # a waiting search sees the failure; nobody else needs it
+        answer = running.result()
+        if answer is not Presence.UNKNOWN:
+            self._answers[value] = answer  # an unknown one is asked again
+        if answer is Presence.PRESENT:
+            self._on_present(value)
+
+    async def close(self) -> None:
+        """Stop the probes still running: the search is over."""
+        running = list(self._running.values())
+        for future in running:
+            future.cancel()
+        if running:
+            await asyncio.wait(running)
+
+
+class _BackwardSearch:
+    """The walk back from the window, one segment at a time, with leaps running beside it.
+
+    Each step searches below the oldest start known. When a leap (or a late answer) finds an
+    older one, the step in progress stops and the walk goes on from there: the segments the
+    server deletes first are the oldest, so the walk must be where they are, not finishing a
+    search a leap has made pointless. A step that finds nothing within reach ends the walk,
+    once the leaps still running have nothing older either.
+    """
+
+    def __init__(self, probe: Probe, oldest: _Oldest, below: _Below) -> None:
+        self._probe = probe
+        self._oldest = oldest
+        self._below = below
+        self._lead = PeerLead(below.peer_oldest, below.grid)
+        self._leaps: asyncio.Task[int | None] | None = None
+
+    async def run(self) -> int:
+        try:
+            self._leap()
+            while self._oldest.value > self._below.lowest:
+                start = self._oldest.value
+                self._leap_past_their_miss()
+                if not await self._step(start) and not await self._leaps_go_older(start):
+                    break
+            return self._oldest.value
+        finally:
+            await self._stop_leaps()
+
+    async def _step(self, start: int) -> bool:
+        """One step down from ``start``; False when nothing lies within reach below it."""
+        below = self._below
+        back = _SearchBack(self._probe, self._lead, below.grid, start, below.lowest)
+        low = max(below.lowest, start - _backward_reach(below.typical, below.limits))
+        # A few probes at a time near one usual length back keep a step to a round trip or two.
+        near = replace(
+            below.limits, max_in_flight=min(below.limits.max_in_flight, _WALK_NEAR_WIDTH)
+        )
+        ended, found = await self._oldest.unless_moved(
+            _walk_step(back, low, below.typical, near, below.limits)
+        )
+        if not ended:
+            return True  # an older start was found meanwhile: the walk goes on from there
+        self._lead.judge(found)
         if found is None:
-            miss = target if miss is None else max(miss, target)
-            step_next = True
-            continue
-        oldest = found
-        on_found(found)
-        step_next = miss is not None
-        if miss is None and target <= lowest + typical:
-            return oldest
-        if miss is not None and found <= miss:
-            return oldest  # below the miss (another track's lead): nothing left to halve
+            return False
+        self._oldest.record(found)
+        if start - found > 2 * below.typical:
+            # Across a hole, or to where the other track's walk got: leap on from there.
+            self._leap()
+        return True
+
+    async def _leaps_go_older(self, start: int) -> bool:
+        """Whether the leaps still running find a start older than ``start``."""
+        while self._leaps is not None and not self._leaps.done():
+            ended, _ = await self._oldest.unless_moved(asyncio.shield(self._leaps))
+            if not ended:
+                break
+        return self._oldest.value < start
+
+    def _leap_past_their_miss(self) -> None:
+        """Leaps that ended at a miss the walk has got below leap on from there: the miss was
+        a hole, or a search that gave up on the one answer held in a retry's backoff, and
+        the retention edge may still lie far below."""
+        leaps = self._leaps
+        if leaps is None or not leaps.done() or leaps.cancelled():
+            return
+        miss = leaps.result()
+        if miss is not None and self._oldest.value < miss:
+            self._leap()
+
+    def _leap(self) -> None:
+        """Start leaping back from the oldest start, unless the leaps still run (they go on
+        from the oldest start there is, whoever found it). Only on a known frame grid: without
+        it each leap's search would probe every tick."""
+        if not self._below.grid:
+            return
+        if self._leaps is not None:
+            if not self._leaps.done():
+                return
+            self._leaps.result()  # a failure of the last leaps is the search's
+        self._leaps = asyncio.ensure_future(_Leaps(self._probe, self._oldest, self._below).run())
+
+    async def _stop_leaps(self) -> None:
+        leaps = self._leaps
+        if leaps is None:
+            return
+        leaps.cancel()
+        await asyncio.wait({leaps})
+        if not leaps.cancelled() and (failure := leaps.exception()) is not None:
+            raise failure
 
 
-async def _leap_search(
-    probe: Probe,
-    lead: PeerLead,
-    grid: float,
-    oldest: int,
-    lowest: int,
-    around: tuple[int, int, int],
-    limits: SearchLimits,
-) -> int | None:
-    """A leap's search around ``(expected, low, high)``; its miss only steers the next one."""
-    back = _SearchBack(probe, lead, grid, oldest, lowest)
-    found = await back.search(*around, limits, patience=HEDGE_AFTER)
-    lead.judge(found)
-    return found
+class _Leaps:
+    """Leaps back from the oldest start known, several at once, beside the walk.
+
+    Leaps of 2, 4, 8, ... segment lengths, ``_LEAP_WIDTH`` searched at once, while a segment
+    start lies within a segment length of where they land; then ``_LEAP_WIDTH`` points at once
+    split the span between the oldest start and the nearest miss below it, down to a few
+    segment lengths: about log2(N)/4 + log5(N) rounds instead of N steps. A miss is expired
+    ground, the time before the broadcast, or a hole; only one below the oldest start known
+    bounds the leaps (the walk crosses holes). Every find is taken at once, so the walk goes
+    on from it while the round's other searches run; a search that another's find has made
+    pointless stops.
+    """
+
+    def __init__(self, probe: Probe, oldest: _Oldest, below: _Below) -> None:
+        self._probe = probe
+        self._oldest = oldest
+        self._below = below
+        self._lead = PeerLead(below.peer_oldest, below.grid)
+
+    async def run(self) -> int | None:
+        """Leap until the span left is a few segment lengths; the miss below it, if any."""
+        miss = await self._gallop()
+        while miss is not None:
+            if miss >= self._oldest.value:
+                # The walk or a late answer got below the miss (a hole, or a hit that
+                # answered after its search gave up): leap on from there.
+                miss = await self._gallop()
+                continue
+            nearer = await self._split(miss)
+            if nearer is None:
+                return miss
+            miss = nearer
+        return None
+
+    async def _gallop(self) -> int | None:
+        """Leap back farther and farther; the nearest miss below the oldest start, if any."""
+        below = self._below
+        floor = below.lowest + below.typical
+        distance = 2 * below.typical
+        while True:
+            base = self._oldest.value
+            # Each leap from where the one before landed, as one leap at a time would go.
+            offsets = list(itertools.accumulate(distance * 2**k for k in range(_LEAP_WIDTH)))
+            distance *= 2**_LEAP_WIDTH
+            targets = self._targets(base, [max(floor, base - offset) for offset in offsets])
+            if not targets:
+                return None
+            misses = await self._round(base, targets)
+            if misses:
+                return max(misses)
+            if base - offsets[-1] <= floor:
+                return None  # the lowest time a segment can start at was reached
+
+    async def _split(self, miss: int) -> int | None:
+        """Search points splitting the span from the oldest start down to ``miss``; the
+        nearest miss below the oldest start then, None when the span is down to a few
+        segment lengths (the walk's steps do the rest)."""
+        base = self._oldest.value
+        span = base - miss
+        if span <= 3 * self._below.typical:
+            return None
+        parts = _LEAP_WIDTH + 1
+        targets = self._targets(base, [base - span * i // parts for i in range(1, parts)])
+        if not targets:
+            return None
+        return max([miss, *await self._round(base, targets)])
+
+    def _targets(self, base: int, targets: list[int]) -> list[int]:
+        """``targets`` more than a segment length below ``base``, on its frame grid (a grid
+        extrapolated over hours drifts), each once."""
+        below = self._below
+        placed = [
+            base - _on_grid(base - target, below.grid)
+            for target in targets
+            if target < base - below.typical
+        ]
+        return list(dict.fromkeys(placed))
+
+    async def _round(self, base: int, targets: list[int]) -> list[int]:
+        """Search around every target at once; the targets that found nothing, below the
+        oldest start known by then (a miss above it is a hole, not a bound)."""
+        # The round's searches share the probes in flight one search alone would have.
+        limits = replace(
+            self._below.limits,
+            max_in_flight=max(1, self._below.limits.max_in_flight // len(targets)),
+        )
+        searches = {
+            asyncio.ensure_future(self._search(base, target, limits)): target for target in targets
+        }
+        found: dict[int, int | None] = {}
+        try:
+            while searches:
+                done, _ = await asyncio.wait(searches, return_when=asyncio.FIRST_COMPLETED)
+                for search in done:
+                    found[searches.pop(search)] = search.result()
+                self._drop_pointless(searches)
+        finally:
+            for search in searches:
+                search.cancel()
+            if searches:
+                await asyncio.wait(searches)
+        hits = [value for value in found.values() if value is not None]
+        self._lead.judge(min(hits, default=None))
+        return [
+            target
+            for target, value in found.items()
+            if value is None and target < self._oldest.value
+        ]
+
+    def _drop_pointless(self, searches: dict[asyncio.Task[int | None], int]) -> None:
+        """Stop the searches that can only find starts newer than the oldest one known."""
+        for search, target in list(searches.items()):
+            if target - self._below.typical >= self._oldest.value:
+                search.cancel()
+                del searches[search]
+
+    async def _search(self, base: int, target: int, limits: SearchLimits) -> int | None:
+        """A leap's search within a segment length of ``target``; its miss only steers."""
+        below = self._below
+        back = _SearchBack(self._probe, self._lead, below.grid, base, below.lowest)
+        low, high = max(below.lowest, target - below.typical), min(base - 1, target + below.typical)
+        found = await back.search(target, low, high, limits, patience=HEDGE_AFTER, grid_points=True)
+        if found is not None:
+            self._oldest.record(found)
+        return found
+
+
+# Leaps searched at once: a round (its misses wait out their patience) per four doublings.
+_LEAP_WIDTH = 4
 
 
 def _one_back(oldest: int, low: int, typical: int, grid: float | None) -> tuple[int, int, int]:
@@ -788,34 +1025,22 @@ class _SearchBack:
         limits: SearchLimits,
         *,
         patience: float | None = None,
+        first: int | None = None,
+        grid_points: bool = False,
     ) -> int | None:
         """The first start found in ``[low, high]``, nearest ``expected`` first (``patience``:
-        see ``search_times``; only where a miss is not the walk's last word)."""
-        candidates = _walk_candidates(expected, low, high, self.grid)
+        see ``search_times``; only where a miss is not the walk's last word). Only the
+        ``first`` likeliest times, or (``grid_points``) only the times a whole number of
+        frames from ``oldest``: a leap's search that misses costs several hundred requests
+        otherwise, and only steers."""
+        if grid_points and self.grid:
+            candidates = _grid_points(self.oldest, expected, low, high, self.grid)
+        else:
+            candidates = _walk_candidates(expected, low, high, self.grid)
+        if first is not None:
+            candidates = itertools.islice(candidates, first)
         led = self.lead.first(candidates, self.oldest, self.lowest)
         return await search_times(self.probe, led, limits, first_hit=True, patience=patience)
-
-
-class _Absences:
-    """The times the server said it does not have, during one backward search.
-
-    Below the window an absent time stays absent: it is no segment start, or its segment has
-    left the server for good. The leaps, the looks one segment back and the walk's near and
-    full searches cover overlapping ranges; remembered, a time costs one request, not one per
-    search (under faults each request risks a retry's backoff).
-    """
-
-    def __init__(self, probe: Probe) -> None:
-        self._probe = probe
-        self._absent: set[int] = set()
-
-    async def probe(self, value: int) -> Presence:
-        if value in self._absent:
-            return Presence.ABSENT
-        answer = await self._probe(value)
-        if answer is Presence.ABSENT:
-            self._absent.add(value)
-        return answer
 
 
 PeerOldest = Callable[[], float | None]
@@ -909,6 +1134,9 @@ def _backward_reach(typical_duration: int, limits: SearchLimits) -> int:
 
 
 _WALK_NEAR_WIDTH = 8
+# The likeliest times a step asks a few at a time (about eight frames either side of one
+# usual length back) before the whole reach: in a hole, a few rounds, not a few hundred probes.
+_WALK_NEAR_PROBES = 4 * _WALK_NEAR_WIDTH
 
 
 def _walk_candidates(expected: int, low: int, high: int, grid: float | None) -> Iterator[int]:
@@ -917,6 +1145,21 @@ def _walk_candidates(expected: int, low: int, high: int, grid: float | None) -> 
         # Starts sit on the frame grid: probing only grid times keeps a miss cheap.
         return _grid_only(candidates, expected, grid)
     return candidates
+
+
+def _grid_points(anchor: int, expected: int, low: int, high: int, grid: float) -> Iterator[int]:
+    """The times in ``[low, high]`` a whole number of frames from ``anchor`` (a segment start),
+    rounded down and up, nearest ``expected`` first: a start rounded to whole ticks as
+    ``anchor`` was is one of the two."""
+    centre = round((anchor - expected) / grid)
+    seen: set[int] = set()
+    for k in range(int((high - low) / grid) + 2):
+        for frames in (centre + k, centre - k) if k else (centre,):
+            exact = anchor - frames * grid
+            for value in (math.floor(exact), math.ceil(exact)):
+                if low <= value <= high and value not in seen:
+                    seen.add(value)
+                    yield value
 
 
 def _on_grid(duration: int, grid: float | None) -> int:

@@ -333,11 +333,12 @@ class PastRecovery:
         assert first_listed is not None
         typical = median_ticks([s.duration for s in segments], timeline.timescale)
         limits = self._limits.in_timescale(timeline.timescale)
-        # Fetching a listed segment first teaches the time mapping (rounding, offset) and
-        # whether segments hold several moofs, before any time is derived.
-        frame = await self._listed_frame_ticks(timeline, segments)
-        hints = list(dict.fromkeys(self._start_hints(timeline)))
         async with asyncio.TaskGroup() as group:
+            # Fetching a listed segment first teaches the time mapping (rounding, offset) and
+            # whether segments hold several moofs, before any time is derived: the start
+            # hints too (ffmpeg names its first AAC segment by its priming, below 0).
+            frame = await listed_frame_ticks(self._access, timeline, segments, group)
+            hints = list(dict.fromkeys(self._start_hints(timeline)))
             walked: set[int] = set()
 
             def found(time_value: int) -> None:
@@ -444,30 +445,6 @@ class PastRecovery:
         yield timeline.time_offset
         yield 0
 
-    async def _listed_frame_ticks(
-        self, timeline: Timeline, segments: list[MediaSegment]
-    ) -> float | None:
-        """One frame's length, read from the first listed segment that answers.
-
-        The first listed ones may be holes, even all of a short window but its newest: without
-        the frame grid every search probes every tick and the walk back cannot leap (under
-        retention the past expires meanwhile). A hole answers 404 in one round trip, so every
-        listed segment is worth a try.
-        """
-        for segment in segments:
-            if segment.time is None:
-                continue
-            ref = timeline.time_ref(segment.time, "live")
-            try:
-                info = await self._access.inspect(ref, whole=True)
-            except NetworkError as exc:
-                log.debug("%s: listed segment %d failed: %s", timeline.kind, segment.time, exc)
-                continue
-            frame = None if info is None else timeline.frame_ticks(info)
-            if frame is not None:
-                return frame
-        return None
-
 
 def lowest_number(timeline: Timeline) -> int:
     """The lowest number a broadcast's first segment may have.
@@ -479,3 +456,45 @@ def lowest_number(timeline: Timeline) -> int:
     template = timeline.rep.template
     assert template is not None
     return min(0, template.start_number)
+
+
+async def listed_frame_ticks(
+    access: SegmentAccess,
+    timeline: Timeline,
+    segments: list[MediaSegment],
+    group: asyncio.TaskGroup,
+) -> float | None:
+    """One frame's length, read from the first listed segment to answer.
+
+    The first listed ones may be holes, even all of a short window but its newest: without
+    the frame grid every search probes every tick and the walk back cannot leap (under
+    retention the past expires meanwhile). So every listed segment is asked, and all at
+    once: the live recording is downloading them anyway (an inspect shares the download),
+    and one held in a retry's backoff must not hold up the search for the past while the
+    server deletes its oldest segments. The answers after the first go on in ``group``.
+    """
+    asked = [
+        group.create_task(_frame_of(access, timeline, segment.time))
+        for segment in segments
+        if segment.time is not None
+    ]
+    pending = set(asked)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        # The oldest listed of those that answered together, as when asked in order.
+        for task in sorted(done, key=asked.index):
+            frame = task.result()
+            if frame is not None:
+                return frame
+    return None
+
+
+async def _frame_of(access: SegmentAccess, timeline: Timeline, time_value: int) -> float | None:
+    """One frame's length from the listed segment at ``time_value``, None if it has none."""
+    ref = timeline.time_ref(time_value, "live")
+    try:
+        info = await access.inspect(ref, whole=True)
+    except NetworkError as exc:
+        log.debug("%s: listed segment %d failed: %s", timeline.kind, time_value, exc)
+        return None
+    return None if info is None else timeline.frame_ticks(info)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instarec.archive import (
+    HEDGE_AFTER,
     Presence,
     SearchLimits,
     SearchStalled,
@@ -368,9 +369,32 @@ async def test_a_leap_into_a_hole_neither_waits_out_a_stalled_probe_nor_asks_twi
         server, starts[listed], on_found=lambda t: found.setdefault(t, loop.time() - began)
     )
     assert first == starts[20]
-    assert found[starts[46]] < 2.0, found  # the patience of a leap, not the stall
+    # Below the hole within the patience of a leap, not the stall (a leap may land further).
+    assert min(t for start, t in found.items() if start <= starts[46]) < 2.0, found
     asked_twice = {t for t, n in collections.Counter(server.probes).items() if n > 1}
     assert asked_twice <= {stalled}, sorted(asked_twice)[:10]
+
+
+async def test_a_leap_whose_segments_answer_late_holds_up_neither_the_walk_nor_the_leaps() -> None:
+    # Chaos seed 193: the first listed segment and the one before it are holes, and the only
+    # start within reach of the first leap answered 429, its retry due after the leap's
+    # patience. The leaps went on only after that patience, the look one segment back (into
+    # the hole) waited out another, and the oldest segments expired meanwhile.
+    starts = list(range(0, 120_000, 2000))  # 2 s segments of 60 frames
+    listed = 50
+    holes = {starts[49], starts[50]}
+    slow = {starts[47], starts[48]}  # within a segment length of where the first leap lands
+    server = StallingTimeServer(starts[23:], missing=holes, slow=slow, stall=3.0)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    found: dict[int, float] = {}
+    first = await walk_back(
+        server, starts[listed], on_found=lambda t: found.setdefault(t, loop.time() - began)
+    )
+    assert first == starts[23]
+    assert found[starts[23]] < HEDGE_AFTER / 2, found  # no patience waited out on the way
+    asked_twice = {t for t, n in collections.Counter(server.probes).items() if n > 1}
+    assert not asked_twice, sorted(asked_twice)[:10]
 
 
 def audio_edges(video_starts_ms: list[int]) -> list[int]:

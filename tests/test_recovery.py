@@ -6,6 +6,7 @@ checked against it. End-to-end recordings of the same logic are in ``test_record
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -156,6 +157,36 @@ async def test_a_step_that_never_answers_is_missing_and_the_chain_walks_on() -> 
     await recovery.run()
     assert server.missing == [10 * SEGMENT]
     assert server.fetched() >= {i * SEGMENT for i in range(30) if i != 10}
+
+
+class SlowListedServer(FakeServer):
+    """A server whose answer for ``slow`` comes ``delay`` seconds late (a retry's backoff)."""
+
+    def __init__(self, timeline: Timeline, present: Iterable[int], slow: int, delay: float) -> None:
+        super().__init__(timeline, present)
+        self.slow = slow
+        self.delay = delay
+        self.asked: dict[int, float] = {}  # key -> when it was first fetched
+
+    async def inspect(self, ref: SegmentRef, *, whole: bool = False) -> FragmentInfo | None:
+        self.asked.setdefault(ref.key, asyncio.get_running_loop().time())
+        if ref.key == self.slow:
+            await asyncio.sleep(self.delay)
+        return await super().inspect(ref, whole=whole)
+
+
+async def test_a_listed_segment_in_a_backoff_does_not_hold_up_the_past() -> None:
+    # The frame length is read from the listed segments before the search: the first one's
+    # answer sitting in a retry's backoff must not keep the search for the past waiting while
+    # the others have answered (chaos seed 193: 9 s of a sped-up retention).
+    timeline, snapshot = _timeline('media="v/$Time$.m4s"', first_listed=30, listed=5)
+    present = {i * SEGMENT for i in range(35)}
+    server = SlowListedServer(timeline, present, slow=30 * SEGMENT, delay=1.0)
+    recovery = _recovery(timeline, snapshot, server)
+    began = asyncio.get_running_loop().time()
+    await recovery.run()
+    assert server.fetched() >= {i * SEGMENT for i in range(30)}
+    assert server.asked[0] - began < 0.5  # the start hint, asked once a frame was known
 
 
 class CountingServer(FakeServer):
