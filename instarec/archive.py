@@ -245,7 +245,9 @@ class NumberBoundary:
         done, _ = await asyncio.wait(
             self._running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
-        for task in done:
+        # Newest first, as asked: answers that come together are taken in one order whatever
+        # the tasks' hashes (a run is then reproducible, and each hit is reported).
+        for task in sorted(done, key=lambda t: self._running[t][0], reverse=True):
             value, _ = self._running.pop(task)
             if task.result():
                 if value < self.hit:

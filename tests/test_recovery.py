@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +19,9 @@ from instarec.errors import NetworkError
 from instarec.live import Snapshot, listed_segments
 from instarec.manifest import parse_manifest
 from instarec.mp4 import FragmentInfo, InitInfo
-from instarec.recovery import PastRecovery, TimeChains, shares_times
+from instarec.recovery import PastRecovery, TimeChains, kept_stretches, shares_times
 from instarec.segments import SegmentRef, TrackKind
+from instarec.store import StoredSegment
 from instarec.timeline import Timeline
 
 SEGMENT = 2000  # ticks (timescale 1000): 2 s segments of 50 frames
@@ -108,7 +110,12 @@ def _timeline(addressing: str, first_listed: int, listed: int) -> tuple[Timeline
     return timeline, snapshot
 
 
-def _recovery(timeline: Timeline, snapshot: Snapshot, server: FakeServer) -> PastRecovery:
+def _recovery(
+    timeline: Timeline,
+    snapshot: Snapshot,
+    server: FakeServer,
+    kept: Mapping[TrackKind, Sequence[StoredSegment]] | None = None,
+) -> PastRecovery:
     timelines = {timeline.kind: timeline}
     ((_, segments),) = listed_segments(snapshot, [timeline.rep])
     chains = TimeChains(server, timelines, LIMITS, shares_times(timelines, {}))
@@ -119,6 +126,7 @@ def _recovery(timeline: Timeline, snapshot: Snapshot, server: FakeServer) -> Pas
         snapshot.manifest,
         LIMITS,
         max_chains=4,
+        kept=kept,
     )
     return recovery
 
@@ -238,3 +246,74 @@ async def test_number_past_under_retention_is_not_complete() -> None:
     assert sorted(server.offered) == list(range(150, 200))
     assert recovery.archive.first == {"video": 150}
     assert not recovery.archive.complete
+
+
+# -- a resume -------------------------------------------------------------------------------
+
+
+def _stored(keys: Iterable[int]) -> list[StoredSegment]:
+    """Segments an earlier run kept, as its journal gives them (2 s each, in order)."""
+    return [
+        StoredSegment("video", i * SEGMENT, i * 2.0, 2.0, 1, i * SEGMENT, SEGMENT, Path(f"{i}"))
+        for i in keys
+    ]
+
+
+def test_kept_segments_split_into_unbroken_stretches() -> None:
+    kept = _stored([3, 4, 5, 9, 12, 13])
+    assert kept_stretches(kept) == [
+        (3 * SEGMENT, 5 * SEGMENT),
+        (9 * SEGMENT, 9 * SEGMENT),
+        (12 * SEGMENT, 13 * SEGMENT),
+    ]
+    assert kept_stretches([]) == []
+
+
+class ExpiringServer(FakeServer):
+    """A server deleting its oldest segment every ``pace`` requests (retention on a clock
+    that runs with the recorder's requests), in front of segments an earlier run kept."""
+
+    def __init__(
+        self, timeline: Timeline, present: Iterable[int], kept: Iterable[int], pace: int
+    ) -> None:
+        super().__init__(timeline, present)
+        self.kept = set(kept)  # on disk
+        self.pace = pace
+        self.requests = 0
+        self.served: set[int] = set()
+
+    def _request(self) -> None:
+        self.requests += 1
+        if self.requests % self.pace == 0 and self.present:
+            self.present.discard(min(self.present))
+
+    async def inspect(self, ref: SegmentRef, *, whole: bool = False) -> FragmentInfo | None:
+        if ref.key in self.kept:  # read from disk, not asked for
+            self.timeline.add(ref.key)
+            return self._info(ref.key)
+        self._request()
+        info = await super().inspect(ref, whole=whole)
+        if info is not None:
+            self.served.add(ref.key)
+        return info
+
+    async def probe(self, url: str) -> Presence:
+        self._request()
+        return await super().probe(url)
+
+
+async def test_a_resume_fetches_the_gaps_between_kept_stretches_before_they_expire() -> None:
+    # The earlier run kept three stretches below the new window; the server has deleted the
+    # oldest and goes on deleting one segment every 20 requests. The gaps above the oldest
+    # kept stretch it still has are walked at once from the stretches' ends, not after a
+    # walk back from the window has crossed them: that walk loses 45-49 here (seed 106 lost
+    # segments so), and the oldest of what lies below the kept stretch at 40 with them.
+    timeline, snapshot = _timeline('media="v/$Time$.m4s"', first_listed=80, listed=5)
+    kept = [*range(10, 15), *range(40, 45), *range(60, 65)]
+    present = (i * SEGMENT for i in range(30, 85))
+    server = ExpiringServer(timeline, present, (i * SEGMENT for i in kept), pace=20)
+    recovery = _recovery(timeline, snapshot, server, kept={"video": _stored(kept)})
+    await recovery.run()
+    gaps = {i * SEGMENT for i in [38, 39, *range(45, 60), *range(65, 80)]}
+    assert gaps <= server.served
+    assert recovery.archive.first == {"video": 10 * SEGMENT}  # the oldest kept
