@@ -35,6 +35,7 @@ from instarec.finish import (
     merge_store,
 )
 from instarec.http import HttpClient
+from instarec.kept import KeptGround
 from instarec.live import (
     LiveFollower,
     LivePolicy,
@@ -306,6 +307,11 @@ class Recording:
             self.first_snapshot.manifest,
             self.limits,
             max_chains=self.options.concurrency,
+            kept=KeptGround(
+                self.chains,
+                {kind: self.store.segments(kind) for kind in self.timelines},
+                self.limits,
+            ),
         )
         await self.past.run()
 

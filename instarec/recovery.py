@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from instarec.archive import (
     Presence,
+    Probe,
     SearchLimits,
     StepResult,
     TimeChain,
@@ -37,6 +39,9 @@ from instarec.manifest import Addressing, Manifest, MediaSegment
 from instarec.mp4 import FragmentInfo
 from instarec.segments import RefOrigin, SegmentRef, TrackKind
 from instarec.timeline import Timeline, median_ticks
+
+if TYPE_CHECKING:
+    from instarec.kept import KeptGround
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +243,12 @@ class PastRecovery:
         manifest: Manifest,
         limits: SearchLimits,
         max_chains: int,
+        kept: KeptGround | None = None,
     ) -> None:
         self._access = access
         self._chains = chains
+        # On a resume, what an earlier run kept below the window.
+        self._kept = kept
         # Each track's timeline and what the first manifest listed for it.
         self._listing = listing
         self._manifest = manifest
@@ -350,10 +358,18 @@ class PastRecovery:
                 self._chains.lower_floor(timeline, time_value)
                 group.create_task(self._chain(timeline, time_value, frame))
 
+            probe: Probe = functools.partial(self._chains.probe, timeline)
+            search_from = first_listed
+            if self._kept is not None:
+                search_from = self._kept.start(
+                    timeline, first_listed, typical, frame, group, walked
+                )
+                probe = functools.partial(self._kept.probe, timeline)
+                hints = self._kept.unkept(timeline, first_listed, hints)
             start = await find_first_time(
-                lambda t: self._chains.probe(timeline, t),
+                probe,
                 hints=hints,
-                first_listed=first_listed,
+                first_listed=search_from,
                 typical_duration=typical,
                 frame_ticks=frame,
                 limits=limits,

@@ -68,6 +68,9 @@ REGRESSION_SEEDS = [
     163,  # number_duration, retention 150, 503/429 with Retry-After on media: the number
     #       search waited out one bisection probe's retries (40 s of stream time) while the
     #       server deleted numbers 154-160
+    106,  # time at 90 kHz, retention 99, stalls, kill -9 then resume: the resumed run walked
+    #       back from its new window across everything the first run kept (47 stream
+    #       seconds) before the gaps between the kept stretches, whose oldest expired
     193,  # instagram, retention 31, no publishFrameTime, faults on media and manifest: the
     #       backward search ran one leap at a time, each miss costing a second of patience
     #       (a 429's backoff, a leap into a hole), the oldest segments expired meanwhile

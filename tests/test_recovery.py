@@ -16,10 +16,11 @@ import pytest
 
 from instarec.archive import Presence, SearchLimits
 from instarec.errors import NetworkError
+from instarec.kept import KeptGround, kept_stretches
 from instarec.live import Snapshot, listed_segments
 from instarec.manifest import parse_manifest
 from instarec.mp4 import FragmentInfo, InitInfo
-from instarec.recovery import PastRecovery, TimeChains, kept_stretches, shares_times
+from instarec.recovery import PastRecovery, TimeChains, shares_times
 from instarec.segments import SegmentRef, TrackKind
 from instarec.store import StoredSegment
 from instarec.timeline import Timeline
@@ -126,7 +127,7 @@ def _recovery(
         snapshot.manifest,
         LIMITS,
         max_chains=4,
-        kept=kept,
+        kept=KeptGround(chains, kept or {}, LIMITS),
     )
     return recovery
 
