@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instarec.testing.faults import FaultConfig
+from instarec.testing.faults import Fault, FaultConfig
 from instarec.testing.fmp4 import read_samples
 from instarec.testing.media import MediaSpec, TestMedia, generate_media
 from instarec.testing.origin import Origin, OriginConfig, RequestRecord
@@ -769,7 +769,7 @@ class ServedLedger:
         """``kind`` segments the origin never really served: every answer it gave while the
         segment was fetchable was an injected fault, and the recorder was still asking when
         it expired: asked again every ``_RETRY_GAP`` real seconds at most, up to an answer
-        404 after its retention ended.
+        404 after its retention ended (or a stalled answer that turned 404 during the stall).
 
         Retries wait real seconds while retention runs on the sped-up clock: at 12x a segment
         kept for 28 segments lives under 5 real seconds, which three or four faults in a row
@@ -792,6 +792,12 @@ class ServedLedger:
                 for s in answers
                 if s.status == 404 and s.fault is None and s.virtual_time >= b.ends[i]
                 if not b.fetchable(i, s.virtual_time)
+            ]
+            # A stalled answer is decided when the stall ends: a 404 to a segment fetchable
+            # when asked is one whose retention ended during the stall (seconds of real time
+            # are a minute of the sped-up clock).
+            expired += [
+                s for s in there if s.status == 404 and s.fault == Fault.SLOW_FIRST_BYTE.value
             ]
             if not there or not expired:
                 continue
