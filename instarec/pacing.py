@@ -135,7 +135,7 @@ class ServerPace:
             self._changed_at = now
         pushed = sum(1 for _, back in self._answers if back)
         share = pushed / len(self._answers)
-        enough = len(self._answers) >= self._settings.min_answers
+        enough = len(self._answers) >= self._enough_answers()
         if self._congested(share, enough):
             if now - self._backed_off_at < window:
                 return  # answers to requests started before the last back-off
@@ -152,6 +152,15 @@ class ServerPace:
         else:
             return
         self._changed_at = now
+
+    def _enough_answers(self) -> int:
+        """Answers a window needs to be judged: under a low rate cap fewer come than
+        ``min_answers``, and a cap that waited for them would never grow back (five resets in
+        a row under load once set the lowest cap, and the recording stalled behind it)."""
+        if self._rate is None:
+            return self._settings.min_answers
+        let_through = int(self._rate * self._settings.window / 2)
+        return max(1, min(self._settings.min_answers, let_through))
 
     def _congested(self, share: float, enough: bool) -> bool:
         # A rate limit refuses every request after its quota at once: a run of refusals in a
@@ -180,7 +189,9 @@ class ServerPace:
         self._limit = min(float(self._settings.ceiling), self._limit + 1)
         self._wake()
         if self._rate is not None:
-            self._rate *= self._settings.rate_growth
+            # Multiplicative near a server's limit, one request per second at least far below
+            # it: from the lowest cap, 2 % a second would take minutes to be of use again.
+            self._rate = max(self._rate * self._settings.rate_growth, self._rate + _RATE_STEP)
             asked = len(self._demand) / self._settings.window
             # Right after a back-off every request waits out its Retry-After, and the little
             # asked meanwhile says nothing of what the recording will ask once they are back.
@@ -195,6 +206,8 @@ class ServerPace:
 _RUN = 5
 # Windows after a back-off before a rate cap far above what is asked may be lifted.
 _LIFT_AFTER = 10
+# Requests per second a clean window adds to a rate cap at least.
+_RATE_STEP = 1.0
 
 
 def _now() -> float:

@@ -66,6 +66,26 @@ async def test_clean_answers_grow_the_limit_back_one_per_window() -> None:
     assert all(b - a >= QUICK.window * 0.9 for a, b in itertools.pairwise(times))
 
 
+async def test_the_lowest_rate_cap_grows_back_on_the_answers_it_lets_through() -> None:
+    # Chaos seeds 59 and 93 under load: five resets in a row set the lowest cap, under which
+    # fewer answers come per window than a judgement needed; the cap never grew again and the
+    # recording stalled behind it with hundreds of segments queued.
+    settings = PaceSettings(ceiling=8, window=0.05, min_answers=12, min_rate=40.0)
+    pace = ServerPace(settings)
+    for _ in range(5):
+        pace.note(pushback=True)
+    assert pace.state().rate_cap == settings.min_rate  # 2 answers a window at most
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while loop.time() - began < 1.5:
+        await pace.start()
+        pace.note(pushback=False)
+    state = pace.state()
+    assert state.download_limit == settings.ceiling
+    # About 28 windows: a step of one request per second in each clean one, most of them.
+    assert state.rate_cap is None or state.rate_cap >= settings.min_rate + 15, state
+
+
 async def test_download_slots_follow_the_limit() -> None:
     pace = ServerPace(QUICK)
     for _ in range(20):  # within one window: one back-off, to 4
