@@ -47,6 +47,7 @@ from instarec.options import (
     Options,
 )
 from instarec.progress import StatusAwareHandler, StatusLine
+from instarec.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from instarec.finish import RecordingSummary
@@ -148,6 +149,20 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -310,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds without a new live segment before the broadcast is taken as ended",
     )
+    live.add_argument(
+        "--stop-after",
+        type=_duration,
+        metavar="DURATION",
+        help="stop following the live edge after DURATION of wall time since the start (90, "
+        "90s, 2m, 1h30m, 1:30 for minutes:seconds, 01:30:00), then merge and exit 0; the past "
+        "is still recovered in full",
+    )
 
     search = parser.add_argument_group("archive search")
     search.add_argument(
@@ -352,7 +375,26 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace OUTPUT if it exists, and discard segments kept from a different recording",
+        help="replace OUTPUT (with --split/--split-size: its parts) if it exists, and discard "
+        "segments kept from a different recording",
+    )
+    out.add_argument(
+        "--split",
+        dest="split_duration",
+        type=_duration,
+        metavar="DURATION",
+        help="write OUTPUT (NAME.EXT) as parts NAME.001.EXT, NAME.002.EXT, ..., each of at most "
+        "DURATION of media (as --stop-after), cut where a video segment starts; each part "
+        "plays on its own, its timestamps starting at 0",
+    )
+    out.add_argument(
+        "--split-size",
+        type=_size,
+        metavar="SIZE",
+        help="write parts as --split does, each of at most SIZE of segment data (the file comes "
+        "out about that size): kB, MB, GB (or k, M, G) count in powers of 1000, KiB, MiB, GiB "
+        "in powers of 1024, e.g. 2GB, 700M, 500MiB; with --split too, a part ends at "
+        "whichever limit comes first",
     )
     out.add_argument(
         "--keep-segments",
@@ -424,7 +466,7 @@ def _check_writable_dir(directory: Path) -> None:
         ) from exc
 
 
-def _output_path(text: str, overwrite: bool) -> Path:
+def _output_path(text: str, overwrite: bool, split: bool) -> Path:
     path = Path(os.path.expanduser(text))
     if path.name in ("", ".", ".."):
         raise UsageError(f"OUTPUT {text!r} is not a file name")
@@ -441,7 +483,7 @@ def _output_path(text: str, overwrite: bool) -> Path:
     _check_parent_dir(path, "OUTPUT")
     if path.is_dir():
         raise UsageError(f"OUTPUT {str(path)!r} is a directory")
-    check_output_free(path, overwrite)
+    check_output_free(path, overwrite, split=split)
     _check_writable_dir(path.parent)
     return path
 
@@ -458,7 +500,8 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         mpd_url, manifest_file = _manifest_source(mpd_arg, base_url, inspecting)
     output_path = None
     if out_arg is not None and not inspecting:
-        output_path = _output_path(out_arg, ns.overwrite)
+        split = ns.split_duration is not None or ns.split_size is not None
+        output_path = _output_path(out_arg, ns.overwrite, split)
     _check_side_inputs(ns)
     options = Options(
         mpd_url=mpd_url,
@@ -468,6 +511,7 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         audio_quality=tuple(ns.audio_quality),
         poll_interval=ns.poll_interval,
         live_end_timeout=ns.live_end_timeout,
+        stop_after=ns.stop_after,
         no_past=ns.no_past,
         max_search_requests=ns.max_search_requests,
         end_stream_miss_threshold=ns.end_stream_miss_threshold,
@@ -487,6 +531,8 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         ffmpeg_path=ns.ffmpeg_path,
         ffprobe_path=ns.ffprobe_path,
         summary_file=ns.summary_file,
+        split_duration=ns.split_duration,
+        split_size=ns.split_size,
     )
     mode: Mode = "list" if ns.list_formats else "json" if ns.dump_json else "record"
     return Invocation(

@@ -6,6 +6,7 @@ rerun that merges what an earlier run kept once the manifest is gone.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import logging
@@ -15,8 +16,16 @@ from pathlib import Path
 
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import InstarecError
-from instarec.merge import TrackInput, merge_tracks
+from instarec.merge import (
+    TrackInput,
+    check_output_free,
+    keeps_video,
+    merge_parts,
+    merge_tracks,
+    remove_parts_after,
+)
 from instarec.options import Options
+from instarec.parts import Part, part_output, plan_parts
 from instarec.segments import TrackKind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
@@ -44,8 +53,18 @@ class TrackSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class PartSummary:
+    """One file of a recording cut into parts (--split, --split-size)."""
+
+    path: Path
+    start: float  # seconds on the broadcast's timeline, where its earliest track starts
+    duration: float  # seconds, from that start to the end of its latest track
+    size: int  # bytes of the file
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingSummary:
-    output: Path | None  # None when nothing was merged
+    output: Path | None  # None when nothing was merged; the first part when cut into parts
     segments_dir: Path
     size: int
     duration: float
@@ -56,6 +75,7 @@ class RecordingSummary:
     archive_start: float | None  # where past recovery started, seconds; None without it
     archive_complete: bool  # the archive reaches the broadcast's first segment
     interrupted: bool
+    parts: tuple[PartSummary, ...] = ()  # the files, when cut into parts; () for one file
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +199,17 @@ async def merge_store(
     size = 0
     duration = 0.0
     merged: Path | None = None
+    parts: tuple[PartSummary, ...] = ()
     # Where the file starts and ends, in the media's own times (a timeline need not start at 0).
     starts = [t.start for t in summaries if t.start is not None]
     ends = [t.end for t in summaries if t.end is not None]
     if inputs:
-        result = await merge_tracks(inputs, output, ffmpeg=ffmpeg, overwrite=options.overwrite)
-        merged = result.output
-        size = result.size
+        if options.split.splits:
+            parts = await _merge_parts(store, tracks, output, ffmpeg, options)
+            merged, size = parts[0].path, sum(part.size for part in parts)
+        else:
+            result = await merge_tracks(inputs, output, ffmpeg=ffmpeg, overwrite=options.overwrite)
+            merged, size = result.output, result.size
         # The recorded media's own times say how long the file is.
         duration = max(ends) - min(starts) if starts and ends else 0.0
         if not options.keep_segments:
@@ -212,7 +236,44 @@ async def merge_store(
         archive_start=archive_start,
         archive_complete=end.archive_complete and not expired,
         interrupted=end.interrupted,
+        parts=parts,
     )
+
+
+async def _merge_parts(
+    store: SegmentStore,
+    tracks: Sequence[RecordedTrack],
+    output: Path,
+    ffmpeg: str,
+    options: Options,
+) -> tuple[PartSummary, ...]:
+    """Cut what the store holds into parts (``parts.py``) and merge each into a file."""
+    on_disk = {track.kind: store.segments(track.kind) for track in tracks}
+    video = bool(on_disk.get("video")) and keeps_video(output)
+    lead = "video" if video or not on_disk.get("audio") else "audio"
+    planned = plan_parts(on_disk, lead, options.split)
+    jobs = [(part_output(output, part.number), _part_inputs(store, part)) for part in planned]
+    kept = {kind for kind, segments in on_disk.items() if segments and (video or kind != "video")}
+    for (path, _), part in zip(jobs, planned, strict=True):
+        lacking = kept - {kind for kind, _ in part.tracks}
+        if lacking:
+            # A hole in one track as long as the part: the part is still made, without it.
+            log.warning("%s has no %s: none was recorded there", path, " or ".join(sorted(lacking)))
+    await asyncio.to_thread(check_output_free, output, options.overwrite, split=True)
+    results = await merge_parts(jobs, ffmpeg=ffmpeg, overwrite=options.overwrite)
+    if options.overwrite:
+        await asyncio.to_thread(remove_parts_after, output, len(results))
+    return tuple(
+        PartSummary(result.output, part.start, part.duration, result.size)
+        for part, result in zip(planned, results, strict=True)
+    )
+
+
+def _part_inputs(store: SegmentStore, part: Part[StoredSegment]) -> list[TrackInput]:
+    return [
+        TrackInput(kind, store.init_path(kind), tuple(s.path for s in segments), segments[0].start)
+        for kind, segments in part.tracks
+    ]
 
 
 def _tracks_on_disk(

@@ -29,6 +29,7 @@ from instarec.manifest import (
 )
 from instarec.segments import SegmentRef
 from instarec.timeline import Timeline, median_ticks
+from instarec.units import format_span
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,22 @@ FALLBACK_POLL_INTERVAL = 2.0
 
 
 @dataclass(frozen=True, slots=True)
+class StopAfter:
+    """``--stop-after``: when following the live edge ends, on the recording's clock."""
+
+    at: float  # the recording clock's monotonic()
+    seconds: float  # as asked, for the summary
+
+    @property
+    def reason(self) -> str:
+        return f"stopped after {format_span(self.seconds)} (--stop-after)"
+
+
+@dataclass(frozen=True, slots=True)
 class LivePolicy:
     poll_interval: float | None  # None: the manifest's minimumUpdatePeriod, else the fallback
     live_end_timeout: float
+    stop_after: StopAfter | None = None  # None: followed until the broadcast ends
 
 
 class LiveFollower:
@@ -184,6 +198,8 @@ class LiveFollower:
         # Set when the broadcast was judged over because nothing new was recorded: then no
         # segment listed so far is still to come.
         self.idle = False
+        # Set when --stop-after ended the following: what is listed later is not wanted.
+        self.left_early = False
 
     async def run(self, first: Snapshot) -> str:
         """Follow until the end; return the reason it ended."""
@@ -205,6 +221,8 @@ class LiveFollower:
             checked = self._clock.monotonic()
             if snapshot.ended:
                 return snapshot.ended
+            if (reason := self._stop_after()) is not None:
+                return reason
             if self._clock.monotonic() - last_new > self._policy.live_end_timeout:
                 self.idle = True
                 return f"no new segment for {self._policy.live_end_timeout:g} s"
@@ -225,6 +243,8 @@ class LiveFollower:
                 except (NetworkError, ManifestError) as exc:
                     # A refresh failing now and then is normal for live CDNs: keep what we have.
                     log.warning("manifest refresh failed: %s", exc)
+                    if (reason := self._stop_after()) is not None:
+                        return reason
                     if self._clock.monotonic() - last_ok > self._policy.live_end_timeout:
                         return f"the manifest failed for {self._policy.live_end_timeout:g} s"
                     if await self._sleep(self._interval(None)):
@@ -237,8 +257,20 @@ class LiveFollower:
             return max(0.1, min(manifest.minimum_update_period, 30.0))
         return FALLBACK_POLL_INTERVAL
 
+    def _stop_after(self) -> str | None:
+        """The end reason once --stop-after's time has come, else None."""
+        stop_after = self._policy.stop_after
+        if stop_after is None or self._clock.monotonic() < stop_after.at:
+            return None
+        self.left_early = True
+        return stop_after.reason
+
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, waking early on stop; True when stopped."""
+        stop_after = self._policy.stop_after
+        if stop_after is not None:
+            # Wake at the stop to take the listing of that moment, not a poll interval later.
+            seconds = max(0.0, min(seconds, stop_after.at - self._clock.monotonic()))
         try:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         except TimeoutError:

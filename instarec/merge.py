@@ -25,15 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from instarec.errors import FFmpegNotFoundError, MergeError, UsageError, storage_error
+from instarec.parts import part_number
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "MergeResult",
     "TrackInput",
+    "check_output_free",
+    "existing_parts",
     "find_ffmpeg",
+    "keeps_video",
+    "merge_parts",
     "merge_tracks",
     "output_format",
+    "remove_parts_after",
 ]
 
 FFMPEG_FIX = (
@@ -103,14 +109,59 @@ def output_format(output: Path) -> str:
     return _container(output).muxer
 
 
-def check_output_free(output: Path, overwrite: bool) -> None:
-    """UsageError when ``output`` exists and may not be replaced.
+def keeps_video(output: Path) -> bool:
+    """Whether ``output``'s container takes video (``.m4a`` does not)."""
+    return not _container(output).audio_only
 
-    Asked when the command line is read (before any download), and again just before the
-    merge writes it: a file may have appeared while the broadcast was recorded.
+
+def check_output_free(output: Path, overwrite: bool, *, split: bool = False) -> None:
+    """UsageError when what the merge writes exists and may not be replaced: ``output``, or,
+    when the recording is ``split``, any part of it (``NAME.NNN.EXT``).
+
+    Any part, not only those the merge will write: a part an earlier recording left would sit
+    beside the new ones as if it continued them. Asked when the command line is read (before
+    any download), and again just before the merge writes: a file may have appeared while the
+    broadcast was recorded.
     """
-    if not overwrite and output.exists():
-        raise UsageError(f"{str(output)!r} already exists: pass --overwrite or choose another name")
+    if overwrite:
+        return
+    if not split:
+        if output.exists():
+            raise UsageError(
+                f"{str(output)!r} already exists: pass --overwrite or choose another name"
+            )
+        return
+    existing = existing_parts(output)
+    if existing:
+        raise UsageError(
+            f"{str(existing[0])!r} already exists (a part of an earlier recording into "
+            f"{output.name}): pass --overwrite or choose another name"
+        )
+
+
+def existing_parts(output: Path) -> list[Path]:
+    """The files named as parts of ``output``, in part order."""
+    try:
+        entries = list(output.parent.iterdir())
+    except OSError:
+        return []  # no directory to list: nothing there (the writability check says more)
+    numbered = [(n, path) for path in entries if (n := part_number(output, path)) is not None]
+    return [path for _, path in sorted(numbered)]
+
+
+def remove_parts_after(output: Path, count: int) -> None:
+    """Remove the parts of ``output`` numbered past ``count`` (an overwritten recording's): they
+    would read as the continuation of the new ones."""
+    for path in existing_parts(output):
+        number = part_number(output, path)
+        if number is not None and number > count:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise storage_error(exc, "remove", path) from exc
+            log.info("removed %s, a part of the overwritten recording", path)
 
 
 def find_ffmpeg(configured: str = "ffmpeg") -> str:
@@ -297,10 +348,54 @@ async def merge_tracks(
     The output appears under its final name only once complete (written to a ``.part`` name in
     the same directory, then renamed). Cancelling terminates ffmpeg and removes the partial file.
     """
+    (result,) = await merge_parts([(output, tracks)], ffmpeg=ffmpeg, overwrite=overwrite)
+    return result
+
+
+async def merge_parts(
+    parts: Sequence[tuple[Path, Sequence[TrackInput]]],
+    *,
+    ffmpeg: str,
+    overwrite: bool,
+) -> list[MergeResult]:
+    """Mux each ``(output, tracks)`` with an ffmpeg stream-copy call of its own, in turn.
+
+    The outputs take their final names together, once every one is complete: until then each
+    is written to a ``.part`` name beside it, and whatever stops the merge (an error, a
+    cancellation) removes those. A failed merge thus leaves no part behind to block its rerun.
+    """
+    outputs = [output for output, _ in parts]
+    for output in outputs:
+        _container(output)  # an unsupported extension fails before any work
+    await asyncio.to_thread(_check_outputs_free, outputs, overwrite)
+    targets: list[Path] = []
+    try:
+        for output, tracks in parts:
+            targets.append(part_path(output))
+            await _mux(tracks, output, targets[-1], ffmpeg)
+        sizes = [_written_size(target) for target in targets]
+        for target, output in zip(targets, outputs, strict=True):
+            _rename(target, output)
+    except BaseException:
+        # Never leave a half-written file behind, whatever stopped us (error or cancellation).
+        for target in targets:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+        raise
+    for output, size in zip(outputs, sizes, strict=True):
+        log.info("wrote %s (%d bytes)", output, size)
+    return [MergeResult(output, size) for output, size in zip(outputs, sizes, strict=True)]
+
+
+def _check_outputs_free(outputs: Sequence[Path], overwrite: bool) -> None:
+    for output in outputs:
+        check_output_free(output, overwrite)
+
+
+async def _mux(tracks: Sequence[TrackInput], output: Path, target: Path, ffmpeg: str) -> None:
+    """Run ffmpeg writing ``tracks`` into ``target`` in ``output``'s container."""
     container = _container(output)
-    await asyncio.to_thread(check_output_free, output, overwrite)
     selected = _select_tracks(tracks, container)
-    target = part_path(output)
     feeds = [_TrackFeed(track) for track in selected]
     cmd = build_command(
         ffmpeg,
@@ -311,31 +406,26 @@ async def merge_tracks(
         faststart=container.faststart,
     )
     log.debug("running %s", " ".join(cmd))
-    try:
-        await _run_ffmpeg(cmd, feeds)
-        size = _publish(target, output)
-    except BaseException:
-        # Never leave a half-written file behind, whatever stopped us (error or cancellation).
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        raise
-    log.info("wrote %s (%d bytes)", output, size)
-    return MergeResult(output=output, size=size)
+    await _run_ffmpeg(cmd, feeds)
 
 
-def _publish(target: Path, output: Path) -> int:
-    """Check ffmpeg's result and give it its final name atomically; returns its size."""
+def _written_size(target: Path) -> int:
+    """The size of what ffmpeg wrote to ``target``; MergeError when it wrote nothing."""
     try:
         size = target.stat().st_size
     except FileNotFoundError:
         raise MergeError("ffmpeg exited without writing the output") from None
     if size == 0:
         raise MergeError("ffmpeg wrote an empty output")
+    return size
+
+
+def _rename(target: Path, output: Path) -> None:
+    """Give ffmpeg's output its final name atomically."""
     try:
         os.replace(target, output)
     except OSError as exc:
         raise storage_error(exc, "write", output) from exc
-    return size
 
 
 async def _run_ffmpeg(cmd: Sequence[str], feeds: Sequence[_TrackFeed]) -> None:

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
+from instarec.parts import SplitLimits
+
 if TYPE_CHECKING:
     from instarec.http import HttpConfig
 
@@ -57,6 +59,9 @@ class Options:
     # broadcast is taken as over.  The original tool's default: Instagram pauses of a
     # minute or two (bad uplink, phone call) must not end a recording.
     live_end_timeout: float = 180.0
+    # --stop-after: seconds on the recording's clock after which the live edge is no longer
+    # followed (past recovery still finishes); None: until the broadcast ends.
+    stop_after: float | None = None
 
     # archive search
     no_past: bool = False
@@ -82,6 +87,10 @@ class Options:
     ffmpeg_path: str = "ffmpeg"
     ffprobe_path: str = "ffprobe"
     summary_file: Path | None = None
+    # --split / --split-size: at most this many seconds of media / bytes of segment files per
+    # part (NAME.001.EXT, ...); both None: one file at output_path.
+    split_duration: float | None = None
+    split_size: int | None = None
 
     @property
     def segments_dir(self) -> Path | None:
@@ -93,6 +102,11 @@ class Options:
         if self.output_path is None:
             return None
         return self.output_path.with_name(self.output_path.name + SEGMENTS_DIR_SUFFIX)
+
+    @property
+    def split(self) -> SplitLimits:
+        """How the output is cut into parts (``split.splits`` is False: it is not)."""
+        return SplitLimits(self.split_duration, self.split_size)
 
     def http_config(self) -> HttpConfig:
         """The HTTP client's configuration for these options."""

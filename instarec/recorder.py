@@ -41,6 +41,7 @@ from instarec.live import (
     LivePolicy,
     ManifestSource,
     Snapshot,
+    StopAfter,
     listed_segments,
     window_update,
 )
@@ -346,7 +347,7 @@ async def record(
     output = options.output_path
     if output is None:
         raise UsageError("an output path is required")
-    check_output_free(output, options.overwrite)
+    check_output_free(output, options.overwrite, split=options.split.splits)
     ffmpeg = find_ffmpeg(options.ffmpeg_path)
     stop = stop or asyncio.Event()
     interrupts = 0
@@ -401,7 +402,7 @@ async def _record(
         try:
             recording = Recording(options, http, store, source, first, selected, stop, clock)
             await fetch_inits(http, store, recording.timelines)
-            end_reason = await _run(recording, first, reporter)
+            end_reason = await _run(recording, first, reporter, _live_policy(options, started))
             interrupted = stop.is_set()
             return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
         finally:
@@ -410,12 +411,17 @@ async def _record(
             await store.settle()
 
 
-async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None) -> str:
+def _live_policy(options: Options, started: float) -> LivePolicy:
+    stop_after = None
+    if options.stop_after is not None:
+        stop_after = StopAfter(started + options.stop_after, options.stop_after)
+    return LivePolicy(options.poll_interval, options.live_end_timeout, stop_after)
+
+
+async def _run(
+    recording: Recording, first: Snapshot, reporter: Reporter | None, policy: LivePolicy
+) -> str:
     options = recording.options
-    policy = LivePolicy(
-        poll_interval=options.poll_interval,
-        live_end_timeout=options.live_end_timeout,
-    )
     end_reason = "unknown"
     try:
         async with asyncio.TaskGroup() as group:
@@ -442,9 +448,10 @@ async def _run(recording: Recording, first: Snapshot, reporter: Reporter | None)
                     if not options.no_past:
                         producers.create_task(recording.recover_past())
                     end_reason = await live
-                    if follower.idle:
+                    if follower.idle or follower.left_early:
                         # Nothing was published for the live end timeout while the segments
-                        # that answered "not yet" were asked again: asking on delays the merge.
+                        # that answered "not yet" were asked again, or what comes after the
+                        # stop is not wanted: asking on delays the merge.
                         recording.downloads.stop_asking_again()
                 log.info("recording ends: %s", end_reason)
                 await recording.downloads.join()

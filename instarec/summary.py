@@ -101,13 +101,25 @@ def _archive_text(summary: RecordingSummary) -> str:
     return f"from {start}: the server no longer has anything earlier"
 
 
+def _output_rows(summary: RecordingSummary) -> list[tuple[str, str]]:
+    parts = summary.parts
+    if not parts:
+        return [("Output", str(summary.output) if summary.output is not None else "nothing merged")]
+    rows = [("Output", f"{parts[0].path} … {parts[-1].path} ({len(parts)} parts)")]
+    for number, part in enumerate(parts, start=1):
+        span = f"{format_timestamp(part.start)}–{format_timestamp(part.start + part.duration)}"
+        rows.append(
+            (
+                f"Part {number}",
+                f"{part.path}: {span} ({part.duration:.1f} s), {format_bytes(part.size)}",
+            )
+        )
+    return rows
+
+
 def format_summary(summary: RecordingSummary) -> str:
     """The table printed at the end of a recording (ends with a newline)."""
-    rows: list[tuple[str, str]] = []
-    if summary.output is not None:
-        rows.append(("Output", str(summary.output)))
-    else:
-        rows.append(("Output", "nothing merged"))
+    rows = _output_rows(summary)
     if summary.segments_dir.exists():
         rows.append(("Segments kept in", str(summary.segments_dir)))
     rows.append(("Duration", f"{format_duration(summary.duration)} ({summary.duration:.1f} s)"))
@@ -187,6 +199,15 @@ def summary_to_json(
                 "tracks": list(r.tracks),
             }
             for r in missing_ranges(summary.gaps)
+        ],
+        "parts": [
+            {
+                "path": str(part.path),
+                "start_seconds": _rounded(part.start),
+                "duration_seconds": _rounded(part.duration),
+                "size_bytes": part.size,
+            }
+            for part in summary.parts
         ],
     }
 

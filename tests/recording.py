@@ -7,6 +7,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import av
@@ -14,6 +15,7 @@ import av
 from instarec.options import Options
 from instarec.testing.clock import ManualClock
 from instarec.testing.media import TestMedia
+from instarec.testing.mpd import EPOCH
 from instarec.testing.origin import Origin
 
 
@@ -34,6 +36,24 @@ def fast_options(url: str, output: Path, **changes: object) -> Options:
         concurrency=8,
     )
     return replace(base, **changes)
+
+
+class RecorderClock:
+    """The recorder's clock (``instarec.clock.Clock``) read from the origin's virtual one.
+
+    With it a recording measures its own time (``--stop-after``, the live end timeout, the
+    summary's wall time) in the seconds of the simulated broadcast, which pass in a fraction
+    of the real time; its wall clock is the origin's (``EPOCH`` at virtual 0).
+    """
+
+    def __init__(self, virtual: ManualClock) -> None:
+        self._virtual = virtual
+
+    def monotonic(self) -> float:
+        return self._virtual.now()
+
+    def now(self) -> datetime:
+        return EPOCH + timedelta(seconds=self._virtual.now())
 
 
 @dataclass(slots=True)

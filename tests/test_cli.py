@@ -284,6 +284,14 @@ def test_local_manifest_with_base_url(mpd_file, tmp_path):
         (["--demo", URL, "{out}"], "--demo takes only OUTPUT"),
         (["--demo"], "--demo needs OUTPUT"),
         (["--demo", "-F", "{out}"], "cannot be combined"),
+        (["--stop-after", "1h30", URL, "{out}"], "argument --stop-after: expected a duration"),
+        (["--stop-after", "0", URL, "{out}"], "longer than 0"),
+        (["--stop-after", "-5m", URL, "{out}"], "--stop-after"),
+        (["--stop-after", "1:75", URL, "{out}"], "1:30 (minutes:seconds)"),
+        (["--split", "soon", URL, "{out}"], "argument --split: expected a duration"),
+        (["--split-size", "2XB", URL, "{out}"], "argument --split-size: expected a size"),
+        (["--split-size", "0GB", URL, "{out}"], "at least 1 byte"),
+        (["--split-size", "1e400", URL, "{out}"], "--split-size"),
     ],
 )
 def test_invalid_command_lines_exit_2_with_one_line(capsys, tmp_path, argv, fragment):
@@ -307,6 +315,37 @@ def test_existing_output_needs_overwrite(capsys, tmp_path):
     assert code == 2
     assert_one_error_line(err, "--overwrite")
     assert parse_args(["--overwrite", URL, str(out)]).options.output_path == out
+
+
+def test_long_broadcast_options_reach_options(tmp_path):
+    options = parse_args(
+        ["--stop-after", "1h30m", "--split", "01:00:00", "--split-size", "1.5G",
+         URL, str(tmp_path / "o.mkv")]
+    ).options  # fmt: skip
+    assert (options.stop_after, options.split_duration, options.split_size) == (
+        5400.0,
+        3600.0,
+        1_500_000_000,
+    )
+    assert options.split.splits
+    plain = parse_args([URL, str(tmp_path / "o.mkv")]).options
+    assert (plain.stop_after, plain.split_duration, plain.split_size) == (None, None, None)
+    assert not plain.split.splits
+
+
+def test_a_part_of_an_earlier_split_recording_needs_overwrite(capsys, tmp_path):
+    out = tmp_path / "out.mkv"
+    (tmp_path / "out.002.mkv").write_bytes(b"old part")
+    code, _, err = run(capsys, "--split", "30m", URL, str(out))
+    assert code == 2
+    assert_one_error_line(err, "'" + str(tmp_path / "out.002.mkv") + "' already exists (a part")
+    assert "--overwrite" in err
+    assert parse_args(["--overwrite", "--split", "30m", URL, str(out)]).options.overwrite
+    # Unsplit, the parts are not what is written; split, OUTPUT itself is not.
+    assert parse_args([URL, str(out)]).options.output_path == out
+    (tmp_path / "out.002.mkv").unlink()
+    out.write_bytes(b"an unsplit recording")
+    assert parse_args(["--split-size", "2GB", URL, str(out)]).options.output_path == out
 
 
 def test_missing_extension_defaults_to_mkv(tmp_path):

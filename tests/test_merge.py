@@ -537,6 +537,65 @@ async def test_existing_output_needs_overwrite(tmp_path: Path, source: Source) -
 
 
 @needs_ffmpeg
+@needs_ffmpeg
+async def test_parts_appear_together_or_not_at_all(tmp_path: Path, source: Source) -> None:
+    assert FFMPEG is not None
+    first = write_track(tmp_path / "one", source.video, [0, 1, 2])
+    second = write_track(tmp_path / "two", source.video, [3, 4, 5])
+    second.init.write_bytes(b"this is not an init segment")
+    outputs = [tmp_path / "rec.001.mp4", tmp_path / "rec.002.mp4"]
+    jobs = [(outputs[0], [first]), (outputs[1], [second])]
+    # The second part fails after the first was written: neither is left, nor a .part file.
+    with pytest.raises(MergeError, match="ffmpeg failed"):
+        await merge.merge_parts(jobs, ffmpeg=FFMPEG, overwrite=False)
+    assert sorted(os.listdir(tmp_path)) == ["one", "two"]
+
+    second.init.write_bytes(source.video.init)
+    results = await merge.merge_parts(jobs, ffmpeg=FFMPEG, overwrite=False)
+    assert [r.output for r in results] == outputs
+    assert [r.size for r in results] == [o.stat().st_size for o in outputs]
+    for output in outputs:
+        p = probe(output)
+        assert len(p.video_pts) == 3 * FPS
+        assert p.video_start == pytest.approx(0.0, abs=0.01)  # each part starts at 0
+
+
+def test_a_split_output_is_guarded_by_its_parts(tmp_path: Path) -> None:
+    output = tmp_path / "rec.mkv"
+    output.write_bytes(b"an unsplit recording")
+    merge.check_output_free(output, False, split=True)  # the parts are what is written
+    for name in ("rec.mkv.001", "rec.001.part.mkv", "rec.01.mkv", "other.001.mkv"):
+        (tmp_path / name).write_bytes(b"")
+    merge.check_output_free(output, False, split=True)
+    (tmp_path / "rec.004.mkv").write_bytes(b"")
+    (tmp_path / "rec.002.mkv").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"rec\.002\.mkv' already exists \(a part .*--overwrite"):
+        merge.check_output_free(output, False, split=True)
+    merge.check_output_free(output, True, split=True)
+    with pytest.raises(UsageError, match=r"rec\.mkv' already exists"):
+        merge.check_output_free(output, False)
+
+
+def test_an_overwritten_split_recording_loses_its_later_parts(tmp_path: Path) -> None:
+    output = tmp_path / "rec.mkv"
+    names = ["rec.001.mkv", "rec.002.mkv", "rec.003.mkv", "rec.1000.mkv", "rec.mkv"]
+    names += ["rec.003.part.mkv", "other.003.mkv", "rec.003.mp4"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    merge.remove_parts_after(output, 2)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [
+            "rec.001.mkv",
+            "rec.002.mkv",
+            "rec.mkv",
+            "rec.003.part.mkv",
+            "other.003.mkv",
+            "rec.003.mp4",
+        ]
+    )
+
+
+@needs_ffmpeg
 async def test_ffmpeg_failure_leaves_no_output(tmp_path: Path, source: Source) -> None:
     video = write_track(tmp_path / "segs", source.video, [0, 1])
     video.init.write_bytes(b"this is not an init segment")

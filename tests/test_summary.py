@@ -11,6 +11,7 @@ import pytest
 from instarec.cli import main
 from instarec.finish import (
     GapRange,
+    PartSummary,
     RecordingSummary,
     TrackSummary,
     _lost_segments,
@@ -110,6 +111,52 @@ def test_table_when_nothing_merged_and_archive_incomplete(tmp_path):
     assert "from 2:00.0: the server no longer has anything earlier" in text
     text = format_summary(summary(tmp_path, archive_start=None))
     assert "not searched" in text
+
+
+def split_summary(tmp_path: Path) -> RecordingSummary:
+    parts = (
+        PartSummary(tmp_path / "rec.001.mkv", 0.0, 40.0, 3_200_000),
+        PartSummary(tmp_path / "rec.002.mkv", 40.0, 39.9876, 3_100_000),
+        PartSummary(tmp_path / "rec.003.mkv", 79.9876, 11.0204, 976_694),
+    )
+    return summary(tmp_path, output=parts[0].path, parts=parts, gaps=())
+
+
+def test_table_lists_the_parts(tmp_path):
+    text = format_summary(split_summary(tmp_path))
+    first, last = tmp_path / "rec.001.mkv", tmp_path / "rec.003.mkv"
+    assert f"Output         {first} … {last} (3 parts)\n" in text
+    assert f"Part 1         {first}: 0:00.0–0:40.0 (40.0 s), 3.20 MB\n" in text
+    assert f"Part 2         {tmp_path / 'rec.002.mkv'}: 0:40.0–1:20.0 (40.0 s), 3.10 MB\n" in text
+    assert f"Part 3         {last}: 1:20.0–1:31.0 (11.0 s), 976.7 kB\n" in text
+    assert "Size           7.28 MB (7276694 bytes)\n" in text  # all parts together
+    assert "Part" not in format_summary(summary(tmp_path))
+
+
+def test_json_lists_the_parts(tmp_path):
+    doc = summary_to_json(split_summary(tmp_path))
+    assert doc["output"] == str(tmp_path / "rec.001.mkv")
+    assert doc["parts"] == [
+        {
+            "path": str(tmp_path / "rec.001.mkv"),
+            "start_seconds": 0.0,
+            "duration_seconds": 40.0,
+            "size_bytes": 3_200_000,
+        },
+        {
+            "path": str(tmp_path / "rec.002.mkv"),
+            "start_seconds": 40.0,
+            "duration_seconds": 39.988,
+            "size_bytes": 3_100_000,
+        },
+        {
+            "path": str(tmp_path / "rec.003.mkv"),
+            "start_seconds": 79.988,
+            "duration_seconds": 11.02,
+            "size_bytes": 976_694,
+        },
+    ]
+    assert summary_to_json(summary(tmp_path))["parts"] == []
 
 
 def test_json_document(tmp_path):
