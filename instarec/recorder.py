@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,9 +44,10 @@ from instarec.live import (
     listed_segments,
     window_update,
 )
-from instarec.manifest import Addressing, MediaSegment, Representation
+from instarec.manifest import MediaSegment, Representation
 from instarec.merge import check_output_free, find_ffmpeg
 from instarec.mp4 import FragmentInfo
+from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
@@ -179,7 +179,7 @@ class Recording:
         for rep, segments in listed_segments(snapshot, reps):
             timeline = next(t for t in self.timelines.values() if t.rep.id == rep.id)
             timeline.rep = rep
-            new += self._offer_listed(timeline, self._renumbered(timeline, segments), group)
+            new += self._offer_listed(timeline, renumbered(timeline, segments), group)
         return new
 
     def _offer_listed(
@@ -211,87 +211,10 @@ class Recording:
     # -- $Number$ under @duration: which number holds which time ------------------------------
 
     async def calibrate_numbers(self) -> None:
-        """Learn from the media which number holds which time under SegmentTemplate@duration.
-
-        The standard numbers the segment at the presentation time offset ``startNumber``; a
-        packager that moves ``startNumber`` with its window while counting from the broadcast's
-        start makes every computed number run ahead of what exists. When the first listed
-        number is not there, the segment numbered ``startNumber`` tells by its tfdt which
-        number holds which time; that numbering is taken only once the window's first segment
-        answers under it.
-        """
-        if not self.first_snapshot.manifest.is_dynamic:
-            return
-        for timeline in self.timelines.values():
-            template = timeline.rep.template
-            segments = self.first_listing.get(timeline.rep.id)
-            if (
-                timeline.rep.addressing is not Addressing.NUMBER_DURATION
-                or template is None
-                or not template.duration
-                or not segments
-                or segments[0].number is None
-                or segments[0].number == template.start_number
-            ):
-                continue
-            if await self._fetched(timeline, segments[0].number) is not None:
-                continue  # the manifest's numbers name what exists
-            found = await self._fetched(timeline, template.start_number)
-            base = self._number_base(timeline, template.start_number, found)
-            if base is None or base == template.start_number:
-                continue
-            timeline.number_base = base
-            renumbered = self._renumbered(timeline, segments)
-            if await self._fetched(timeline, renumbered[0].number or 0) is None:
-                timeline.number_base = None  # no better: keep the manifest's numbers
-                continue
-            log.info(
-                "%s: the media numbers segments from %d at time 0, not from startNumber %d",
-                timeline.kind,
-                base,
-                template.start_number,
-            )
-            self.first_listing[timeline.rep.id] = renumbered
-
-    async def _fetched(self, timeline: Timeline, number: int) -> FragmentInfo | None:
-        """Download segment ``number`` now; its timing, or None if it is not there (yet)."""
-        try:
-            return await self.inspect(timeline.number_ref(number, "live"))
-        except NetworkError as exc:
-            log.debug("%s: segment %d gave no answer: %s", timeline.kind, number, exc)
-            return None
-
-    @staticmethod
-    def _number_base(timeline: Timeline, number: int, info: FragmentInfo | None) -> int | None:
-        """The number of the segment at the presentation time offset, by ``info``'s tfdt."""
-        template = timeline.rep.template
-        if info is None or info.base_media_decode_time is None or timeline.init is None:
-            return None
-        assert template is not None and template.duration
-        ticks = info.base_media_decode_time * template.timescale / timeline.init.timescale
-        index = round((ticks - template.presentation_time_offset) / template.duration)
-        return number - index
-
-    def _renumbered(self, timeline: Timeline, segments: list[MediaSegment]) -> list[MediaSegment]:
-        """Listed @duration segments under the numbering the media showed."""
-        template = timeline.rep.template
-        base = timeline.number_base
-        if (
-            base is None
-            or template is None
-            or not template.duration
-            or timeline.rep.addressing is not Addressing.NUMBER_DURATION
-        ):
-            return segments
-        renumbered = []
-        for segment in segments:
-            if segment.time is None:
-                return segments
-            index = int((segment.time - template.presentation_time_offset) // template.duration)
-            number = base + index
-            url = timeline.rep.media_url(number=number)
-            renumbered.append(replace(segment, number=number, url=url))
-        return renumbered
+        """Renumber the first listing where the media numbers segments otherwise."""
+        await calibrate_numbers(
+            self.inspect, self.first_snapshot.manifest, self.timelines, self.first_listing
+        )
 
     # -- the past -------------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from instarec.archive import (
     Presence,
-    Probe,
     SearchLimits,
     StepResult,
     TimeChain,
@@ -243,11 +242,11 @@ class PastRecovery:
         manifest: Manifest,
         limits: SearchLimits,
         max_chains: int,
-        kept: KeptGround | None = None,
+        kept: KeptGround,
     ) -> None:
         self._access = access
         self._chains = chains
-        # On a resume, what an earlier run kept below the window.
+        # On a resume, what an earlier run kept below the window (else nothing).
         self._kept = kept
         # Each track's timeline and what the first manifest listed for it.
         self._listing = listing
@@ -358,18 +357,12 @@ class PastRecovery:
                 self._chains.lower_floor(timeline, time_value)
                 group.create_task(self._chain(timeline, time_value, frame))
 
-            probe: Probe = functools.partial(self._chains.probe, timeline)
-            search_from = first_listed
-            if self._kept is not None:
-                search_from = self._kept.start(
-                    timeline, first_listed, typical, frame, group, walked
-                )
-                probe = functools.partial(self._kept.probe, timeline)
-                hints = self._kept.unkept(timeline, first_listed, hints)
             start = await find_first_time(
-                probe,
-                hints=hints,
-                first_listed=search_from,
+                functools.partial(self._kept.probe, timeline),
+                hints=self._kept.unkept(timeline, first_listed, hints),
+                first_listed=self._kept.start(
+                    timeline, first_listed, typical, frame, group, walked
+                ),
                 typical_duration=typical,
                 frame_ticks=frame,
                 limits=limits,
