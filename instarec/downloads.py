@@ -24,6 +24,7 @@ from instarec.options import Options
 from instarec.segments import RefOrigin, SegmentRef, TrackKind
 from instarec.store import SegmentStore
 from instarec.timeline import Timeline
+from instarec.unanswered import Unanswered
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class DownloadJob(_Queued):
     first_fragment: asyncio.Future[FragmentInfo | None] | None = None
     whole: bool = False
     retries: int = 0  # times asked again after a "not yet" 404
+    unanswered: int = 0  # times asked again after no answer at all (see Unanswered)
 
     @property
     def listed_and_untried(self) -> bool:
@@ -298,6 +300,7 @@ class Downloads:
         # publish in order); a 404 with nothing later on disk may be a segment not out yet.
         self._newest_key: dict[TrackKind, int] = {}
         self._not_yet = NotYetPublished(lambda ref, retries: self._queue_job(ref, retries=retries))
+        self._unanswered = Unanswered(lambda ref, rounds: self._queue_job(ref, unanswered=rounds))
         self.clock_track: TrackKind = "video" if "video" in timelines else "audio"
 
     def stats(self) -> DownloadStats:
@@ -308,8 +311,11 @@ class Downloads:
         self._not_yet.stop()
 
     async def join(self) -> None:
-        """Wait until every queued download is done (and every re-ask queued meanwhile)."""
+        """Wait until every queued download is done (and every re-ask queued meanwhile), the
+        segments that got no answer asked a last time."""
         await self._queue.join()
+        while self._unanswered.last_call():
+            await self._queue.join()
 
     def submit(self, ref: SegmentRef) -> None:
         """Queue ``ref`` in broadcast order."""
@@ -331,9 +337,12 @@ class Downloads:
         urgent: bool = False,
         whole: bool = False,
         retries: int = 0,
+        unanswered: int = 0,
     ) -> None:
         priority = (0 if urgent else 1, ref.start, ref.key)
-        job = DownloadJob(priority, next(self._sequence), ref, first_fragment, whole, retries)
+        job = DownloadJob(
+            priority, next(self._sequence), ref, first_fragment, whole, retries, unanswered
+        )
         self._queue.put_nowait(job)
         self._tally.queued[ref.origin] += 1
         if job.listed_and_untried:
@@ -411,13 +420,14 @@ class Downloads:
                 ref, future, whole=job.whole, newest_before=newest_before, retries=job.retries
             )
             done.set_result(info)
+            self._unanswered.answered()
         except NetworkError as exc:
             log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
             done.set_exception(exc)
             done.exception()  # shared downloads re-raise it; nobody else needs to look
             if future is not None and not future.done():
                 future.set_exception(exc)  # a chain step asks again before it calls it lost
-            else:
+            elif not self._unanswered.add(ref, job.unanswered):
                 await self.record_missing(ref)
         finally:
             if not done.done():
@@ -485,15 +495,7 @@ class Downloads:
         self, ref: SegmentRef, timeline: Timeline, info: FragmentInfo | None, size: int
     ) -> None:
         """Journal a downloaded segment, placed by its own tfdt when it has one."""
-        start, duration = ref.start, ref.duration
-        if info is not None:
-            timeline.learn_from(ref, info)
-            if info.moof_count > 1 and not timeline.multi_moof:
-                log.debug("%s: segments hold several moofs: chain on whole bodies", ref.track)
-                timeline.multi_moof = True
-            if timeline.init is not None and info.base_media_decode_time is not None:
-                start = info.base_media_decode_time / timeline.init.timescale
-                duration = info.duration / timeline.init.timescale
+        start, duration = _placed(ref, timeline, info)
         await self.store.commit(
             ref.track,
             ref.key,
@@ -518,6 +520,23 @@ class Downloads:
             and job.first_fragment is None
             and not self.store.has(job.ref.track, job.ref.key)
         )
+
+
+def _placed(
+    ref: SegmentRef, timeline: Timeline, info: FragmentInfo | None
+) -> tuple[float, float | None]:
+    """Where a downloaded segment lies (start, duration in seconds): by its own tfdt when it
+    has one, else where the manifest put it. ``timeline`` learns from its boxes."""
+    if info is None:
+        return ref.start, ref.duration
+    timeline.learn_from(ref, info)
+    if info.moof_count > 1 and not timeline.multi_moof:
+        log.debug("%s: segments hold several moofs: chain on whole bodies", ref.track)
+        timeline.multi_moof = True
+    if timeline.init is None or info.base_media_decode_time is None:
+        return ref.start, ref.duration
+    scale = timeline.init.timescale
+    return info.base_media_decode_time / scale, info.duration / scale
 
 
 async def fetch_inits(

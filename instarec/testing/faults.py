@@ -69,6 +69,10 @@ class FaultConfig:
     # Requests of ``kinds`` served per real second, over a sliding second; above it, 429 with
     # ``Retry-After: retry_after`` (a CDN's per-client rate limit). None: no limit.
     rate_limit: float | None = None
+    # Outages: from each start to each end (virtual seconds), every request of every kind
+    # (the manifest, /time, media) is reset before an answer, as when the server or the
+    # network between is down.
+    outages: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         probabilities = (
@@ -92,6 +96,8 @@ class FaultConfig:
             self.slow_first_byte_max < self.slow_first_byte_delay
         ):
             raise ValueError("slow_first_byte_max must not be below slow_first_byte_delay")
+        if any(not 0 <= start < end for start, end in self.outages):
+            raise ValueError("an outage runs from a start >= 0 to a later end")
         unknown = set(self.kinds) - {"media", "init", "manifest"}
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}: use media, init, manifest")
@@ -111,7 +117,11 @@ class FaultConfig:
 
     @property
     def any_fault(self) -> bool:
-        return self.media_fault_probability > 0 or self.manifest_failure > 0
+        return self.media_fault_probability > 0 or self.manifest_failure > 0 or bool(self.outages)
+
+    def out_at(self, virtual_time: float) -> bool:
+        """Whether the server is down at ``virtual_time``."""
+        return any(start <= virtual_time < end for start, end in self.outages)
 
 
 def _draw(seed: int, *parts: object) -> float:

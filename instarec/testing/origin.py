@@ -645,6 +645,8 @@ class _Responder:
             arrived_real,
             request.headers.get("Range"),
         )
+        if faults.out_at(arrived_virtual):
+            return self._outage(request, exchange)
         if path == "/time":
             text = iso_time(self._wall_time())
             return self._journal.reply(exchange, web.Response(text=text), len(text), len(text))
@@ -683,6 +685,11 @@ class _Responder:
             assert self._cache is not None
             body = self._cache.get(track, index)
         return await self._media_body(request, exchange, f"{track}/mp4", body, fault)
+
+    def _outage(self, request: web.Request, exchange: _Exchange) -> web.StreamResponse:
+        _reset(request)
+        self._journal.record(exchange, 0, "outage", 0, None)
+        return web.Response(status=500)  # never written: the transport is gone
 
     def _rate_limited(self, exchange: _Exchange) -> web.StreamResponse | None:
         if self._rate_limit is None or exchange.kind not in self._config.faults.kinds:
@@ -1014,8 +1021,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit", type=float, default=None, help="media requests served per second (429)"
     )
     faults.add_argument("--manifest-failure", type=float, default=0.0)
+    faults.add_argument(
+        "--outage",
+        type=_outage,
+        action="append",
+        default=[],
+        metavar="START:END",
+        help="every request is reset from START to END (virtual seconds); repeatable",
+    )
     add("-v", "--verbose", action="store_true")
     return parser
+
+
+def _outage(text: str) -> tuple[float, float]:
+    start, sep, end = text.partition(":")
+    try:
+        outage = (float(start), float(end))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END in seconds, got {text!r}") from None
+    if not sep or not 0 <= outage[0] < outage[1]:
+        raise argparse.ArgumentTypeError(f"expected START:END with START < END, got {text!r}")
+    return outage
 
 
 def config_from_args(args: argparse.Namespace) -> OriginConfig:
@@ -1039,6 +1065,7 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         reset_mid_body=args.preset_mid_body,
         kinds=frozenset({"media", "init", *(["manifest"] if args.manifest_faults else [])}),
         latency=args.latency,
+        outages=tuple(args.outage),
         manifest_failure=args.manifest_failure,
         rate_limit=args.rate_limit,
     )
