@@ -44,6 +44,7 @@ SEEDS = [
     153,  # number_timeline; retention 47; listed holes; kill -9 and resume
     136,  # number_duration; retention 105; omitted holes; silent end; manifest faults; Ctrl+C
     96,  # number_duration; kill -9 after the end, the resume finds the manifest gone
+    60,  # number_timeline; a 25 s outage of every request, longer than the 10 s window
 ]
 
 # Combinations that failed until their bug was fixed (docs/chaos.md says how a fixed bug's
@@ -134,6 +135,7 @@ def test_the_listed_seeds_cover_the_matrix() -> None:
     assert {c.interruption for c in cases} == {"none", "kill", "sigint"}
     assert any("manifest" in c.faults.kinds and c.faults.total > 0 for c in cases)
     assert any(not c.signal_end for c in cases)
+    assert any(c.outage is not None and c.outage[1] - c.outage[0] > 2.3 * c.window for c in cases)
 
 
 def test_a_seed_always_draws_the_same_case() -> None:
@@ -156,6 +158,10 @@ def test_the_draw_reaches_every_shape_and_interruption() -> None:
     assert any("manifest" in c.faults.kinds and c.faults.total > 0 for c in cases)
     assert any(c.retention is not None for c in cases)
     assert any(c.shape == "instagram" and not c.publish_frame_time for c in cases)
+    longer_than_the_window = [
+        c for c in cases if c.outage is not None and c.outage[1] - c.outage[0] > 2.3 * c.window
+    ]
+    assert longer_than_the_window
 
 
 def test_a_failure_report_names_the_command_that_reproduces_it() -> None:

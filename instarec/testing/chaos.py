@@ -59,7 +59,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,14 @@ _IN_FLIGHT = 1.0
 _RETRY_GAP = 10.0
 _SIGNATURE_SAMPLES = 8  # sizes of a segment's first samples that identify it in the loop
 _DRAIN_LIMIT = 45.0  # real seconds from SIGINT to exit: the recorder's drain plus a merge
+
+
+def _reachable(start: float, end: float, outage: tuple[float, float] | None) -> float:
+    """Virtual seconds from ``start`` to ``end`` the server answered (outside ``outage``)."""
+    span = end - start
+    if outage is not None:
+        span -= max(0.0, min(end, outage[1]) - max(start, outage[0]))
+    return span
 
 
 def reproduce_command(seed: int) -> str:
@@ -174,6 +182,8 @@ class ChaosCase:
     interrupt_at: float  # share of the expected media bodies served before the interruption
     container: str  # output extension
     label: str = ""  # "field-failure" for the issue's known field failure
+    # Virtual seconds from which to which every request is reset (the server unreachable).
+    outage: tuple[float, float] | None = None
 
     def line(self) -> str:
         """One line with every drawn parameter."""
@@ -201,6 +211,8 @@ class ChaosCase:
             + (f"@{self.interrupt_at:.2f}" if self.interruption != "none" else ""),
             f"out={self.container}",
         ]
+        if self.outage is not None:
+            parts.append(f"outage={self.outage[0]:g}-{self.outage[1]:g}")
         return " ".join(parts)
 
 
@@ -321,7 +333,8 @@ def draw_case(seed: int) -> ChaosCase:
         speed = float(rng.choice((8, 10, 12)))  # the oldest segments expire at this pace
     interruption = rng.choices(("none", "kill", "sigint"), weights=(5, 3, 2))[0]
     interrupt_at = round(rng.uniform(0.1, 0.9), 2) if interruption != "none" else 0.0
-    return ChaosCase(
+    container = rng.choice((".mkv", ".mkv", ".mp4"))
+    case = ChaosCase(
         seed=seed,
         shape=shape,
         duration=duration,
@@ -338,8 +351,24 @@ def draw_case(seed: int) -> ChaosCase:
         speed=speed,
         interruption=interruption,
         interrupt_at=interrupt_at,
-        container=rng.choice((".mkv", ".mkv", ".mp4")),
+        container=container,
     )
+    # Drawn last: every seed keeps the case it drew before outages were part of the matrix.
+    return replace(case, outage=_draw_outage(rng, case))
+
+
+def _draw_outage(rng: random.Random, case: ChaosCase) -> tuple[float, float] | None:
+    """Now and then, a stretch of the live part during which the server answers nothing:
+    shorter than the recorder's live end timeout (a longer one ends the recording, rightly),
+    often longer than the window."""
+    # After the recorder's first seconds: with no first manifest there is nothing to record.
+    earliest = case.already + 3.0 * case.speed
+    if rng.random() >= 0.15 or case.shape == "static" or case.duration - earliest < 30:
+        return None
+    longest = 0.6 * _live_end_timeout(case) * case.speed
+    length = round(rng.uniform(0.2, 1.0) * min(longest, case.duration - earliest))
+    start = round(rng.uniform(earliest, case.duration - length))
+    return float(start), float(start + length)
 
 
 # -- the origin for a case -------------------------------------------------------------------------
@@ -360,6 +389,7 @@ def build_config(case: ChaosCase, media: TestMedia) -> OriginConfig:
         slow_first_byte_delay=faults.slow_min,
         slow_first_byte_max=faults.slow_max,
         kinds=frozenset(faults.kinds),
+        outages=(case.outage,) if case.outage is not None else (),
     )
     return OriginConfig(
         shape=case.shape,
@@ -529,7 +559,9 @@ def wall_limit(case: ChaosCase, count: int) -> float:
     retries = case.faults.total * requests * 0.5
     end = 0.0 if case.signal_end else _live_end_timeout(case)
     restart = 30.0 if case.interruption == "kill" else 0.0
-    return 30.0 + live + past * 0.05 + stalls + retries + end + restart
+    # The outage itself, then a download's retries and the first re-ask of what got no answer.
+    outage = (case.outage[1] - case.outage[0]) / case.speed + 35.0 if case.outage else 0.0
+    return 30.0 + live + past * 0.05 + stalls + retries + end + restart + outage
 
 
 def _live_end_timeout(case: ChaosCase) -> float:
@@ -752,7 +784,9 @@ class ServedLedger:
             for run in runs:
                 # A run that ended by itself should have stayed until the end of the broadcast.
                 end = run.interrupted_virtual if run.interrupted_virtual is not None else math.inf
-                reach = min(expires, end) - max(available, run.virtual_start)
+                reach = _reachable(
+                    max(available, run.virtual_start), min(expires, end), self.case.outage
+                )
                 if reach >= grace * self.case.speed:
                     owed.add(i)
                     break
