@@ -63,6 +63,7 @@ class ServerPace:
         self._limit = float(self._settings.ceiling)
         self._rate: float | None = None
         self._answers: collections.deque[tuple[float, bool]] = collections.deque()
+        self._pushed = 0  # pushbacks among ``_answers``: counted, not summed per answer
         self._changed_at: float | None = None
         self._backed_off_at = -math.inf
         self._run = 0  # pushbacks in a row
@@ -125,15 +126,16 @@ class ServerPace:
         """One media request's answer: ``pushback`` for 429, 503 or a reset connection."""
         now = _now()
         self._answers.append((now, pushback))
+        self._pushed += pushback
         self._run = self._run + 1 if pushback else 0
         window = self._settings.window
         while self._answers and self._answers[0][0] < now - window:
-            self._answers.popleft()
+            self._pushed -= self._answers.popleft()[1]
         while self._demand and self._demand[0] < now - window:
             self._demand.popleft()
         if self._changed_at is None:
             self._changed_at = now
-        pushed = sum(1 for _, back in self._answers if back)
+        pushed = self._pushed
         share = pushed / len(self._answers)
         enough = len(self._answers) >= self._enough_answers()
         if self._congested(share, enough):
@@ -179,6 +181,7 @@ class ServerPace:
             self._paused_until = max(self._paused_until, now + min(retry_after, settings.max_pause))
         self._backoffs += 1
         self._answers.clear()  # the next judgement is of answers under the new limits
+        self._pushed = 0
         log.info(
             "the server pushes back: %d downloads at once, at most %.1f requests/s",
             int(self._limit),
