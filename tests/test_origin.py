@@ -391,6 +391,60 @@ async def test_instagram_urls_need_their_signature(test_media: TestMedia) -> Non
         assert (await get(session, origin.segment_url("video", 3)))[0] == 200
 
 
+@pytest.mark.parametrize("shape", ["time", "instagram"])
+async def test_rotating_tokens_expire_after_their_grace(shape: str, test_media: TestMedia) -> None:
+    config = OriginConfig(shape=shape, already_broadcast=30.0, token_rotation=20.0, token_grace=5.0)
+    clock = ManualClock()
+    async with (
+        Origin(config, clock, media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        first_url = origin.manifest_url
+        assert re.search(r"[?&]sig=[0-9a-f]+&exp=45000$", first_url), first_url
+        status, _, body = await get(session, first_url)
+        assert status == 200
+        manifest = parse_manifest(body, first_url)
+        video = next(r for r in manifest.representations() if r.content_type == "video")
+        segment = expand_segments(manifest, video, origin.wall_time())[-1].url
+        init = video.init_segment()
+        assert init is not None
+        # The manifest's addresses carry the token it was asked with, and are served with it.
+        for url in (segment, init.url):
+            assert first_url.split("?")[1].split("&")[-2:] == url.split("?")[1].split("&")[-2:]
+            assert (await get(session, url))[0] == 200
+        assert (await get(session, first_url.split("&sig=")[0].split("?sig=")[0]))[0] == 403
+        clock.set(44.9)  # the next token is out since 40 s: the first one still works
+        second_url = origin.manifest_url
+        assert second_url != first_url
+        assert (await get(session, first_url))[0] == 200
+        assert (await get(session, segment))[0] == 200
+        status, _, body = await get(session, origin.base_url + "/current-url")
+        assert (status, body.decode()) == (200, second_url + "\n")
+        clock.set(45.0)
+        assert (await get(session, first_url))[0] == 403
+        assert (await get(session, segment))[0] == 403
+        assert (await get(session, init.url, "HEAD"))[0] == 403
+        assert (await get(session, second_url))[0] == 200
+        assert (await get(session, origin.segment_url("video", 3)))[0] == 200
+        forged = re.sub(r"sig=[0-9a-f]+", "sig=0123", second_url)
+        assert (await get(session, forged))[0] == 403
+
+
+async def test_an_expired_token_can_answer_410(test_media: TestMedia) -> None:
+    config = OriginConfig(
+        shape="time", already_broadcast=30.0, token_rotation=10.0, token_expired_status=410
+    )
+    clock = ManualClock()
+    async with (
+        Origin(config, clock, media=test_media) as origin,
+        aiohttp.ClientSession() as session,
+    ):
+        url = origin.manifest_url
+        clock.advance(60)
+        assert (await get(session, url))[0] == 410
+        assert (await get(session, origin.manifest_url))[0] == 200
+
+
 async def test_head_and_range(test_media: TestMedia) -> None:
     config = OriginConfig(shape="time", already_broadcast=30.0)
     async with (
@@ -1030,10 +1084,14 @@ def test_command_line_flags_reach_the_config() -> None:
             "--slow-delay-max", "6",
             "--preset-mid-body", "0.05",
             "--manifest-faults",
+            "--token-rotation", "30",
+            "--token-grace", "4",
+            "--token-expired-status", "410",
         ]
     )  # fmt: skip
     config = config_from_args(args)
     assert (config.gaps_listed, config.timeline_offset, config.timescale) == (False, 1.4, 90000)
+    assert (config.token_rotation, config.token_grace, config.token_expired_status) == (30, 4, 410)
     assert not config.publish_frame_time
     faults = config.faults
     assert (faults.slow_first_byte_delay, faults.slow_first_byte_max) == (2.0, 6.0)

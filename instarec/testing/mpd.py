@@ -485,12 +485,18 @@ def _flush_run(timeline: etree._Element, run: list[int]) -> None:
 
 
 def render_manifest(
-    broadcast: Broadcast, now: float, *, time_url: str = "/time", signal_end: bool = True
+    broadcast: Broadcast,
+    now: float,
+    *,
+    time_url: str = "/time",
+    signal_end: bool = True,
+    segment_query: str = "",
 ) -> tuple[bytes, bool]:
     """The MPD at virtual time ``now`` and whether the broadcast-ended header applies.
 
     ``time_url``: the (absolute) URL of the clock endpoint for the UTCTiming element.
     ``signal_end=False`` imitates nginx-rtmp: after the end the manifest just stops changing.
+    ``segment_query`` (no '?'): added to every segment address (an expiring token).
     """
     b = broadcast
     if not b.published(now):
@@ -522,14 +528,7 @@ def render_manifest(
         root.set("timeShiftBufferDepth", format_duration(time_shift_buffer))
         root.set("suggestedPresentationDelay", format_duration(2 * max_duration))
     if b.shape == "instagram":
-        first_ms = b.instagram_time_ms(0)
-        root.set("currentServerTimeMs", str(int((EPOCH.timestamp() + now) * 1000)))
-        if b.publish_frame_time:
-            root.set("firstAvTimeMs", str(first_ms))
-            root.set("publishFrameTime", str(first_ms))
-        root.set("lastVideoFrameTs", str(b.instagram_time_ms(available) if available else 0))
-        root.set("loapStreamId", b.stream_id)
-        root.set("loapStreamType", "1")
+        _instagram_attributes(root, b, now, available)
 
     period = _el(root, "Period", id="p0", start=format_duration(0.0))
     if b.shape != "instagram":
@@ -537,12 +536,24 @@ def render_manifest(
 
     for track in b.tracks:
         rep = _render_track(period, b, track)
-        _render_template(rep, b, track, listed, now, static)
+        _render_template(rep, b, track, listed, static, segment_query)
 
     if not static and b.shape != "instagram":
         _el(root, "UTCTiming", schemeIdUri=UTC_HTTP_ISO, value=time_url)
     body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return body, ended and b.shape == "instagram"
+
+
+def _instagram_attributes(root: etree._Element, b: Broadcast, now: float, available: int) -> None:
+    """What Facebook's live manifests add to the MPD element."""
+    first_ms = b.instagram_time_ms(0)
+    root.set("currentServerTimeMs", str(int((EPOCH.timestamp() + now) * 1000)))
+    if b.publish_frame_time:
+        root.set("firstAvTimeMs", str(first_ms))
+        root.set("publishFrameTime", str(first_ms))
+    root.set("lastVideoFrameTs", str(b.instagram_time_ms(available) if available else 0))
+    root.set("loapStreamId", b.stream_id)
+    root.set("loapStreamType", "1")
 
 
 def _render_track(period: etree._Element, b: Broadcast, track: TrackDescription) -> etree._Element:
@@ -576,12 +587,14 @@ def _render_template(
     b: Broadcast,
     track: TrackDescription,
     listed: Sequence[int],
-    now: float,
     static: bool,
+    segment_query: str,
 ) -> None:
     kind = track.kind
     if b.shape == "instagram":
         query = b.signer.query(track.rep_id)
+        if segment_query:
+            query = f"{query}&{segment_query}" if query else f"?{segment_query}"
         sid = b.stream_id
         template = _el(
             rep,
@@ -600,12 +613,13 @@ def _render_template(
 
     # No presentationTimeOffset even when the timeline starts far from 0: packagers that keep
     # their input's clock (Shaka Packager from MPEG-TS) do not write one either.
+    query = f"?{segment_query}" if segment_query else ""
     template = _el(
         rep,
         "SegmentTemplate",
         timescale=b.mpd_timescale(kind),
-        initialization="$RepresentationID$/init.mp4",
-        media=b._media_template(),
+        initialization=f"$RepresentationID$/init.mp4{query}",
+        media=b._media_template() + query,
     )
     if b.shape == "number_duration":
         template.set("startNumber", str(b.start_number))

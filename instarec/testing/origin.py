@@ -26,6 +26,13 @@ What the server does (see :mod:`instarec.testing.mpd` for the timeline and the m
   ``end_signal_manifest_404_after`` virtual seconds after the end (not the static shape).
 * Instagram shape with ``signed=True``: every URL carries ``?oh=...&oe=...``; a request
   without it or with a wrong one gets 403.
+* Expiring signed URLs, any shape (``token_rotation``): every URL carries ``?sig=...&exp=...``,
+  a token that rotates every ``token_rotation`` virtual seconds and is refused
+  (``token_expired_status``, 403) ``token_grace`` seconds after the next one is out. The
+  manifest's segment addresses carry the token the manifest was asked with, as a CDN rewriting
+  its manifests signs them (instarec resolves relative addresses by RFC 3986, under which a
+  manifest URL's query is not inherited). ``GET /current-url`` answers the manifest URL signed
+  with the current token, one line: what a refresh command would fetch.
 * Packager habits, off by default: ``last_sample_duration_zero`` (nginx-rtmp: the last sample
   of every segment lasts 0, and segment 0 of a ``$Time$`` shape is named 0) and
   ``start_number_follows_window`` (Shaka Packager: a number_duration ``startNumber`` that
@@ -72,6 +79,7 @@ from instarec.testing.mpd import (
     iso_time,
     render_manifest,
 )
+from instarec.testing.tokens import RotatingTokens, with_query
 
 __all__ = [
     "EPOCH",
@@ -131,6 +139,12 @@ class OriginConfig:
     # True imitates Shaka Packager's --segment_template_constant_duration (number_duration
     # only): the live startNumber is the first listed segment's number, files keep theirs.
     start_number_follows_window: bool = False
+    # Expiring signed URLs (see the module docstring): a new ?sig=&exp= token every this many
+    # virtual seconds (None: none), refused with token_expired_status token_grace seconds
+    # after the next one is out.
+    token_rotation: float | None = None
+    token_grace: float = 10.0
+    token_expired_status: int = 403
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -145,6 +159,12 @@ class OriginConfig:
             raise ValueError("timescale must be None or positive")
         if self.request_log_size < 0:
             raise ValueError("request_log_size must not be negative")
+        if self.token_rotation is not None and self.token_rotation <= 0:
+            raise ValueError("token_rotation must be None or positive")
+        if self.token_grace < 0:
+            raise ValueError("token_grace must not be negative")
+        if self.token_expired_status not in (401, 403, 410):
+            raise ValueError("token_expired_status must be 401, 403 or 410")
         if self.shape == "number_duration" and self.media.segment_durations != "constant":
             raise ValueError(
                 "the number_duration shape needs constant-duration media: "
@@ -372,7 +392,12 @@ class Origin:
         self._responder: _Responder | None = None
         self._runner: web.AppRunner | None = None
         self.base_url = ""
-        self.manifest_url = ""
+        rotation = self.config.token_rotation
+        self._tokens = (
+            RotatingTokens(secrets.token_bytes(16), rotation, self.config.token_grace)
+            if rotation is not None
+            else None
+        )
         self.stream_id = str(10**15 + secrets.randbelow(9 * 10**15))
         self._broadcast: Broadcast | None = None
         self._cache: _SegmentCache | None = None
@@ -408,6 +433,8 @@ class Origin:
             self._journal,
             self.url,
             self.wall_time,
+            self._tokens,
+            lambda: self.manifest_url,
         )
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -416,9 +443,6 @@ class Origin:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"
-        self.manifest_url = self.url(
-            self._broadcast.manifest_path, self._broadcast.signer.query("manifest")
-        )
         # Never on air before the first manifest exists (see Broadcast.first_publication).
         self.clock.anchor(max(cfg.already_broadcast, self._broadcast.first_publication))
         logger.info("origin %s serving %s", cfg.shape, self.manifest_url)
@@ -435,6 +459,21 @@ class Origin:
             self._runner = None
 
     # -- read-only views for tests and benchmarks ----------------------------------------------
+
+    @property
+    def manifest_url(self) -> str:
+        """The manifest's URL, signed with the current token when tokens rotate ('' before
+        the origin starts)."""
+        if self._broadcast is None:
+            return ""
+        b = self._broadcast
+        return self.url(b.manifest_path, self._signed(b.signer.query("manifest")))
+
+    def _signed(self, query: str) -> str:
+        """``query`` with the token of now when tokens rotate."""
+        if self._tokens is None:
+            return query
+        return with_query(query, self._tokens.query(self.clock.now()))
 
     @property
     def broadcast(self) -> Broadcast:
@@ -547,11 +586,11 @@ class Origin:
 
     def init_url(self, kind: str) -> str:
         b = self.broadcast
-        return self.url(b.init_path(kind), b.signer.query(b.track(kind).rep_id))
+        return self.url(b.init_path(kind), self._signed(b.signer.query(b.track(kind).rep_id)))
 
     def segment_url(self, kind: str, i: int) -> str:
         b = self.broadcast
-        return self.url(b.media_path(kind, i), b.signer.query(b.track(kind).rep_id))
+        return self.url(b.media_path(kind, i), self._signed(b.signer.query(b.track(kind).rep_id)))
 
 
 class _RequestJournal:
@@ -613,6 +652,8 @@ class _Responder:
         journal: _RequestJournal,
         url: Callable[..., str],
         wall_time: Callable[[], datetime],
+        tokens: RotatingTokens | None,
+        current_url: Callable[[], str],
     ) -> None:
         self._config = config
         self._clock = clock
@@ -625,6 +666,8 @@ class _Responder:
         self._rate_limit = RateLimit(rate) if rate is not None else None
         self._url = url
         self._wall_time = wall_time
+        self._tokens = tokens
+        self._current_url = current_url
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         arrived_virtual, arrived_real = self._clock.now(), time.monotonic()
@@ -634,7 +677,8 @@ class _Responder:
         b = self._broadcast
         method = request.method
         path = request.path
-        kind, track, index = ("other", None, None) if path == "/time" else b.route(path)
+        endpoint = path in ("/time", "/current-url")
+        kind, track, index = ("other", None, None) if endpoint else b.route(path)
         exchange = _Exchange(
             method,
             path,
@@ -647,8 +691,8 @@ class _Responder:
         )
         if faults.out_at(arrived_virtual):
             return self._outage(request, exchange)
-        if path == "/time":
-            text = iso_time(self._wall_time())
+        if endpoint:
+            text = iso_time(self._wall_time()) if path == "/time" else self._current_url() + "\n"
             return self._journal.reply(exchange, web.Response(text=text), len(text), len(text))
         if kind == "other":
             return self._journal.reply(exchange, web.Response(status=404, text="not found"))
@@ -657,10 +701,10 @@ class _Responder:
                 exchange, web.Response(status=405, headers={"Allow": "GET, HEAD"})
             )
         scope = b.scope_of(kind, track)
-        if not b.signer.check(scope, request.query.get("oh"), request.query.get("oe")):
-            return self._journal.reply(
-                exchange, web.Response(status=403, text="URL signature mismatch")
-            )
+        refused = _refused(b, self._tokens, request.query, scope, arrived_virtual)
+        if refused is not None:
+            status = self._config.token_expired_status if refused == "URL expired" else 403
+            return self._journal.reply(exchange, web.Response(status=status, text=refused))
         if kind == "manifest":
             return await self._manifest(request, exchange)
 
@@ -740,8 +784,14 @@ class _Responder:
             # The packager has not written its first manifest yet: there is no file to serve.
             response = web.Response(status=404, text="not published yet")
             return self._journal.reply(exchange, response, fault=stalled)
+        # Its segments are signed with the token it was asked with.
+        token = "" if self._tokens is None else request.query_string
         body, ended_header = render_manifest(
-            b, now, time_url=self._url("/time"), signal_end=self._config.signal_end
+            b,
+            now,
+            time_url=self._url("/time"),
+            signal_end=self._config.signal_end,
+            segment_query="&".join(p for p in token.split("&") if p.startswith(("sig=", "exp="))),
         )
         if self._config.start_number_follows_window and b.shape == "number_duration":
             body = _start_number_of_window(body, b, now)
@@ -838,6 +888,21 @@ class _Responder:
             await asyncio.sleep(0.001)
         _reset(request)
         return stream
+
+
+def _refused(
+    b: Broadcast,
+    tokens: RotatingTokens | None,
+    query: Mapping[str, str],
+    scope: str,
+    now: float,
+) -> str | None:
+    """Why a request's URL signature is refused ("URL expired" for an old token), or None."""
+    if not b.signer.check(scope, query.get("oh"), query.get("oe")):
+        return "URL signature mismatch"
+    if tokens is not None and not tokens.valid(query.get("sig"), query.get("exp"), now):
+        return "URL expired"
+    return None
 
 
 def _broadcast(
@@ -989,6 +1054,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="number_duration, as Shaka Packager: startNumber is the window's first number",
     )
+    add(
+        "--token-rotation",
+        type=float,
+        default=None,
+        help="sign every URL with ?sig=&exp=, a new token every this many seconds "
+        "(GET /current-url prints the manifest URL with the current one)",
+    )
+    add("--token-grace", type=float, default=10.0, help="seconds an old token still works")
+    add("--token-expired-status", type=int, default=403, choices=(401, 403, 410))
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=0, help="0 picks a free port")
     add("--media-duration", type=float, default=30.0, help="seconds of source media to encode")
@@ -1090,6 +1164,9 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         publish_frame_time=not args.no_publish_frame_time,
         last_sample_duration_zero=args.last_sample_duration_zero,
         start_number_follows_window=args.start_number_follows_window,
+        token_rotation=args.token_rotation,
+        token_grace=args.token_grace,
+        token_expired_status=args.token_expired_status,
     )
 
 
