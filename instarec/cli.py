@@ -35,6 +35,7 @@ from instarec.errors import (
     ManifestUnavailableError,
     NetworkError,
     StorageError,
+    UrlExpiredError,
     UsageError,
 )
 from instarec.merge import check_output_free
@@ -42,11 +43,13 @@ from instarec.options import (
     DEFAULT_EXTENSION,
     DEFAULTS,
     OUTPUT_EXTENSIONS,
+    SEGMENTS_DIR_SUFFIX,
     Invocation,
     Mode,
     Options,
 )
 from instarec.progress import StatusAwareHandler, StatusLine
+from instarec.store import holds_partial_output
 from instarec.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -76,7 +79,8 @@ exit codes:
   1    unexpected error, or nothing could be recorded
   2    invalid command line or options
   3    the manifest is not a usable MPD
-  4    network error, or the manifest answered 401/403/404/410
+  4    network error, the manifest answered 401/403/404/410, or the signed URLs
+       expired mid-recording (what was recorded is merged; rerun to resume)
   5    unsupported stream (DRM, no video and no audio, media not fragmented MP4)
   6    ffmpeg failed to merge the segments
   7    ffmpeg not found
@@ -265,6 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.check_url_retries,
         metavar="N",
         help="retries of a failed URL check (HEAD request) on transient errors",
+    )
+    net.add_argument(
+        "--refresh-url-command",
+        metavar="CMD",
+        help="when the signed URLs expire mid-recording (HTTP 401/403/410), run CMD through the "
+        "shell and go on with the fresh MPD URL it prints on its first line (default: the "
+        "recording stops, merged and resumable)",
+    )
+    net.add_argument(
+        "--refresh-url-retries",
+        type=_non_negative_int,
+        default=DEFAULTS.refresh_url_retries,
+        metavar="N",
+        help="retries of a failing --refresh-url-command (pauses of 2 s, doubling)",
     )
 
     sel = parser.add_argument_group("stream selection")
@@ -483,7 +501,9 @@ def _output_path(text: str, overwrite: bool, split: bool) -> Path:
     _check_parent_dir(path, "OUTPUT")
     if path.is_dir():
         raise UsageError(f"OUTPUT {str(path)!r} is a directory")
-    check_output_free(path, overwrite, split=split)
+    # An output merged before its broadcast was all recorded is for a rerun to replace.
+    segments = path.with_name(path.name + SEGMENTS_DIR_SUFFIX)
+    check_output_free(path, overwrite or holds_partial_output(segments), split=split)
     _check_writable_dir(path.parent)
     return path
 
@@ -526,6 +546,8 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         user_agent=ns.user_agent,
         cookies=ns.cookies,
         concurrency=ns.concurrency,
+        refresh_url_command=ns.refresh_url_command,
+        refresh_url_retries=ns.refresh_url_retries,
         keep_segments=ns.keep_segments,
         overwrite=ns.overwrite,
         ffmpeg_path=ns.ffmpeg_path,
@@ -753,6 +775,8 @@ def _finish(summary: RecordingSummary, options: Options, console: _Console) -> i
 
     if summary.interrupted:
         code = EXIT_INTERRUPTED
+    elif summary.unfinished is not None:
+        code = UrlExpiredError.exit_code
     elif summary.output is None:
         code = EXIT_NOTHING_RECORDED
     else:
@@ -764,12 +788,34 @@ def _finish(summary: RecordingSummary, options: Options, console: _Console) -> i
         document = summary_to_json(summary, manifest_url=options.mpd_url or None, exit_code=code)
         write_summary_file(options.summary_file, document)
         log.info("summary written to %s", options.summary_file)
+    if summary.unfinished is not None and code == UrlExpiredError.exit_code:
+        raise UrlExpiredError(_unfinished(summary, options))
     if code == EXIT_NOTHING_RECORDED:
         raise InstarecError(
             "no segment could be recorded: nothing was written "
             "(run with -v, or see --log-file, to find out why)"
         )
     return code
+
+
+def _unfinished(summary: RecordingSummary, options: Options) -> str:
+    """Why the recording stopped before the broadcast's end, and how to go on."""
+    merged = "nothing was merged"
+    if summary.parts:
+        merged = (
+            f"what was recorded is merged into {len(summary.parts)} parts from {summary.output}"
+        )
+    elif summary.output is not None:
+        merged = f"what was recorded is merged into {summary.output}"
+    renew = (
+        ""
+        if options.refresh_url_command
+        else ", or pass --refresh-url-command to renew the URL as it expires"
+    )
+    return (
+        f"{summary.unfinished}: {merged} and the segments are kept in {summary.segments_dir}; "
+        f"rerun with a fresh MPD URL and the same OUTPUT to resume the recording{renew}"
+    )
 
 
 def _recording_failed(exc: InstarecError, options: Options) -> InstarecError:
@@ -784,6 +830,12 @@ def _recording_failed(exc: InstarecError, options: Options) -> InstarecError:
             "and merges them"
         )
         return StorageError(message)
+    if isinstance(exc, ManifestUnavailableError) and exc.status in (401, 403):
+        message = (
+            f"{exc}; the segments recorded so far are kept in {segments}: rerun with the "
+            "fresh URL and the same OUTPUT to resume"
+        )
+        return ManifestUnavailableError(message, exc.status)
     return exc
 
 
@@ -831,7 +883,7 @@ def _run(run: Invocation, console: _Console) -> int:
 
 def _hint(exc: InstarecError) -> str:
     """What to do next, where the message itself does not say."""
-    if isinstance(exc, ManifestUnavailableError):
+    if isinstance(exc, (ManifestUnavailableError, UrlExpiredError)):
         return ""  # its message already says (fresh URL, broadcast ended)
     if isinstance(exc, NetworkError):
         return ": check the URL and the network connection (and --proxy if one is needed)"

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from instarec.clock import SYSTEM_CLOCK, Clock
-from instarec.errors import NetworkError, SegmentMissing, UnsupportedStreamError
+from instarec.errors import NetworkError, SegmentMissing, UnsupportedStreamError, UrlExpiredError
 from instarec.http import HttpClient
 from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
+from instarec.refresh import Refresher
 from instarec.segments import RefOrigin, SegmentRef, TrackKind
 from instarec.store import SegmentStore
 from instarec.timeline import Timeline
@@ -284,11 +285,13 @@ class Downloads:
         http: HttpClient,
         store: SegmentStore,
         timelines: Mapping[TrackKind, Timeline],
+        signing: Refresher,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._clock = clock
         self.options = options
         self.http = http
+        self.signing = signing
         self.store = store
         self.timelines = timelines
         self._queue: asyncio.PriorityQueue[DownloadJob | StopJob] = asyncio.PriorityQueue()
@@ -383,7 +386,7 @@ class Downloads:
                     return
                 self._untried_live.pop(job.sequence, None)
                 try:
-                    if self._paced(job):
+                    if _paced(job, self.options.past_segment_delay, self.store):
                         await spacing.wait()
                     await self._run_job(job)
                 finally:
@@ -422,12 +425,15 @@ class Downloads:
             done.set_result(info)
             self._unanswered.answered()
         except NetworkError as exc:
-            log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
+            # An expired URL is no fault of the segment's: a rerun with a fresh one fetches it.
+            expired = isinstance(exc, UrlExpiredError)
+            if not expired:
+                log.warning("%s segment %d failed after retries: %s", ref.track, ref.key, exc)
             done.set_exception(exc)
             done.exception()  # shared downloads re-raise it; nobody else needs to look
             if future is not None and not future.done():
                 future.set_exception(exc)  # a chain step asks again before it calls it lost
-            elif not self._unanswered.add(ref, job.unanswered):
+            elif not expired and not self._unanswered.add(ref, job.unanswered):
                 await self.record_missing(ref)
         finally:
             if not done.done():
@@ -456,19 +462,20 @@ class Downloads:
             return stored
         watcher = None
         if future is not None and not whole:
-            watcher = _FirstMoof(
-                future,
-                default,
-                lambda info: timeline.learn_from(ref, info),
-            )
+            watcher = _FirstMoof(future, default, lambda info: timeline.learn_from(ref, info))
         try:
             async with self.store.writer(ref.track, ref.key) as sink:
-                size = await self.http.download(
+                # A refused request wrote nothing: asked again, the body starts from the first
+                # byte all the same.
+                size = await self.signing.signed(
+                    lambda url: self.http.download(
+                        url,
+                        sink,
+                        byte_range=ref.byte_range,
+                        on_chunk=watcher.feed if watcher else None,
+                        on_restart=watcher.restart if watcher else None,
+                    ),
                     ref.url,
-                    sink,
-                    byte_range=ref.byte_range,
-                    on_chunk=watcher.feed if watcher else None,
-                    on_restart=watcher.restart if watcher else None,
                 )
         except SegmentMissing:
             if future is not None:
@@ -512,14 +519,15 @@ class Downloads:
             self._newest_key[ref.track] = ref.key
         self._not_yet.recorded(ref.track, ref.key, newest)
 
-    def _paced(self, job: DownloadJob) -> bool:
-        return (
-            self.options.past_segment_delay > 0
-            and job.ref is not None
-            and job.ref.origin == "archive"
-            and job.first_fragment is None
-            and not self.store.has(job.ref.track, job.ref.key)
-        )
+
+def _paced(job: DownloadJob, delay: float, store: SegmentStore) -> bool:
+    """Whether --past-segment-delay spaces this job's start."""
+    return (
+        delay > 0
+        and job.ref.origin == "archive"
+        and job.first_fragment is None
+        and not store.has(job.ref.track, job.ref.key)
+    )
 
 
 def _placed(

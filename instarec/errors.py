@@ -9,7 +9,8 @@ process exit code that ``cli.py`` returns for it::
     ├── NetworkError (4)            DNS, refused connection, HTTP errors after retries
     │   ├── HttpStatusError (4)     a final, non-retried HTTP status (carries .status)
     │   │   └── SegmentMissing (4)  404/410 on a segment: the caller records a gap
-    │   └── ManifestUnavailableError (4)   manifest answered 401/403/404/410
+    │   ├── ManifestUnavailableError (4)   manifest answered 401/403/404/410
+    │   └── UrlExpiredError (4)     the signed URLs expired mid-recording, none fresh came
     ├── UnsupportedStreamError (5)  DRM, no video and no audio representation
     │   └── Mp4Error (5)            media that is not the fragmented MP4 it should be
     ├── MergeError (6)              ffmpeg failed
@@ -69,6 +70,11 @@ class ManifestUnavailableError(NetworkError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UrlExpiredError(NetworkError):
+    """The signed URLs stopped answering (401/403/410) in the middle of a recording and no fresh
+    one came: the recording stops, merging what it has and keeping it for a rerun to resume."""
 
 
 class UnsupportedStreamError(InstarecError):

@@ -76,6 +76,9 @@ class RecordingSummary:
     archive_complete: bool  # the archive reaches the broadcast's first segment
     interrupted: bool
     parts: tuple[PartSummary, ...] = ()  # the files, when cut into parts; () for one file
+    # Why the recording stopped before the broadcast's end with its segments kept for a rerun
+    # to resume (an expired URL); None when it did not.
+    unfinished: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,7 @@ class RecordingEnd:
     # it is the broadcast's first segment.
     archive_first: Mapping[TrackKind, int] = field(default_factory=dict)
     archive_complete: bool = False
+    unfinished: str | None = None  # see RecordingSummary.unfinished
 
 
 async def merge_store(
@@ -203,17 +207,14 @@ async def merge_store(
     # Where the file starts and ends, in the media's own times (a timeline need not start at 0).
     starts = [t.start for t in summaries if t.start is not None]
     ends = [t.end for t in summaries if t.end is not None]
+    if end.unfinished is not None:
+        await store.mark_output(partial=True)  # before the merge: a rerun may replace OUTPUT
     if inputs:
-        if options.split.splits:
-            parts = await _merge_parts(store, tracks, output, ffmpeg, options)
-            merged, size = parts[0].path, sum(part.size for part in parts)
-        else:
-            result = await merge_tracks(inputs, output, ffmpeg=ffmpeg, overwrite=options.overwrite)
-            merged, size = result.output, result.size
+        merged, size, parts = await _merged(store, tracks, inputs, output, ffmpeg, options)
         # The recorded media's own times say how long the file is.
         duration = max(ends) - min(starts) if starts and ends else 0.0
-        if not options.keep_segments:
-            store.remove()
+        if end.unfinished is None:
+            await _finished(store, options.keep_segments)
     else:
         log.warning("no segment was recorded: nothing to merge")
     archive_start = min(starts) if end.archive_first and starts else None
@@ -237,7 +238,26 @@ async def merge_store(
         archive_complete=end.archive_complete and not expired,
         interrupted=end.interrupted,
         parts=parts,
+        unfinished=end.unfinished,
     )
+
+
+async def _merged(
+    store: SegmentStore,
+    tracks: Sequence[RecordedTrack],
+    inputs: Sequence[TrackInput],
+    output: Path,
+    ffmpeg: str,
+    options: Options,
+) -> tuple[Path, int, tuple[PartSummary, ...]]:
+    """Merge into ``output``, or its parts: the (first) file, the bytes written, the parts."""
+    # An output merged before the broadcast was all recorded is this recording's to replace.
+    replace = options.overwrite or store.partial_output
+    if options.split.splits:
+        parts = await _merge_parts(store, tracks, output, ffmpeg, options, replace)
+        return parts[0].path, sum(part.size for part in parts), parts
+    result = await merge_tracks(inputs, output, ffmpeg=ffmpeg, overwrite=replace)
+    return result.output, result.size, ()
 
 
 async def _merge_parts(
@@ -246,6 +266,7 @@ async def _merge_parts(
     output: Path,
     ffmpeg: str,
     options: Options,
+    replace: bool,
 ) -> tuple[PartSummary, ...]:
     """Cut what the store holds into parts (``parts.py``) and merge each into a file."""
     on_disk = {track.kind: store.segments(track.kind) for track in tracks}
@@ -259,9 +280,9 @@ async def _merge_parts(
         if lacking:
             # A hole in one track as long as the part: the part is still made, without it.
             log.warning("%s has no %s: none was recorded there", path, " or ".join(sorted(lacking)))
-    await asyncio.to_thread(check_output_free, output, options.overwrite, split=True)
-    results = await merge_parts(jobs, ffmpeg=ffmpeg, overwrite=options.overwrite)
-    if options.overwrite:
+    await asyncio.to_thread(check_output_free, output, replace, split=True)
+    results = await merge_parts(jobs, ffmpeg=ffmpeg, overwrite=replace)
+    if replace:
         await asyncio.to_thread(remove_parts_after, output, len(results))
     return tuple(
         PartSummary(result.output, part.start, part.duration, result.size)
@@ -274,6 +295,14 @@ def _part_inputs(store: SegmentStore, part: Part[StoredSegment]) -> list[TrackIn
         TrackInput(kind, store.init_path(kind), tuple(s.path for s in segments), segments[0].start)
         for kind, segments in part.tracks
     ]
+
+
+async def _finished(store: SegmentStore, keep_segments: bool) -> None:
+    """The output holds the whole recording: its segments go, unless they are to be kept."""
+    if not keep_segments:
+        store.remove()
+    elif store.partial_output:
+        await store.mark_output(partial=False)
 
 
 def _tracks_on_disk(

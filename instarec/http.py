@@ -288,11 +288,12 @@ class HttpClient:
 
         return await self._retrying(attempt, target, self._config.retry.retries)
 
-    async def probe(self, url: str) -> bool:
+    async def probe(self, url: str, *, refusals: bool = False) -> bool:
         """Does the resource exist? True on 2xx, False on 401/403/404/410.
 
         HEAD first; on 405/501 a ``Range: bytes=0-0`` GET. Transient failures are retried
-        ``probe_retries`` times, then NetworkError.
+        ``probe_retries`` times, then NetworkError. ``refusals``: 401/403/410 raise
+        HttpStatusError instead (an expired signature answers so).
         """
         target = _to_url(url)
 
@@ -301,11 +302,11 @@ class HttpClient:
             if host not in self._no_head_hosts:
                 async with self._request("HEAD", target) as resp:
                     if resp.status not in _HEAD_UNSUPPORTED:
-                        return _probe_answer(resp, target)
+                        return _probe_answer(resp, target, refusals)
                 self._no_head_hosts.add(host)
                 log.debug("%s does not support HEAD: probing with a Range GET", host)
             async with self._request("GET", target, headers={"Range": "bytes=0-0"}) as resp:
-                answer = _probe_answer(resp, target)
+                answer = _probe_answer(resp, target, refusals)
                 if resp.status != 206:
                     # The server ignored the Range: drop the connection instead of reading a
                     # whole segment just to learn that it exists.
@@ -694,10 +695,12 @@ def _raise_for_status(resp: aiohttp.ClientResponse, target: URL, *, segment: boo
     raise HttpStatusError(f"HTTP {status} from {_describe_host(target)}", status, str(target))
 
 
-def _probe_answer(resp: aiohttp.ClientResponse, target: URL) -> bool:
+def _probe_answer(resp: aiohttp.ClientResponse, target: URL, refusals: bool) -> bool:
     status = resp.status
     if 200 <= status < 300:
         return True
+    if refusals and (status in _DENIED_STATUSES or status == 410):
+        raise HttpStatusError(f"HTTP {status} from {_describe_host(target)}", status, str(target))
     if status in _GONE_STATUSES or status in _DENIED_STATUSES:
         return False
     _raise_for_status(resp, target)

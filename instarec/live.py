@@ -7,7 +7,7 @@ import asyncio
 import email.utils
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
@@ -27,7 +27,10 @@ from instarec.manifest import (
     parse_datetime,
     parse_manifest,
 )
+from instarec.refresh import REFUSALS
 from instarec.segments import SegmentRef
+from instarec.selection import find_representation
+from instarec.signing import SignedLocation
 from instarec.timeline import Timeline, median_ticks
 from instarec.units import format_span
 
@@ -46,24 +49,53 @@ class Snapshot:
 
 
 class ManifestSource:
-    """Fetches and parses the manifest, following ``Location`` and tracking the server clock."""
+    """Fetches and parses the manifest, following ``Location`` and tracking the server clock.
 
-    def __init__(self, http: HttpClient, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
+    The URL comes from the recording's :class:`SignedLocation`; once :meth:`when_refused` is
+    called (the recording has started), a refused manifest asks whether a fresh signature is in
+    place before it counts as unavailable.
+    """
+
+    def __init__(
+        self, http: HttpClient, location: SignedLocation | str, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._http = http
-        self._url = url
+        self._location = (
+            location if isinstance(location, SignedLocation) else SignedLocation(location)
+        )
         self._clock = clock
         self._clock_offset: timedelta | None = None
+        self._on_refused: Callable[[int, int], Awaitable[bool]] | None = None
 
     @property
     def url(self) -> str:
-        return self._url
+        return self._location.manifest_url
+
+    @property
+    def location(self) -> SignedLocation:
+        return self._location
+
+    def when_refused(self, renewed: Callable[[int, int], Awaitable[bool]]) -> None:
+        """A manifest refused (401/403/410) under a signature generation asks ``renewed(
+        generation, status)`` from now on; True: fetch it again, a fresh URL is in place."""
+        self._on_refused = renewed
 
     async def fetch(self) -> Snapshot:
-        response = await self._http.fetch_manifest(self._url, max_bytes=MAX_MANIFEST_BYTES)
+        while True:
+            generation = self._location.generation
+            try:
+                response = await self._http.fetch_manifest(self.url, max_bytes=MAX_MANIFEST_BYTES)
+                break
+            except ManifestUnavailableError as exc:
+                renewed = self._on_refused
+                if renewed is None or exc.status not in REFUSALS:
+                    raise
+                if not await renewed(generation, exc.status):
+                    raise
         manifest = parse_manifest(response.body, response.url)
-        if manifest.location and manifest.location != self._url:
+        if manifest.location and manifest.location != self.url:
             log.debug("manifest moved to %s", manifest.location)
-            self._url = manifest.location
+            self._location.moved(manifest.location)
         now = await self._server_now(manifest)
         ended: str | None = None
         if manifest.type == "static":
@@ -135,17 +167,6 @@ def segment_key(segment: MediaSegment, rep: Representation) -> int:
     if segment.time is not None:
         return segment.time
     return 0
-
-
-def find_representation(manifest: Manifest, wanted: Representation) -> Representation | None:
-    """The representation of a refreshed manifest that continues ``wanted``."""
-    fallback = None
-    for rep in manifest.representations():
-        if rep.id == wanted.id:
-            if rep.period_index == wanted.period_index:
-                return rep
-            fallback = fallback or rep
-    return fallback
 
 
 # Seconds between refreshes of a manifest without minimumUpdatePeriod (and no --poll-interval).
@@ -235,10 +256,11 @@ class LiveFollower:
                     break
                 except ManifestUnavailableError as exc:
                     # 404/410 is how many servers end a broadcast; 401/403 mid-recording is a
-                    # signed URL that expired. Either way the recording so far must be kept.
+                    # signed URL that expired, and no fresh one came (the source asked the
+                    # recording's refresher, which says why). Either way what is recorded is kept.
+                    log.debug("%s", exc)
                     if exc.status in (404, 410):
                         return f"the manifest is gone (HTTP {exc.status})"
-                    log.error("%s", exc)
                     return f"the manifest is no longer accessible (HTTP {exc.status})"
                 except (NetworkError, ManifestError) as exc:
                     # A refresh failing now and then is normal for live CDNs: keep what we have.

@@ -80,6 +80,12 @@ class Options:
     user_agent: str | None = None
     cookies: Path | None = None  # Netscape cookies.txt
     concurrency: int = 8  # parallel segment downloads
+    # Run (through the shell) when the signed URLs expire mid-recording: its first line of
+    # output is a fresh MPD URL. None: an expired URL ends the recording (resumable).
+    refresh_url_command: str | None = None
+    refresh_url_retries: int = 3  # retries of a failing command, after pauses doubling from:
+    refresh_retry_delay: float = 2.0
+    refresh_timeout: float = 60.0  # seconds the command may run
 
     # output
     keep_segments: bool = False

@@ -14,8 +14,8 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from instarec import identity
 from instarec.archive import Presence, SearchLimits
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.downloads import Downloads, fetch_inits
@@ -23,6 +23,7 @@ from instarec.errors import (
     HttpStatusError,
     InstarecError,
     ManifestError,
+    ManifestUnavailableError,
     NetworkError,
     UsageError,
 )
@@ -51,9 +52,10 @@ from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
+from instarec.refresh import Refresher, RefreshPolicy
 from instarec.segments import SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
-from instarec.store import SegmentStore
+from instarec.store import SegmentStore, discard, holds_partial_output, kept_fingerprint
 from instarec.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,15 @@ class Recording:
             if rep is not None:
                 period_start = first.manifest.periods[rep.period_index].start
                 self.timelines[kind] = Timeline(kind, rep, period_start)
-        self.downloads = Downloads(options, http, store, self.timelines, clock)
+        self.refresher = Refresher(
+            http,
+            source.location,
+            RefreshPolicy.from_options(options),
+            lambda: [timeline.rep for timeline in self.timelines.values()],
+            clock,
+        )
+        source.when_refused(self.refresher.manifest_refused)
+        self.downloads = Downloads(options, http, store, self.timelines, self.refresher, clock)
         self.started = clock.monotonic()
         self.past: PastRecovery | None = None
         self.newest_listed_end: float | None = None
@@ -136,7 +146,9 @@ class Recording:
 
     async def probe(self, url: str) -> Presence:
         try:
-            present = await self.http.probe(url)
+            present = await self.refresher.signed(
+                lambda signed: self.http.probe(signed, refusals=True), url
+            )
         except HttpStatusError as exc:
             if exc.status < 500:
                 return Presence.ABSENT  # a final client error: the server has no such segment
@@ -175,11 +187,11 @@ class Recording:
 
     def on_snapshot(self, snapshot: Snapshot, group: asyncio.TaskGroup) -> int:
         new = 0
-        reps = [timeline.rep for timeline in self.timelines.values()]
-        for rep, segments in listed_segments(snapshot, reps):
-            timeline = next(t for t in self.timelines.values() if t.rep.id == rep.id)
-            timeline.rep = rep
-            new += self._offer_listed(timeline, renumbered(timeline, segments), group)
+        for timeline in self.timelines.values():
+            # One at a time: the representation found again may bear another id.
+            for rep, segments in listed_segments(snapshot, [timeline.rep]):
+                timeline.rep = rep
+                new += self._offer_listed(timeline, renumbered(timeline, segments), group)
         return new
 
     def _offer_listed(
@@ -243,13 +255,28 @@ class Recording:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fingerprint(options: Options, selected: SelectedTracks) -> dict[str, str]:
-    parts = urlsplit(options.mpd_url)
-    return {
-        "manifest": f"{parts.scheme}://{parts.netloc}{parts.path}",
-        "video": selected.video.id if selected.video else "",
-        "audio": selected.audio.id if selected.audio else "",
-    }
+def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
+    """The recording's segment directory: resumed when it holds this recording, started afresh
+    when ``--overwrite`` discards another one, refused otherwise."""
+    root = options.segments_dir
+    assert root is not None
+    wanted = identity.fingerprint(
+        options.mpd_url,
+        selected.video.id if selected.video else "",
+        selected.audio.id if selected.audio else "",
+    )
+    kept = kept_fingerprint(root)
+    problem = None if kept is None else identity.mismatch(kept, wanted, root)
+    if kept is not None and problem is None:
+        if kept["manifest"] != wanted["manifest"]:
+            log.info("resuming the recording kept in %s (from %s)", root, kept["manifest"])
+        wanted = kept  # the journal goes on under the fingerprint it began with
+    elif options.overwrite and root.exists():
+        log.warning("discarding %s: %s", root, problem or "it holds no recording to resume")
+        discard(root)
+    elif problem is not None:
+        raise UsageError(problem)
+    return SegmentStore.open(root, wanted)
 
 
 async def record(
@@ -270,7 +297,10 @@ async def record(
     output = options.output_path
     if output is None:
         raise UsageError("an output path is required")
-    check_output_free(output, options.overwrite, split=options.split.splits)
+    assert options.segments_dir is not None  # there is an output
+    # An output merged before its broadcast was all recorded is this recording's to replace.
+    replace = options.overwrite or holds_partial_output(options.segments_dir)
+    check_output_free(output, replace, split=options.split.splits)
     ffmpeg = find_ffmpeg(options.ffmpeg_path)
     stop = stop or asyncio.Event()
     interrupts = 0
@@ -313,15 +343,20 @@ async def _record(
         try:
             first = await source.fetch()
         except (NetworkError, ManifestError) as exc:
-            # Rerunning a stopped recording after the broadcast ended must still give a file.
-            leftovers = await merge_leftovers(options, output, ffmpeg, started, exc, clock)
+            # Rerunning a stopped recording after the broadcast ended must still give a file;
+            # a refused URL is no ended broadcast: what was kept waits for a fresh one.
+            refused = isinstance(exc, ManifestUnavailableError) and exc.status in (401, 403)
+            leftovers = (
+                None
+                if refused
+                else await merge_leftovers(options, output, ffmpeg, started, exc, clock)
+            )
             if leftovers is None:
                 raise
             return leftovers
         # The CLI runs the interactive picker and passes the choice as --*-quality ids.
         selected = select_tracks(first.manifest, options)
-        assert options.segments_dir is not None
-        store = SegmentStore.open(options.segments_dir, _fingerprint(options, selected))
+        store = _open_store(options, selected)
         try:
             recording = Recording(options, http, store, source, first, selected, stop, clock)
             await fetch_inits(http, store, recording.timelines)
@@ -344,12 +379,13 @@ def _live_policy(options: Options, started: float) -> LivePolicy:
 async def _run(
     recording: Recording, first: Snapshot, reporter: Reporter | None, policy: LivePolicy
 ) -> str:
-    options = recording.options
+    """Record until the broadcast ends, Ctrl+C or an expired URL; the reason it ended."""
     end_reason = "unknown"
     try:
         async with asyncio.TaskGroup() as group:
             workers = [
-                group.create_task(recording.downloads.worker()) for _ in range(options.concurrency)
+                group.create_task(recording.downloads.worker())
+                for _ in range(recording.options.concurrency)
             ]
             helpers: list[asyncio.Task[None]] = []
             if reporter is not None:
@@ -357,44 +393,69 @@ async def _run(
 
             async def produce() -> None:
                 nonlocal end_reason
-                await recording.calibrate_numbers()
-                async with asyncio.TaskGroup() as producers:
-                    follower = LiveFollower(
-                        recording.source,
-                        policy,
-                        lambda snapshot: recording.on_snapshot(snapshot, producers),
-                        recording.downloads.live_activity,
-                        recording.stop,
-                        recording.clock,
-                    )
-                    live = producers.create_task(follower.run(first))
-                    if not options.no_past:
-                        producers.create_task(recording.recover_past())
-                    end_reason = await live
-                    if follower.idle or follower.left_early:
-                        # Nothing was published for the live end timeout while the segments
-                        # that answered "not yet" were asked again, or what comes after the
-                        # stop is not wanted: asking on delays the merge.
-                        recording.downloads.stop_asking_again()
-                log.info("recording ends: %s", end_reason)
-                await recording.downloads.join()
+                end_reason = await _produce(recording, first, policy)
 
             producer = group.create_task(produce())
-            stopper = group.create_task(recording.stop.wait())
-            await asyncio.wait({producer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if recording.stop.is_set():
-                end_reason = "stopped by the user"
-                producer.cancel()
-            stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
-            if recording.stop.is_set():
+            halted = await _halted(recording, producer, group)
+            if halted is not None:
+                end_reason = halted
                 await recording.downloads.drain(workers, DRAIN_TIMEOUT)
             for task in [*workers, *helpers]:
                 task.cancel()
     except BaseExceptionGroup as group_error:
         raise _first_instarec_error(group_error) from None
     return end_reason
+
+
+async def _produce(recording: Recording, first: Snapshot, policy: LivePolicy) -> str:
+    """Follow the live edge beside past recovery until the broadcast ends, then wait for every
+    download queued; the reason it ended."""
+    await recording.calibrate_numbers()
+    async with asyncio.TaskGroup() as producers:
+        follower = LiveFollower(
+            recording.source,
+            policy,
+            lambda snapshot: recording.on_snapshot(snapshot, producers),
+            recording.downloads.live_activity,
+            recording.stop,
+            recording.clock,
+        )
+        live = producers.create_task(follower.run(first))
+        if not recording.options.no_past:
+            producers.create_task(recording.recover_past())
+        end_reason = await live
+        if follower.idle or follower.left_early:
+            # Nothing was published for the live end timeout while the segments that answered
+            # "not yet" were asked again, or what comes after the stop is not wanted: asking
+            # on delays the merge.
+            recording.downloads.stop_asking_again()
+    log.info("recording ends: %s", end_reason)
+    await recording.downloads.join()
+    return end_reason
+
+
+async def _halted(
+    recording: Recording, producer: asyncio.Task[None], group: asyncio.TaskGroup
+) -> str | None:
+    """Wait for ``producer``, or stop it on Ctrl+C or once the URL expired for good; why it was
+    stopped (None: it finished)."""
+    stopper = group.create_task(recording.stop.wait())
+    expiry = group.create_task(recording.refresher.ended.wait())
+    try:
+        await asyncio.wait({producer, stopper, expiry}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        expiry.cancel()
+    halted = None
+    if recording.stop.is_set():
+        halted = "stopped by the user"
+    elif recording.refresher.ended.is_set():
+        halted = recording.refresher.failure
+    if halted is not None:
+        producer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await producer
+    return halted
 
 
 def _first_instarec_error(group_error: BaseExceptionGroup) -> BaseException:
@@ -425,7 +486,14 @@ async def _finish(
         dict(traffic.transport_errors) or "none",
     )
     await recording.store.flush()  # the journal holds every segment before the merge
-    end = RecordingEnd(end_reason, started, interrupted, archive.first, archive.complete)
+    end = RecordingEnd(
+        end_reason,
+        started,
+        interrupted,
+        archive.first,
+        archive.complete,
+        unfinished=recording.refresher.failure,
+    )
     return await merge_store(
         recording.store, tracks, output, ffmpeg, recording.options, end, recording.clock
     )

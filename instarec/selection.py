@@ -60,6 +60,31 @@ def track_kind(rep: Representation) -> str | None:
     return None
 
 
+def find_representation(manifest: Manifest, wanted: Representation) -> Representation | None:
+    """The representation of a refreshed manifest that continues ``wanted``: the one of the
+    same id (in the same period if there is one), else the same rendition under another id
+    (a manifest fetched from a fresh signed URL may name its representations anew)."""
+    fallback = None
+    for rep in manifest.representations():
+        if rep.id == wanted.id:
+            if rep.period_index == wanted.period_index:
+                return rep
+            fallback = fallback or rep
+    if fallback is not None:
+        return fallback
+    return next((rep for rep in manifest.representations() if same_rendition(rep, wanted)), None)
+
+
+def same_rendition(rep: Representation, other: Representation) -> bool:
+    """Whether two representations carry the same media: kind, codec, size and bandwidth."""
+    return (
+        track_kind(rep) == track_kind(other)
+        and rep.codecs == other.codecs
+        and (rep.width, rep.height) == (other.width, other.height)
+        and rep.bandwidth == other.bandwidth
+    )
+
+
 def _quality_key(rep: Representation) -> tuple[int, int, int]:
     # Highest bandwidth first; on equal bandwidth, the bigger picture, then the
     # higher sampling rate.  Missing values sort last.

@@ -270,18 +270,8 @@ class SegmentStore:
 
         This is how segments recorded earlier are merged when the manifest is gone.
         """
-        journal = root / JOURNAL_NAME
-        try:
-            with journal.open("rb") as fh:
-                header = _decode(fh.readline())
-        except OSError:
-            return None
-        if not header or header.get("type") != "header":
-            return None
-        fingerprint = header.get("fingerprint")
-        if not isinstance(fingerprint, dict):
-            return None
-        return cls.open(root, {str(k): str(v) for k, v in fingerprint.items()})
+        fingerprint = kept_fingerprint(root)
+        return None if fingerprint is None else cls.open(root, fingerprint)
 
     def _create(self) -> None:
         if _data_files(self._root):
@@ -339,6 +329,11 @@ class SegmentStore:
     @property
     def fingerprint(self) -> Mapping[str, str]:
         return dict(self._fingerprint)
+
+    @property
+    def partial_output(self) -> bool:
+        """The output was merged from this store before the broadcast was all recorded."""
+        return self._index.partial_output
 
     def writer(
         self, track: str, key: int | None = None
@@ -436,6 +431,12 @@ class SegmentStore:
             track=track, key=key, start=start, duration=duration
         )
 
+    async def mark_output(self, *, partial: bool) -> None:
+        """Journal whether the output merged from this store is partial: a rerun resuming the
+        recording may then replace it."""
+        await self._append_async({"type": "output", "partial": partial})
+        self._index.partial_output = partial
+
     async def flush(self) -> None:
         """Every segment committed so far is in the journal on disk (StorageError if not)."""
         await self._journal_appender.flush()
@@ -446,12 +447,7 @@ class SegmentStore:
 
     def remove(self) -> None:
         """Delete the whole directory (after a successful merge)."""
-        try:
-            shutil.rmtree(self._root)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise storage_error(exc, "delete", self._root) from exc
+        discard(self._root)
         self._index.segments.clear()
         self._index.missing.clear()
         self._index.inits.clear()
@@ -471,6 +467,46 @@ class SegmentStore:
 
     async def _append_async(self, record: Mapping[str, Any], file: Path | None = None) -> None:
         await self._journal_appender.append(_line(record), file)
+
+
+def kept_fingerprint(root: Path) -> dict[str, str] | None:
+    """The fingerprint of the recording whose journal is in ``root``; None without one."""
+    try:
+        with (root / JOURNAL_NAME).open("rb") as fh:
+            header = _decode(fh.readline())
+    except OSError:
+        return None
+    if not header or header.get("type") != "header":
+        return None
+    fingerprint = header.get("fingerprint")
+    if not isinstance(fingerprint, dict):
+        return None
+    return {str(k): str(v) for k, v in fingerprint.items()}
+
+
+def holds_partial_output(root: Path) -> bool:
+    """Whether the journal in ``root`` says the output beside it is a partial merge (see
+    ``SegmentStore.mark_output``): read only, the store is not opened."""
+    try:
+        data = (root / JOURNAL_NAME).read_bytes()
+    except OSError:
+        return False
+    partial = False
+    for raw in data.split(b"\n"):
+        record = _decode(raw) if b'"output"' in raw else None
+        if record is not None and record.get("type") == "output":
+            partial = bool(record.get("partial"))
+    return partial
+
+
+def discard(root: Path) -> None:
+    """Delete a recording's directory that is not to be resumed (``--overwrite``)."""
+    try:
+        shutil.rmtree(root)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise storage_error(exc, "delete", root) from exc
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
@@ -610,9 +646,13 @@ class _Index:
         self.segments: dict[str, dict[int, StoredSegment]] = {}
         self.missing: dict[str, dict[int, MissingSegment]] = {}
         self.inits: dict[str, int] = {}
+        self.partial_output = False
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["type"]
+        if kind == "output":
+            self.partial_output = bool(record["partial"])
+            return
         track = _check_track(str(record["track"]))
         if kind == "init":
             self.inits[track] = int(record["size"])

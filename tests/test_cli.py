@@ -166,6 +166,7 @@ def test_every_option_reaches_options(tmp_path):
             "-H", "X-One: 1", "--header", "Referer:https://www.example.test/",
             "--user-agent", "Agent/1.0", "--cookies", str(cookies),
             "--concurrency", "3", "--overwrite",
+            "--refresh-url-command", "fresh-url --id 42", "--refresh-url-retries", "5",
             URL, str(tmp_path / "rec"),
         ]
     )  # fmt: skip
@@ -200,6 +201,8 @@ def test_every_option_reaches_options(tmp_path):
         cookies=cookies,
         concurrency=3,
         overwrite=True,
+        refresh_url_command="fresh-url --id 42",
+        refresh_url_retries=5,
     )
 
 

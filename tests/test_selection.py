@@ -11,6 +11,7 @@ from instarec.manifest import Addressing, Manifest, Period, Representation
 from instarec.options import Options
 from instarec.selection import (
     SelectedTracks,
+    find_representation,
     format_bandwidth,
     format_frame_rate,
     format_table,
@@ -289,3 +290,18 @@ def test_picker_refuses_drm_choice():
     m = manifest_of(video("clear", 2), video("locked", 1, drm=True))
     with pytest.raises(UnsupportedStreamError, match="DRM"):
         pick(m, "2\n")
+
+
+def test_a_refreshed_manifest_continues_a_representation_by_id_else_by_rendition() -> None:
+    wanted = video("v720", 1_500_000)
+    same_id = video("v720", 1_500_000, base_url="https://edge2.example.test/")
+    assert find_representation(manifest_of(video("v360", 500_000, 640, 360), same_id), wanted) == (
+        same_id
+    )
+    # A fresh signed URL's manifest that names its representations anew: the same codec, size
+    # and bandwidth is the same media, another size or bandwidth is not.
+    renamed = video("hd-2", 1_500_000)
+    ladder = manifest_of(video("hd-1", 1_500_000, 1920, 1080), renamed, audio("hd-3", 1_500_000))
+    assert find_representation(ladder, wanted) == renamed
+    assert find_representation(manifest_of(video("hd-1", 1_400_000)), wanted) is None
+    assert find_representation(manifest_of(audio("a", 1_500_000)), wanted) is None

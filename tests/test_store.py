@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from instarec.errors import DiskFullError, StorageError
-from instarec.store import JOURNAL_NAME, MissingSegment, SegmentStore
+from instarec.store import (
+    JOURNAL_NAME,
+    MissingSegment,
+    SegmentStore,
+    discard,
+    holds_partial_output,
+    kept_fingerprint,
+)
 
 FP = {"mpd": "https://cdn.example/live/manifest.mpd", "video": "v1080", "audio": "a128"}
 
@@ -176,6 +183,23 @@ async def test_fingerprint_mismatch_is_storage_error(tmp_path: Path) -> None:
         SegmentStore.open(root, other)
     # nothing was touched
     assert SegmentStore.open(root, FP).has("video", 1)
+
+
+async def test_a_partial_output_is_journalled_and_read_without_opening(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    assert kept_fingerprint(root) is None and not holds_partial_output(root)
+    store = SegmentStore.open(root, FP)
+    await add(store, "video", 1, 0.0, b"x")
+    await store.mark_output(partial=True)
+    assert kept_fingerprint(root) == FP
+    assert holds_partial_output(root)
+    reopened = SegmentStore.open(root, FP)
+    assert reopened.partial_output and reopened.has("video", 1)
+    await reopened.mark_output(partial=False)
+    assert not holds_partial_output(root)
+    assert not SegmentStore.open(root, FP).partial_output
+    discard(root)
+    assert not root.exists()
 
 
 def test_foreign_directory_is_refused(tmp_path: Path) -> None:
