@@ -58,6 +58,11 @@ def media_fetches(log: Sequence[RequestRecord]) -> Counter[tuple[str | None, int
     return Counter((r.track, r.index) for r in log if r.kind == "media" and r.complete)
 
 
+def parts_of(output: Path) -> list[Path]:
+    """The files a recording cut into parts wrote (NAME.NNN.EXT)."""
+    return sorted(output.parent.glob(f"{output.stem}.[0-9][0-9][0-9]{output.suffix}"))
+
+
 def recorded_frames(origin: Origin, segments_dir: Path) -> tuple[list[int], int]:
     """The video segment indexes a journal holds, and their frames."""
     keys = sorted(key for track, key in journal_keys(segments_dir) if track == "video")
@@ -445,3 +450,34 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_a_recording_cut_into_parts_resumes_its_parts_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=100,
+        already_broadcast=30,
+        token_rotation=60,
+        token_grace=5,
+        media=test_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "cut.mkv"
+    argv = [*FAST, "--split", "30"]
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.25, every=0.01):
+            code, _, err = await run_main(capsys, *argv, origin.manifest_url, str(output))
+        assert code == 4, err
+        assert_one_error_line(err, "the signed URL expired", "parts from", "same OUTPUT")
+        first_parts = parts_of(output)
+        assert len(first_parts) >= 2
+        async with running_clock(origin, clock, step=0.25, every=0.01):
+            code, _, err = await run_main(capsys, *argv, origin.manifest_url, str(output))
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+
+    assert code == 0, err
+    parts = parts_of(output)
+    assert len(parts) > len(first_parts)
+    assert sum(inspect(part).video_frames for part in parts) == expected
