@@ -29,6 +29,7 @@ from instarec.clock import SYSTEM_CLOCK
 from instarec.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    SERVER_UNREACHABLE,
     DiskFullError,
     InstarecError,
     ManifestError,
@@ -79,8 +80,9 @@ exit codes:
   1    unexpected error, or nothing could be recorded
   2    invalid command line or options
   3    the manifest is not a usable MPD
-  4    network error, the manifest answered 401/403/404/410, or the signed URLs
-       expired mid-recording (what was recorded is merged; rerun to resume)
+  4    network error, the manifest answered 401/403/404/410, the signed URLs
+       expired mid-recording, or the server answered nothing for the live end
+       timeout (what was recorded is merged; rerun to resume)
   5    unsupported stream (DRM, no video and no audio, media not fragmented MP4)
   6    ffmpeg failed to merge the segments
   7    ffmpeg not found
@@ -807,15 +809,15 @@ def _unfinished(summary: RecordingSummary, options: Options) -> str:
         )
     elif summary.output is not None:
         merged = f"what was recorded is merged into {summary.output}"
+    kept = f"{summary.unfinished}: {merged} and the segments are kept in {summary.segments_dir}"
+    if summary.unfinished and summary.unfinished.startswith(SERVER_UNREACHABLE):
+        return f"{kept}; rerun the same command once the server answers again to resume"
     renew = (
         ""
         if options.refresh_url_command
         else ", or pass --refresh-url-command to renew the URL as it expires"
     )
-    return (
-        f"{summary.unfinished}: {merged} and the segments are kept in {summary.segments_dir}; "
-        f"rerun with a fresh MPD URL and the same OUTPUT to resume the recording{renew}"
-    )
+    return f"{kept}; rerun with a fresh MPD URL and the same OUTPUT to resume the recording{renew}"
 
 
 def _recording_failed(exc: InstarecError, options: Options) -> InstarecError:

@@ -72,6 +72,11 @@ class ManifestUnavailableError(NetworkError):
         self.status = status
 
 
+# How the end reason of a recording whose server stopped answering begins (it is no end of
+# the broadcast: the recording stops merged and resumable, with the network's exit code).
+SERVER_UNREACHABLE = "the server answered nothing"
+
+
 class UrlExpiredError(NetworkError):
     """The signed URLs stopped answering (401/403/410) in the middle of a recording and no fresh
     one came: the recording stops, merging what it has and keeping it for a rerun to resume."""

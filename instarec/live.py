@@ -14,7 +14,13 @@ from urllib.parse import urljoin
 
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.downloads import LiveActivity
-from instarec.errors import ManifestError, ManifestUnavailableError, NetworkError, UsageError
+from instarec.errors import (
+    SERVER_UNREACHABLE,
+    ManifestError,
+    ManifestUnavailableError,
+    NetworkError,
+    UsageError,
+)
 from instarec.http import HttpClient
 from instarec.manifest import (
     MAX_MANIFEST_BYTES,
@@ -219,6 +225,9 @@ class LiveFollower:
         # Set when the broadcast was judged over because nothing new was recorded: then no
         # segment listed so far is still to come.
         self.idle = False
+        # Set when the recording ended because the server answered nothing for the live end
+        # timeout (a network or server outage), which says so.
+        self.unreachable: str | None = None
         # Set when --stop-after ended the following: what is listed later is not wanted.
         self.left_early = False
 
@@ -267,8 +276,13 @@ class LiveFollower:
                     log.warning("manifest refresh failed: %s", exc)
                     if (reason := self._stop_after()) is not None:
                         return reason
-                    if self._clock.monotonic() - last_ok > self._policy.live_end_timeout:
-                        return f"the manifest failed for {self._policy.live_end_timeout:g} s"
+                    timeout = self._policy.live_end_timeout
+                    if self._clock.monotonic() - last_ok > timeout:
+                        if isinstance(exc, ManifestError):
+                            return f"the manifest failed for {timeout:g} s"
+                        # Not the end of the broadcast: what it still sends is for a rerun.
+                        self.unreachable = f"{SERVER_UNREACHABLE} for {timeout:g} s"
+                        return self.unreachable
                     if await self._sleep(self._interval(None)):
                         return "stopped by the user"
 

@@ -110,6 +110,7 @@ class Recording:
         self.downloads = Downloads(options, http, store, self.timelines, self.refresher, clock)
         self.started = clock.monotonic()
         self.past: PastRecovery | None = None
+        self.unreachable: str | None = None  # the server stopped answering (see LiveFollower)
         self.newest_listed_end: float | None = None
         self.first_snapshot = first
         self.first_listing = {
@@ -424,6 +425,7 @@ async def _produce(recording: Recording, first: Snapshot, policy: LivePolicy) ->
         if not recording.options.no_past:
             producers.create_task(recording.recover_past())
         end_reason = await live
+        recording.unreachable = follower.unreachable
         if follower.idle or follower.left_early:
             # Nothing was published for the live end timeout while the segments that answered
             # "not yet" were asked again, or what comes after the stop is not wanted: asking
@@ -492,7 +494,7 @@ async def _finish(
         interrupted,
         archive.first,
         archive.complete,
-        unfinished=recording.refresher.failure,
+        unfinished=recording.refresher.failure or recording.unreachable,
     )
     return await merge_store(
         recording.store, tracks, output, ffmpeg, recording.options, end, recording.clock

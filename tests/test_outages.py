@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin, OriginConfig
 from instarec.unanswered import Unanswered
 from tests.recording import fast_options, inspect, media_for_shape, running_clock
+from tests.test_errors import assert_one_error_line, run_main
+from tests.test_refresh import FAST
+from tests.test_resume_signals import journal_keys
 
 
 @pytest.mark.parametrize(
@@ -103,3 +107,57 @@ async def test_at_the_end_each_waiting_segment_gets_a_last_ask_then_is_missing()
     assert fresh.last_call()
     assert asked == [(9, 3)]
     assert not fresh.add(_ref(9), 3)
+
+
+async def test_a_server_unreachable_past_the_live_end_timeout_is_no_end_of_the_broadcast(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, test_media: TestMedia
+) -> None:
+    # The server answers nothing for longer than --live-end-timeout: the recording stops,
+    # merged, but says the server was unreachable (not that the broadcast ended), exits with
+    # the network code, keeps its segments, and the same command run again completes it.
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=200,
+        already_broadcast=30,
+        window=5,
+        media=test_media.spec,
+        faults=FaultConfig(outages=((60.0, 130.0),)),
+    )
+    clock = ManualClock()
+    output = tmp_path / "unreachable.mkv"
+    segments_dir = tmp_path / "unreachable.mkv.segments"
+    summary_file = tmp_path / "summary.json"
+    # 0.5 virtual seconds every 10 ms: the 70 s outage lasts 1.4 s, the timeout 1 s.
+    command = [*FAST, "--live-end-timeout", "1", "--summary-file", str(summary_file)]
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.5, every=0.01):
+            code, _, err = await run_main(capsys, *command, origin.manifest_url, str(output))
+            stopped_at = clock.now()
+            kept = journal_keys(segments_dir)
+            partial = inspect(output)
+            assert code == 4, err
+            assert_one_error_line(
+                err,
+                "the server answered nothing for 1 s",
+                f"merged into {output}",
+                f"kept in {segments_dir}",
+                "rerun the same command once the server answers again",
+            )
+            summary = json.loads(summary_file.read_text())
+            while clock.now() < 130:  # noqa: ASYNC110 - the virtual clock runs beside
+                await asyncio.sleep(0.01)
+            code, out, err = await run_main(capsys, *command, origin.manifest_url, str(output))
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        end = origin.segment_end(origin.segment_count - 1)
+
+    assert 60 <= stopped_at < 130  # stopped during the outage, not at the broadcast's end
+    assert summary["exit_code"] == 4
+    assert summary["end_reason"].startswith("the server answered nothing")
+    assert kept and partial.video_frames > 0
+    assert code == 0, err
+    assert "Missing        none" in out
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert report.video_duration == pytest.approx(end, abs=0.05)
+    assert not segments_dir.exists()
