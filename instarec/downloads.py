@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,8 +161,8 @@ class NotYetPublished:
 
     def __init__(self, ask_again: Callable[[SegmentRef, int], None]) -> None:
         self._ask_again = ask_again  # queues a ref with its count of re-asks so far
-        self._waiting: dict[TrackKind, dict[int, tuple[SegmentRef, int]]] = {}
-        self._timers: dict[TrackKind, asyncio.TimerHandle] = {}
+        self._waiting: dict[str, dict[int, tuple[SegmentRef, int]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._stopped = False
 
     def add(self, ref: SegmentRef, retries: int) -> None:
@@ -187,7 +187,7 @@ class NotYetPublished:
                 "%s segment %d not there yet; asking again in %.1f s", ref.track, ref.key, delay
             )
 
-    def recorded(self, track: TrackKind, key: int, newest: bool) -> None:
+    def recorded(self, track: str, key: int, newest: bool) -> None:
         """Segment ``key`` is on disk: the waiting keys below it are asked again now (a 404
         then means missing); when it is the newest, the next waiting one may be out too."""
         waiting = self._waiting.get(track)
@@ -210,7 +210,7 @@ class NotYetPublished:
         if dropped:
             log.debug("%d segments listed after the last one published are not asked", dropped)
 
-    def _schedule(self, track: TrackKind, delay: float) -> bool:
+    def _schedule(self, track: str, delay: float) -> bool:
         """Ask the lowest waiting key of ``track`` again in ``delay`` s, unless due sooner."""
         loop = asyncio.get_running_loop()
         timer = self._timers.get(track)
@@ -221,7 +221,7 @@ class NotYetPublished:
         self._timers[track] = loop.call_later(delay, self._ask_lowest_again, track)
         return True
 
-    def _ask_lowest_again(self, track: TrackKind) -> None:
+    def _ask_lowest_again(self, track: str) -> None:
         self._timers.pop(track, None)
         waiting = self._waiting.get(track)
         if waiting and not self._stopped:
@@ -250,7 +250,7 @@ class _Tally:
         self,
         ref: SegmentRef,
         size: int,
-        clock_track: TrackKind,
+        clock_track: bool,
         start: float,
         duration: float | None,
     ) -> None:
@@ -258,7 +258,7 @@ class _Tally:
         self.bytes += size
         if ref.origin == "live":
             self.live_recorded += 1
-        if ref.track == clock_track:
+        if clock_track:
             # Durations are counted on one track so that video and audio are not added up.
             self.recorded_seconds[ref.origin] += duration or 0.0
             end = start + (duration or 0.0)
@@ -284,7 +284,7 @@ class Downloads:
         options: Options,
         http: HttpClient,
         store: SegmentStore,
-        timelines: Mapping[TrackKind, Timeline],
+        timelines: Mapping[str, Timeline],
         signing: Refresher,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -301,7 +301,7 @@ class Downloads:
         self._untried_live: dict[int, float] = {}  # job sequence -> when it was queued
         # Per track, the highest key on disk: a 404 for a lower key proves it missing (servers
         # publish in order); a 404 with nothing later on disk may be a segment not out yet.
-        self._newest_key: dict[TrackKind, int] = {}
+        self._newest_key: dict[str, int] = {}
         self._not_yet = NotYetPublished(lambda ref, retries: self._queue_job(ref, retries=retries))
         self._unanswered = Unanswered(lambda ref, rounds: self._queue_job(ref, unanswered=rounds))
         self.clock_track: TrackKind = "video" if "video" in timelines else "audio"
@@ -360,7 +360,7 @@ class Downloads:
         self._tally.missing += 1
         await self.store.record_missing(ref.track, ref.key, start=ref.start, duration=ref.duration)
 
-    async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
+    async def full_info(self, track: str, key: int) -> FragmentInfo | None:
         """The timing of a segment's whole body: waits for its download if it is in flight."""
         running = self._in_flight.get((track, key))
         if running is not None:
@@ -513,7 +513,7 @@ class Downloads:
             media_duration=info.duration if info else None,
             wait=False,  # durable in the background: the slot takes its next segment
         )
-        self._tally.recorded(ref, size, self.clock_track, start, duration)
+        self._tally.recorded(ref, size, timeline.kind == self.clock_track, start, duration)
         newest = ref.key > self._newest_key.get(ref.track, ref.key - 1)
         if newest:
             self._newest_key[ref.track] = ref.key
@@ -544,22 +544,20 @@ def _placed(
     if timeline.init is None or info.base_media_decode_time is None:
         return ref.start, ref.duration
     scale = timeline.init.timescale
-    return info.base_media_decode_time / scale, info.duration / scale
+    return info.base_media_decode_time / scale + timeline.offset, info.duration / scale
 
 
-async def fetch_inits(
-    http: HttpClient, store: SegmentStore, timelines: Mapping[TrackKind, Timeline]
-) -> None:
+async def fetch_inits(http: HttpClient, store: SegmentStore, timelines: Iterable[Timeline]) -> None:
     """Each track's init segment, from the store or downloaded into it, parsed onto its timeline."""
-    for timeline in timelines.values():
+    for timeline in timelines:
         init = timeline.rep.init_segment()
         if init is None:
             continue
-        path = store.init_path(timeline.kind)
-        if not store.has_init(timeline.kind):
-            async with store.writer(timeline.kind) as sink:
+        path = store.init_path(timeline.name)
+        if not store.has_init(timeline.name):
+            async with store.writer(timeline.name) as sink:
                 await http.download(init.url, sink, byte_range=init.byte_range)
-            await store.commit_init(timeline.kind)
+            await store.commit_init(timeline.name, offset=timeline.offset)
         try:
             timeline.init = parse_init(path.read_bytes())
         except Mp4Error as exc:

@@ -21,11 +21,12 @@ from instarec.merge import (
     check_output_free,
     keeps_video,
     merge_parts,
-    merge_tracks,
+    merge_periods,
     remove_parts_after,
 )
 from instarec.options import Options
 from instarec.parts import Part, part_output, plan_parts
+from instarec.periods import kind_of, period_start_ms
 from instarec.segments import TrackKind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
@@ -245,7 +246,7 @@ async def merge_store(
 async def _merged(
     store: SegmentStore,
     tracks: Sequence[RecordedTrack],
-    inputs: Sequence[TrackInput],
+    inputs: Sequence[Sequence[TrackInput]],
     output: Path,
     ffmpeg: str,
     options: Options,
@@ -256,7 +257,7 @@ async def _merged(
     if options.split.splits:
         parts = await _merge_parts(store, tracks, output, ffmpeg, options, replace)
         return parts[0].path, sum(part.size for part in parts), parts
-    result = await merge_tracks(inputs, output, ffmpeg=ffmpeg, overwrite=replace)
+    result = await merge_periods(inputs, output, ffmpeg=ffmpeg, overwrite=replace)
     return result.output, result.size, ()
 
 
@@ -305,25 +306,33 @@ async def _finished(store: SegmentStore, keep_segments: bool) -> None:
         await store.mark_output(partial=False)
 
 
+def _period_suffixes(store: SegmentStore) -> list[str]:
+    """The store's Periods, in order, by the suffix their tracks carry ("" for the first)."""
+    suffixes = {track.removeprefix(kind) for track in store.tracks() if (kind := kind_of(track))}
+    return sorted(suffixes, key=lambda s: (s != "", period_start_ms("video" + s)))
+
+
 def _tracks_on_disk(
     store: SegmentStore, tracks: Sequence[RecordedTrack]
-) -> tuple[list[TrackInput], list[TrackSummary], list[GapRange]]:
-    """What ffmpeg merges, and what the summary says, for each recorded track."""
-    inputs: list[TrackInput] = []
+) -> tuple[list[list[TrackInput]], list[TrackSummary], list[GapRange]]:
+    """What ffmpeg merges (the tracks of each Period), and what the summary says, for each
+    recorded track (its Periods together: they lie on one clock)."""
+    suffixes = _period_suffixes(store)
+    pieces: list[list[TrackInput]] = [[] for _ in suffixes]
     summaries: list[TrackSummary] = []
     all_gaps: list[GapRange] = []
     for track in tracks:
-        stored = store.segments(track.kind)
-        missing = store.missing(track.kind)
-        if stored:
-            inputs.append(
-                TrackInput(
-                    track.kind,
-                    store.init_path(track.kind),
-                    tuple(s.path for s in stored),
-                    stored[0].start,
-                )
-            )
+        stored: list[StoredSegment] = []
+        missing: list[MissingSegment] = []
+        for piece, suffix in zip(pieces, suffixes, strict=True):
+            name = track.kind + suffix
+            segments = store.segments(name)
+            stored += segments
+            missing += store.missing(name)
+            if segments:
+                paths = tuple(s.path for s in segments)
+                start, shift = segments[0].start, store.offset(name)
+                piece.append(TrackInput(track.kind, store.init_path(name), paths, start, shift))
         lost = _lost_segments(stored, missing)
         gaps = _timeline_gaps(track.kind, stored, [m.key for m in lost])
         all_gaps.extend(gaps)
@@ -339,7 +348,7 @@ def _tracks_on_disk(
                 (last.start + (last.duration or 0.0)) if last else None,
             )
         )
-    return inputs, summaries, all_gaps
+    return [piece for piece in pieces if piece], summaries, all_gaps
 
 
 async def merge_leftovers(

@@ -348,7 +348,7 @@ def window_update(timeline: Timeline, segments: Sequence[MediaSegment]) -> Windo
     rep = timeline.rep
     keys = [segment_key(segment, rep) for segment in segments]
     refs = [
-        SegmentRef(timeline.kind, key, s.url, s.byte_range, s.start, s.duration, "live")
+        SegmentRef(timeline.name, key, s.url, s.byte_range, s.start, s.duration, "live")
         for s, key in zip(segments, keys, strict=True)
     ]
     update = WindowUpdate(

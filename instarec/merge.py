@@ -37,6 +37,7 @@ __all__ = [
     "find_ffmpeg",
     "keeps_video",
     "merge_parts",
+    "merge_periods",
     "merge_tracks",
     "output_format",
     "remove_parts_after",
@@ -84,6 +85,9 @@ class TrackInput:
     init: Path
     segments: tuple[Path, ...]
     first_start: float
+    # Seconds the media time is moved by to lie on the recording's clock: a later Period's
+    # timeline restarts (see periods.py); first_start already includes it.
+    shift: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +288,6 @@ def build_command(
 ) -> list[str]:
     """The ffmpeg argument list muxing ``inputs`` (one per track) into ``target``."""
     base = min(track.first_start for track in tracks)
-    offset = f"{-base:.6f}"
     cmd = [
         ffmpeg,
         "-nostdin",
@@ -297,7 +300,8 @@ def build_command(
         # Keep each input's tfdt-based timestamps instead of shifting every file to zero alone.
         "-copyts",
     ]
-    for inp in inputs:
+    for track, inp in zip(tracks, inputs, strict=True):
+        offset = f"{track.shift - base:.6f}"
         # use_tfdt: fragment times come from each tfdt, which is what keeps gaps and the A/V
         # offset. It is the default (and a plain concatenation reads the same without it), but
         # segments carrying a sidx would otherwise let the sidx times win. The same -itsoffset
@@ -392,6 +396,75 @@ def _check_outputs_free(outputs: Sequence[Path], overwrite: bool) -> None:
         check_output_free(output, overwrite)
 
 
+async def merge_periods(
+    pieces: Sequence[Sequence[TrackInput]], output: Path, *, ffmpeg: str, overwrite: bool
+) -> MergeResult:
+    """Mux each Period's ``pieces`` (its tracks) on its own, then join them into ``output``.
+
+    The concat demuxer is what lets a track change init segment (a Period's) in stream copy;
+    each Period is placed at its start on the recording's clock.
+    """
+    if len(pieces) == 1:
+        return await merge_tracks(pieces[0], output, ffmpeg=ffmpeg, overwrite=overwrite)
+    container = _container(output)
+    await asyncio.to_thread(_check_outputs_free, [output], overwrite)
+    directory = output.with_name(f".{output.stem}.periods")
+    target = part_path(output)
+    starts = [
+        min(
+            t.first_start
+            for t in tracks
+            if t.segments and (t.kind == "audio" or not container.audio_only)
+        )
+        for tracks in pieces
+    ]
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, "create", directory) from exc
+    try:
+        paths = [directory / f"{n:03d}{output.suffix}" for n in range(len(pieces))]
+        for path, tracks in zip(paths, pieces, strict=True):
+            await _mux(tracks, output, path, ffmpeg)
+        await concat_pieces(paths, starts, output, target, ffmpeg)
+        size = _written_size(target)
+        _rename(target, output)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        raise
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    log.info("wrote %s (%d bytes, %d Periods)", output, size, len(pieces))
+    return MergeResult(output, size)
+
+
+async def concat_pieces(
+    pieces: Sequence[Path], starts: Sequence[float], output: Path, target: Path, ffmpeg: str
+) -> None:
+    """Join files each starting at 0 into ``target``, piece ``i`` placed at ``starts[i]`` minus
+    ``starts[0]`` (ffmpeg's concat demuxer, stream copy): one file per Period, whose timelines
+    restarted, become one timeline with the Periods' gaps kept."""
+    container = _container(output)
+    listing = target.with_name(target.name + ".ffconcat")
+    lines = ["ffconcat version 1.0"]
+    for index, piece in enumerate(pieces):
+        lines.append("file '" + str(piece.resolve()).replace("'", "'\\''") + "'")
+        if index + 1 < len(pieces):
+            # The next piece begins where its Period does, not where this one's media ends.
+            lines.append(f"duration {starts[index + 1] - starts[index]:.6f}")
+    listing.write_text("\n".join(lines) + "\n")
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
+    cmd += ["-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0", "-c", "copy"]
+    if container.faststart:
+        cmd += ["-movflags", "+faststart"]
+    cmd += ["-f", container.muxer, str(target)]
+    try:
+        await _run_ffmpeg(cmd, [])
+    finally:
+        listing.unlink(missing_ok=True)
+
+
 async def _mux(tracks: Sequence[TrackInput], output: Path, target: Path, ffmpeg: str) -> None:
     """Run ffmpeg writing ``tracks`` into ``target`` in ``output``'s container."""
     container = _container(output)
@@ -453,7 +526,8 @@ async def _run_ffmpeg(cmd: Sequence[str], feeds: Sequence[_TrackFeed]) -> None:
         raise
     finally:
         # Once ffmpeg is gone a writer ends at once (its pipe is broken).
-        await asyncio.wait(writers)
+        if writers:
+            await asyncio.wait(writers)
     failure = _feed_failure(feeds)
     if failure is not None:
         raise failure

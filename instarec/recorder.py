@@ -50,6 +50,7 @@ from instarec.merge import check_output_free, find_ffmpeg
 from instarec.mp4 import FragmentInfo
 from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
+from instarec.periods import PeriodFollower
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
 from instarec.refresh import Refresher, RefreshPolicy
@@ -107,7 +108,10 @@ class Recording:
             clock,
         )
         source.when_refused(self.refresher.manifest_refused)
-        self.downloads = Downloads(options, http, store, self.timelines, self.refresher, clock)
+        # Every track by its store name: the first Period's above, later Periods' as they come.
+        self.tracks: dict[str, Timeline] = {t.name: t for t in self.timelines.values()}
+        self.periods = PeriodFollower(first.manifest, self.timelines)
+        self.downloads = Downloads(options, http, store, self.tracks, self.refresher, clock)
         self.started = clock.monotonic()
         self.past: PastRecovery | None = None
         self.unreachable: str | None = None  # the server stopped answering (see LiveFollower)
@@ -125,7 +129,7 @@ class Recording:
 
     def offer(self, ref: SegmentRef) -> bool:
         """Queue ``ref`` unless its key is known or lies below its timeline's floor."""
-        timeline = self.timelines[ref.track]
+        timeline = self.tracks[ref.track]
         if timeline.floor is not None and ref.key < timeline.floor:
             return False
         if not timeline.add(ref.key):
@@ -134,7 +138,7 @@ class Recording:
         return True
 
     async def inspect(self, ref: SegmentRef, *, whole: bool = False) -> FragmentInfo | None:
-        timeline = self.timelines[ref.track]
+        timeline = self.tracks[ref.track]
         timeline.add(ref.key)
         try:
             info = await self.downloads.inspect(ref, whole=whole)
@@ -160,7 +164,7 @@ class Recording:
             return Presence.UNKNOWN
         return Presence.PRESENT if present else Presence.ABSENT
 
-    async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
+    async def full_info(self, track: str, key: int) -> FragmentInfo | None:
         return await self.downloads.full_info(track, key)
 
     async def record_missing(self, ref: SegmentRef) -> None:
@@ -188,12 +192,25 @@ class Recording:
 
     def on_snapshot(self, snapshot: Snapshot, group: asyncio.TaskGroup) -> int:
         new = 0
-        for timeline in self.timelines.values():
-            # One at a time: the representation found again may bear another id.
-            for rep, segments in listed_segments(snapshot, [timeline.rep]):
-                timeline.rep = rep
-                new += self._offer_listed(timeline, renumbered(timeline, segments), group)
+        for timeline, segments in self.periods.listings(snapshot, self.tracks):
+            new += self._offer_listed(timeline, renumbered(timeline, segments), group)
+        for timeline, segments in self.periods.new_tracks(snapshot, self.tracks):
+            group.create_task(self._start_period(timeline, segments, group))
         return new
+
+    async def _start_period(
+        self, timeline: Timeline, segments: list[MediaSegment], group: asyncio.TaskGroup
+    ) -> None:
+        """A new Period's track: its init first (its segments are parsed with it)."""
+        log.info(
+            "%s: a new Period starts at %.3f s (representation %s)",
+            timeline.kind,
+            timeline.period_start,
+            timeline.rep.id,
+        )
+        await fetch_inits(self.http, self.store, [timeline])
+        self.tracks[timeline.name] = timeline
+        self._offer_listed(timeline, segments, group)
 
     def _offer_listed(
         self, timeline: Timeline, segments: list[MediaSegment], group: asyncio.TaskGroup
@@ -360,7 +377,7 @@ async def _record(
         store = _open_store(options, selected)
         try:
             recording = Recording(options, http, store, source, first, selected, stop, clock)
-            await fetch_inits(http, store, recording.timelines)
+            await fetch_inits(http, store, recording.timelines.values())
             end_reason = await _run(recording, first, reporter, _live_policy(options, started))
             interrupted = stop.is_set()
             return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)

@@ -20,7 +20,7 @@ class SegmentRef:
     merge.
     """
 
-    track: TrackKind
+    track: str  # the store's track: the kind, or the kind and its Period (periods.py)
     key: int
     url: str
     byte_range: ByteRange | None

@@ -3,11 +3,9 @@
 Pure: no network, no clock.  The interactive picker reads and writes only the
 text streams it is given, so it can be scripted and tested.
 
-Only the first Period is considered.  Live streams (Instagram, ffmpeg's and
-nginx-rtmp's packagers) publish a single Period; a multi-period live manifest
-(server-side ad insertion) would need the recording to be stitched across
-periods with different representations, which this version does not do.  A
-warning says so when a manifest has more than one Period.
+The choice is made in the first Period; the recording follows later Periods
+(an encoder restart, an ad break) with the representations matching the choice
+(``periods.py``).
 """
 
 from __future__ import annotations
@@ -158,8 +156,9 @@ def select_tracks(manifest: Manifest, options: Options) -> SelectedTracks:
     """
     period = recorded_period(manifest)
     if len(manifest.periods) > 1:
-        log.warning(
-            "the manifest has %d periods; only the first one is recorded", len(manifest.periods)
+        log.info(
+            "the manifest has %d periods: the choice is made in the first, the next follow it",
+            len(manifest.periods),
         )
     video = _choose("video", _of_kind(period, "video"), options.video_quality)
     audio = _choose("audio", _of_kind(period, "audio"), options.audio_quality)
@@ -290,7 +289,7 @@ def format_table(manifest: Manifest) -> str:
         lines.append("(no periods)")
     for period in manifest.periods:
         if len(manifest.periods) > 1:
-            note = " (recorded)" if period is manifest.periods[0] else " (not recorded)"
+            note = " (choose here)" if period is manifest.periods[0] else " (follows the choice)"
             label = f" id={period.id}" if period.id else ""
             lines.append(f"Period {period.index + 1}{label}, start {period.start:g} s{note}:")
         lines += _period_lines(period)

@@ -381,12 +381,17 @@ class SegmentStore:
 
     # ------------------------------------------------------------------ updates
 
-    async def commit_init(self, track: str) -> None:
-        """Journal the init segment already renamed into :meth:`init_path`."""
+    async def commit_init(self, track: str, *, offset: float = 0.0) -> None:
+        """Journal the init segment renamed into :meth:`init_path`; ``offset``: seconds its
+        media time is moved by (a later Period's timeline restarts at 0; the merge moves it too)."""
         path = self.init_path(track)
-        size = self._require_file(path)
-        await self._append_async({"type": "init", "track": track, "size": size}, path)
-        self._index.inits[track] = size
+        record = {"type": "init", "track": track, "size": self._require_file(path)}
+        await self._append_async(record | ({"offset": offset} if offset else {}), path)
+        self._index.apply(record | {"offset": offset})
+
+    def offset(self, track: str) -> float:
+        """Seconds added to ``track``'s media time to lie on the recording's clock."""
+        return self._index.offsets.get(track, 0.0)
 
     async def commit(
         self,
@@ -647,6 +652,7 @@ class _Index:
         self.missing: dict[str, dict[int, MissingSegment]] = {}
         self.inits: dict[str, int] = {}
         self.partial_output = False
+        self.offsets: dict[str, float] = {}
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["type"]
@@ -656,6 +662,7 @@ class _Index:
         track = _check_track(str(record["track"]))
         if kind == "init":
             self.inits[track] = int(record["size"])
+            self.offsets[track] = float(record.get("offset", 0.0))
         elif kind == "segment":
             key = int(record["key"])
             self.segments.setdefault(track, {})[key] = StoredSegment(

@@ -54,6 +54,14 @@ class Timeline:
     # ones. A manifest turning static may list everything since the start; what lies below
     # the floor is past the server's retention (or unwanted with --no-past).
     floor: int | None = None
+    # The store's name for this track ("" : the kind) and the seconds added to its media time
+    # to place it on the first Period's media clock (periods.py).
+    track: str = ""
+    offset: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.track or self.kind
 
     def roundings(self, exact: Fraction) -> tuple[int, ...]:
         """The $Time$ values media time ``exact`` may be published as, the learned one first."""
@@ -161,7 +169,7 @@ class Timeline:
     def time_ref(self, time_value: int, origin: RefOrigin) -> SegmentRef:
         """The segment named ``$Time$`` = ``time_value`` (its length is learned from the media)."""
         return SegmentRef(
-            self.kind,
+            self.name,
             time_value,
             self.rep.media_url(time=time_value),
             None,
@@ -181,7 +189,7 @@ class Timeline:
             base = template.start_number if self.number_base is None else self.number_base
             start += (number - base) * duration
         return SegmentRef(
-            self.kind, number, self.rep.media_url(number=number), None, start, duration, origin
+            self.name, number, self.rep.media_url(number=number), None, start, duration, origin
         )
 
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from instarec.segments import SegmentRef, TrackKind
+from instarec.segments import SegmentRef
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ class Unanswered:
 
     def __init__(self, ask_again: Callable[[SegmentRef, int], None]) -> None:
         self._ask_again = ask_again  # queues a ref with its count of rounds so far
-        self._waiting: dict[tuple[TrackKind, int], tuple[SegmentRef, int]] = {}
-        self._timers: dict[tuple[TrackKind, int], asyncio.TimerHandle] = {}
+        self._waiting: dict[tuple[str, int], tuple[SegmentRef, int]] = {}
+        self._timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self._last_call = False
 
     def add(self, ref: SegmentRef, rounds: int) -> bool:
@@ -59,7 +59,7 @@ class Unanswered:
             self._release(slot)
         return waiting
 
-    def _release(self, slot: tuple[TrackKind, int]) -> None:
+    def _release(self, slot: tuple[str, int]) -> None:
         timer = self._timers.pop(slot, None)
         if timer is not None:
             timer.cancel()

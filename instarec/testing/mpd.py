@@ -39,6 +39,8 @@ from typing import Protocol
 
 from lxml import etree
 
+from instarec.testing.periods import PeriodPlan
+
 __all__ = [
     "EPOCH",
     "SHAPES",
@@ -137,7 +139,10 @@ def _check_arguments(
     window: int,
     retention: int | None,
     timescale: int | None,
+    period_starts: Sequence[float] = (),
 ) -> None:
+    if period_starts and shape in ("instagram", "number_duration"):
+        raise ValueError(f"the {shape} shape has a single Period")
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     if not tracks:
@@ -151,9 +156,18 @@ def _check_arguments(
 
 
 def _number_keys(
+    shape: str, periods: PeriodPlan, gaps: frozenset[int], gaps_listed: bool, start_number: int
+) -> list[int | None] | None:
+    """The $Number$ of each segment, for the shapes named by number (None for the others);
+    they restart with each Period."""
+    return periods.renumber(
+        _broadcast_numbers(shape, periods.count, gaps, gaps_listed, start_number), start_number
+    )
+
+
+def _broadcast_numbers(
     shape: str, count: int, gaps: frozenset[int], gaps_listed: bool, start_number: int
 ) -> list[int | None] | None:
-    """The $Number$ of each segment, for the shapes named by number (None for the others)."""
     if shape == "number_timeline" and not gaps_listed:
         # A hole left out of a $Number$ timeline consumes no number: the packager numbers the
         # segments it makes, so the one after the hole is the next number (and the hole has
@@ -192,6 +206,20 @@ def _first_publication(b: Broadcast, gaps_listed: bool) -> float:
     return 0.0 if b.shape == "static" else b.ends[listable[0]]
 
 
+def _period_index(
+    periods: PeriodPlan, keys: dict[str, Sequence[int | None]], timescale: int | None
+) -> dict[tuple[str, int], dict[int, int]]:
+    """Segment index by (kind, Period) and URL key: keys restart with each Period, and a
+    request names its Period by its directory."""
+    index: dict[tuple[str, int], dict[int, int]] = {}
+    for kind, track_keys in keys.items():
+        for p in range(len(periods.firsts)):
+            span = periods.indexes(p)
+            local = _reverse(kind, track_keys[span.start : span.stop], timescale)
+            index[kind, p] = {key: i + span.start for key, i in local.items()}
+    return index
+
+
 def _reverse(kind: str, keys: Sequence[int | None], timescale: int | None) -> dict[int, int]:
     """Segment index by URL key (what routes a request to its segment)."""
     index = {key: i for i, key in enumerate(keys) if key is not None}
@@ -222,8 +250,9 @@ class Broadcast:
         gaps_listed: bool = True,
         timescale: int | None = None,
         publish_frame_time: bool = True,
+        periods: tuple[Sequence[float], bool] = ((), False),
     ) -> None:
-        _check_arguments(shape, tracks, window, retention, timescale)
+        _check_arguments(shape, tracks, window, retention, timescale, periods[0])
         self.media = media
         self.tracks = tuple(tracks)
         self.shape = shape
@@ -244,13 +273,14 @@ class Broadcast:
         self.starts = [media.start_seconds(i) - media.start_seconds(0) for i in range(self.count)]
         self.ends = [s + media.duration_seconds(i) for i, s in enumerate(self.starts)]
         self.duration = self.ends[-1]
-        # Raw (t, d) per track, in each track's own media timescale.
-        self._td = {track.kind: _raw_times(media, track.kind) for track in self.tracks}
+        self.periods = PeriodPlan.at(self.starts, *periods)
+        # Raw (t, d) per track, in each track's own media timescale (restarting per Period).
+        self._td = {t.kind: self.periods.restart(_raw_times(media, t.kind)) for t in self.tracks}
         # URL keys per track and the reverse maps used to route requests.
         if shape == "instagram":
             ref_timescale = self.track(self.reference).timescale
             self._ms, self._ms_end = _milliseconds(self._td[self.reference], ref_timescale)
-        numbers = _number_keys(shape, self.count, self.gaps, gaps_listed, start_number)
+        numbers = _number_keys(shape, self.periods, self.gaps, gaps_listed, start_number)
         self._keys: dict[str, Sequence[int | None]] = {
             track.kind: self._ms
             if shape == "instagram"
@@ -259,8 +289,7 @@ class Broadcast:
             else [t for t, _ in self.mpd_times(track.kind)]
             for track in self.tracks
         }
-        self._index = {kind: _reverse(kind, keys, timescale) for kind, keys in self._keys.items()}
-
+        self._index = _period_index(self.periods, self._keys, timescale)
         self.first_publication = _first_publication(self, gaps_listed)
         if shape == "number_duration" and len({d for _, d in self._td.get("video", [])}) > 1:
             raise ValueError("the number_duration shape needs constant segment durations")
@@ -330,8 +359,8 @@ class Broadcast:
             raise KeyError(f"segment {i} is an omitted gap of a $Number$ timeline: it has no URL")
         return key
 
-    def index_of(self, kind: str, key: int) -> int | None:
-        return self._index[kind].get(key)
+    def index_of(self, kind: str, key: int, period: int = 0) -> int | None:
+        return self._index[kind, period].get(key)
 
     def media_time(self, kind: str, i: int) -> tuple[int, int]:
         """(t, d) of segment ``i`` in the track's media timescale (its tfdt and duration)."""
@@ -368,12 +397,19 @@ class Broadcast:
             return f"/live/{self.stream_id}/dash/{self.stream_id}.mpd"
         return f"/live/{self.stream_id}/manifest.mpd"
 
-    def init_path(self, kind: str) -> str:
+    def rep_id(self, kind: str, period: int = 0) -> str:
+        return self.periods.rep_id(self.track(kind).rep_id, period)
+
+    def _media_dir(self, kind: str, period: int) -> str:
+        directory = self.periods.directory(period)
+        return f"/live/{self.stream_id}/media/{directory}{self.rep_id(kind, period)}/"
+
+    def init_path(self, kind: str, period: int = 0) -> str:
         track = self.track(kind)
         if self.shape == "instagram":
             sid = self.stream_id
             return f"/live/{sid}/{track.rep_id}/{sid}_0-init.{track.extension}"
-        return f"/live/{self.stream_id}/media/{track.rep_id}/init.mp4"
+        return self._media_dir(kind, period) + "init.mp4"
 
     def media_path(self, kind: str, i: int) -> str:
         track = self.track(kind)
@@ -381,7 +417,7 @@ class Broadcast:
         if self.shape == "instagram":
             sid = self.stream_id
             return f"/live/{sid}/{track.rep_id}/{sid}_0-{key}.{track.extension}"
-        return f"/live/{self.stream_id}/media/{track.rep_id}/{self._media_name(key)}"
+        return self._media_dir(kind, self.periods.of(i)) + self._media_name(key)
 
     def _media_name(self, key: int) -> str:
         if self.shape == "number_timeline":
@@ -405,15 +441,15 @@ class Broadcast:
         """
         if path == self.manifest_path:
             return "manifest", None, None
-        for track in self.tracks:
-            if path == self.init_path(track.kind):
+        for period, track in ((p, t) for p in range(len(self.periods.firsts)) for t in self.tracks):
+            if path == self.init_path(track.kind, period):
                 return "init", track.kind, None
-            prefix, suffix = self._media_affixes(track)
+            prefix, suffix = self._media_affixes(track, period)
             if path.startswith(prefix) and path.endswith(suffix):
                 digits = path[len(prefix) : len(path) - len(suffix)]
                 if not digits.isdigit():
                     return "media", track.kind, None
-                i = self.index_of(track.kind, int(digits))
+                i = self.index_of(track.kind, int(digits), period)
                 # Be strict about formatting (%05d, no stray zeros): a real CDN serves files by
                 # name, so "n12.m4s" is not "n00012.m4s".
                 if i is not None and self.media_path(track.kind, i) != path:
@@ -421,11 +457,11 @@ class Broadcast:
                 return "media", track.kind, i
         return "other", None, None
 
-    def _media_affixes(self, track: TrackDescription) -> tuple[str, str]:
+    def _media_affixes(self, track: TrackDescription, period: int) -> tuple[str, str]:
         sid = self.stream_id
         if self.shape == "instagram":
             return f"/live/{sid}/{track.rep_id}/{sid}_0-", f".{track.extension}"
-        base = f"/live/{sid}/media/{track.rep_id}/"
+        base = self._media_dir(track.kind, period)
         if self.shape in ("number_timeline", "number_duration"):
             return base + "n", ".m4s"
         return base + "t", ".m4s"
@@ -530,13 +566,11 @@ def render_manifest(
     if b.shape == "instagram":
         _instagram_attributes(root, b, now, available)
 
-    period = _el(root, "Period", id="p0", start=format_duration(0.0))
-    if b.shape != "instagram":
-        _el(period, "BaseURL").text = "media/"
-
-    for track in b.tracks:
-        rep = _render_track(period, b, track)
-        _render_template(rep, b, track, listed, static, segment_query)
+    # Every Period with a segment listed (as packagers keep the previous one while its
+    # segments are in the window); a single-Period broadcast lists its Period even empty.
+    groups = b.periods.groups(listed) if b.periods.several else [(0, list(listed))]
+    for number, indexes in groups:
+        _render_period(root, b, number, indexes, static, segment_query)
 
     if not static and b.shape != "instagram":
         _el(root, "UTCTiming", schemeIdUri=UTC_HTTP_ISO, value=time_url)
@@ -554,6 +588,27 @@ def _instagram_attributes(root: etree._Element, b: Broadcast, now: float, availa
     root.set("lastVideoFrameTs", str(b.instagram_time_ms(available) if available else 0))
     root.set("loapStreamId", b.stream_id)
     root.set("loapStreamType", "1")
+
+
+def _render_period(
+    root: etree._Element,
+    b: Broadcast,
+    number: int,
+    listed: Sequence[int],
+    static: bool,
+    segment_query: str,
+) -> None:
+    # A Period starts where its first segment does on the first Period's clock (media time
+    # there is presentation time: no presentationTimeOffset).
+    start = b.media.start_seconds(b.periods.firsts[number]) if number else 0.0
+    # Microseconds: a millisecond rounding would move the Period off its segments' times.
+    period = _el(root, "Period", id=f"p{number}", start=f"PT{start:.6f}S")
+    if b.shape != "instagram":
+        _el(period, "BaseURL").text = "media/" + b.periods.directory(number)
+    for track in b.tracks:
+        rep = _render_track(period, b, track)
+        rep.set("id", b.rep_id(track.kind, number))
+        _render_template(rep, b, track, listed, static, segment_query)
 
 
 def _render_track(period: etree._Element, b: Broadcast, track: TrackDescription) -> etree._Element:

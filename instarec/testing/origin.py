@@ -145,6 +145,11 @@ class OriginConfig:
     token_rotation: float | None = None
     token_grace: float = 10.0
     token_expired_status: int = 403
+    # Virtual seconds where a new Period begins (at the next segment boundary): its timeline
+    # restarts at 0, its files (init included) live in their own directory; the "time" and
+    # "number_timeline" shapes only. period_new_ids: its representation ids carry its number.
+    period_starts: tuple[float, ...] = ()
+    period_new_ids: bool = False
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -417,7 +422,8 @@ class Origin:
         )
         self._broadcast = _broadcast(cfg, looped, media, self.stream_id)
         load = _zeroing_last_durations(looped, media) if cfg.last_sample_duration_zero else None
-        self._cache = _SegmentCache(load or looped.segment_bytes, cfg.segment_cache)
+        load = _restarting_periods(self._broadcast, load or looped.segment_bytes)
+        self._cache = _SegmentCache(load, cfg.segment_cache)
         if media.video is not None:
             self._tracks["video"] = media.video.init
         if media.audio is not None:
@@ -927,6 +933,7 @@ def _broadcast(
         gaps_listed=cfg.gaps_listed,
         timescale=cfg.timescale,
         publish_frame_time=cfg.publish_frame_time,
+        periods=(cfg.period_starts, cfg.period_new_ids),
     )
 
 
@@ -942,6 +949,22 @@ def _zeroing_last_durations(looped: LoopedMedia, media: TestMedia) -> Callable[[
         return fmp4.zero_last_sample_duration(looped.segment_bytes(kind, i), defaults[kind])
 
     return load
+
+
+def _restarting_periods(
+    b: Broadcast, load: Callable[[str, int], bytes]
+) -> Callable[[str, int], bytes]:
+    """A segment loader whose tfdt restarts at 0 with each Period (an encoder restart)."""
+    if not b.periods.several:
+        return load
+
+    def restarted(kind: str, i: int) -> bytes:
+        data = load(kind, i)
+        if not b.periods.of(i):
+            return data
+        return fmp4.rewrite_fragment(data, base_media_decode_time=b.media_time(kind, i)[0])
+
+    return restarted
 
 
 class _FirstNamedZero(Broadcast):

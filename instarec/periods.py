@@ -1,0 +1,146 @@
+"""Following a live manifest across Periods (an encoder restart, an ad break).
+
+Pure code. Each Period after the one the recording began in is its own track in the store
+(``video-p60000``: the Period's start in milliseconds), since its ``$Time$`` / ``$Number$``
+keys restart and its segments need its own init. The segments of every Period are placed on
+the first Period's media clock: a Period's media time plus its ``offset`` is where it plays.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+
+from instarec.live import Snapshot
+from instarec.manifest import Manifest, MediaSegment, Period, Representation, expand_segments
+from instarec.segments import TrackKind
+from instarec.selection import rank, track_kind
+from instarec.timeline import Timeline
+
+__all__ = [
+    "PeriodFollower",
+    "kind_of",
+    "match_representation",
+    "period_offset",
+    "period_start_ms",
+    "track_name",
+]
+
+log = logging.getLogger(__name__)
+
+_PERIOD_TRACK = re.compile(r"(video|audio)(?:-p(\d+))?")
+
+
+def track_name(kind: str, period: Period, first: Period) -> str:
+    """The store's name for ``kind`` in ``period``: the plain kind in the first Period."""
+    if period.id == first.id and abs(period.start - first.start) < 0.0005:
+        return kind
+    return f"{kind}-p{round(period.start * 1000)}"
+
+
+def kind_of(track: str) -> str | None:
+    """The kind a store track name holds ("video-p60000" holds video), None for no kind."""
+    match = _PERIOD_TRACK.fullmatch(track)
+    return match.group(1) if match else None
+
+
+def period_start_ms(track: str) -> int:
+    """Where a store track's Period starts, in ms (0 for the first Period's plain name)."""
+    match = _PERIOD_TRACK.fullmatch(track)
+    return int(match.group(2)) if match and match.group(2) else 0
+
+
+def _shift(rep: Representation, period: Period) -> float:
+    """Presentation time minus media time for ``rep`` (seconds)."""
+    template = rep.template
+    offset = template.presentation_time_offset / template.timescale if template else 0.0
+    return period.start - offset
+
+
+def period_offset(
+    rep: Representation, period: Period, first_rep: Representation, first: Period
+) -> float:
+    """Seconds to add to ``rep``'s media time to place it on ``first_rep``'s media clock."""
+    return _shift(rep, period) - _shift(first_rep, first)
+
+
+def match_representation(
+    candidates: Iterable[Representation], wanted: Representation
+) -> Representation | None:
+    """The representation of a new Period that continues ``wanted``: the same id, else the
+    same codecs, resolution and bandwidth, else the best of the same kind."""
+    kind = track_kind(wanted)
+    same_kind = [rep for rep in candidates if track_kind(rep) == kind]
+    for rep in same_kind:
+        if rep.id == wanted.id:
+            return rep
+    for rep in same_kind:
+        if (rep.codecs, rep.width, rep.height, rep.bandwidth) == (
+            wanted.codecs,
+            wanted.width,
+            wanted.height,
+            wanted.bandwidth,
+        ):
+            return rep
+    ranked = rank(same_kind)
+    return ranked[0] if ranked else None
+
+
+Listing = tuple[Timeline, list[MediaSegment]]
+
+
+class PeriodFollower:
+    """Finds each recorded track again in a refreshed manifest, Period by Period.
+
+    A Period is known by its id and start, never by its index: the index of a Period moves
+    when an earlier one leaves the manifest.
+    """
+
+    def __init__(self, manifest: Manifest, timelines: Mapping[TrackKind, Timeline]) -> None:
+        self._selected = dict(timelines)
+        self._first = {
+            kind: manifest.periods[timeline.rep.period_index]
+            for kind, timeline in timelines.items()
+        }
+        self._pending: set[str] = set()  # new Periods' tracks waiting for their init
+
+    def _periods(self, snapshot: Snapshot, kind: TrackKind) -> Iterator[tuple[Period, str]]:
+        first = self._first[kind]
+        for period in snapshot.manifest.periods:
+            # Periods before the first recorded one are the past: not followed here.
+            if period.start >= first.start - 0.0005:
+                yield period, track_name(kind, period, first)
+
+    def listings(self, snapshot: Snapshot, tracks: Mapping[str, Timeline]) -> list[Listing]:
+        """Each known track's representation in ``snapshot`` and its listed segments."""
+        out: list[Listing] = []
+        for kind in self._selected:
+            for period, name in self._periods(snapshot, kind):
+                timeline = tracks.get(name)
+                if timeline is None:
+                    continue
+                rep = match_representation(period.representations, timeline.rep)
+                if rep is None:
+                    log.warning("%s: representation %s vanished", name, timeline.rep.id)
+                    continue
+                timeline.rep = rep
+                out.append((timeline, expand_segments(snapshot.manifest, rep, snapshot.now)))
+        return out
+
+    def new_tracks(self, snapshot: Snapshot, tracks: Mapping[str, Timeline]) -> list[Listing]:
+        """Tracks of Periods met for the first time, with their listed segments."""
+        out: list[Listing] = []
+        for kind, selected in self._selected.items():
+            for period, name in self._periods(snapshot, kind):
+                if name in tracks or name in self._pending:
+                    continue
+                rep = match_representation(period.representations, selected.rep)
+                if rep is None:
+                    log.warning("the Period at %.3f s has no %s", period.start, kind)
+                    continue
+                self._pending.add(name)
+                offset = period_offset(rep, period, selected.rep, self._first[kind])
+                timeline = Timeline(kind, rep, period.start, track=name, offset=offset)
+                out.append((timeline, expand_segments(snapshot.manifest, rep, snapshot.now)))
+        return out

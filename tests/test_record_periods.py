@@ -1,0 +1,157 @@
+"""Live recordings across a Period change (an encoder restart), checked with PyAV."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import av
+import pytest
+
+from instarec.manifest import InitSegment, expand_segments, parse_manifest
+from instarec.periods import kind_of, match_representation, period_offset, track_name
+from instarec.recorder import record
+from instarec.testing.clock import ManualClock
+from instarec.testing.media import TestMedia
+from instarec.testing.origin import Origin, OriginConfig
+from tests.recording import fast_options, inspect, running_clock
+
+
+def _packet_times(path: Path, kind: str) -> list[tuple[float, float]]:
+    """(start, end) of every packet of the first ``kind`` stream, by start."""
+    times: list[tuple[float, float]] = []
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[0]
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            start = float(packet.pts * packet.time_base)
+            times.append((start, start + float((packet.duration or 0) * packet.time_base)))
+    return sorted(times)
+
+
+def _worst_joins(times: list[tuple[float, float]]) -> tuple[float, float]:
+    """The largest overlap and the largest gap between consecutive packets (seconds)."""
+    overlap = gap = 0.0
+    for (_, end), (start, _) in itertools.pairwise(times):
+        overlap = max(overlap, end - start)
+        gap = max(gap, start - end)
+    return overlap, gap
+
+
+@pytest.mark.parametrize(("shape", "new_ids"), [("time", False), ("number_timeline", True)])
+async def test_a_period_change_while_recording_keeps_one_continuous_timeline(
+    shape: str, new_ids: bool, tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape=shape,
+        broadcast_duration=60,
+        already_broadcast=20,
+        window=5,
+        period_starts=(36.0,),
+        period_new_ids=new_ids,
+    )
+    clock = ManualClock()
+    output = tmp_path / "periods.mp4"
+    async with Origin(config, clock, media=test_media) as origin:
+        assert origin.broadcast.periods.several
+        boundary = origin.segment_start(origin.broadcast.periods.firsts[1])
+        async with running_clock(origin, clock) as driver:
+            summary = await record(
+                fast_options(origin.manifest_url, output, no_past=True),
+                install_signal_handlers=False,
+            )
+        first_listed = driver.first_listed
+        assert first_listed is not None
+        last = origin.segment_count - 1
+        expected = origin.expected_frames(first_listed, last)
+        first_start = origin.segment_start(first_listed)
+        broadcast_end = origin.segment_end(last)
+
+    report = inspect(output)
+    # Frames of both Periods, all of them, in one timeline as long as the broadcast.
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert report.video_duration == pytest.approx(broadcast_end - first_start, abs=0.05)
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+    assert report.audio_start is not None and report.video_start is not None
+    assert abs(report.audio_start - report.video_start) < 0.1
+    video = _packet_times(output, "video")
+    overlap, gap = _worst_joins(video)
+    assert overlap < 0.001 and gap < 0.001
+    # The second Period's first frame lies where the Period starts.
+    starts = [start - video[0][0] for start, _ in video]
+    assert min(abs(s - (boundary - first_start)) for s in starts) < 0.001
+    audio_overlap, audio_gap = _worst_joins(_packet_times(output, "audio"))
+    assert audio_overlap < 0.03 and audio_gap < 0.03
+    assert summary.gaps == ()
+    assert all(track.missing == 0 for track in summary.tracks)
+
+
+MPD = """<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic"
+     availabilityStartTime="2024-01-01T00:00:00Z" minimumUpdatePeriod="PT2S">
+  <Period id="a" start="PT0S">
+    <AdaptationSet contentType="video" mimeType="video/mp4">
+      <Representation id="v1" codecs="avc1.42c01e" bandwidth="500000" width="640" height="360">
+        <SegmentTemplate timescale="1000" media="a/$Time$.m4s" initialization="a/init.mp4">
+          <SegmentTimeline><S t="0" d="2000" r="2"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+  <Period id="b" start="PT6.5S">
+    <AdaptationSet contentType="video" mimeType="video/mp4">
+      <Representation id="low" codecs="avc1.42c01e" bandwidth="200000" width="320" height="180">
+        <SegmentTemplate timescale="90000" media="b/low/$Time$.m4s" initialization="b/i.mp4"
+                         presentationTimeOffset="900000">
+          <SegmentTimeline><S t="900000" d="180000" r="1"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+      <Representation id="x" codecs="avc1.42c01e" bandwidth="500000" width="640" height="360">
+        <SegmentTemplate timescale="90000" media="b/x/$Time$.m4s" initialization="b/x.mp4"
+                         presentationTimeOffset="900000">
+          <SegmentTimeline><S t="900000" d="180000" r="1"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"""
+
+
+def test_several_periods_parse_each_with_its_own_template_and_place_on_one_timeline() -> None:
+    manifest = parse_manifest(MPD.encode(), "http://h/live/m.mpd")
+    first, second = manifest.periods
+    assert (first.id, first.start, first.duration) == ("a", 0.0, 6.5)
+    assert (second.id, second.start, second.duration) == ("b", 6.5, None)
+    now = datetime(2024, 1, 1, 0, 0, 20, tzinfo=UTC)
+    wanted = first.representations[0]
+    rep = match_representation(second.representations, wanted)
+    assert rep is not None and rep.id == "x"  # same codecs, resolution and bandwidth
+    segments = expand_segments(manifest, rep, now)
+    assert [s.url for s in segments] == [
+        "http://h/live/b/x/900000.m4s",
+        "http://h/live/b/x/1080000.m4s",
+    ]
+    # Period@start + (t - presentationTimeOffset) / timescale
+    assert [s.start for s in segments] == [6.5, 8.5]
+    assert rep.init_segment() == InitSegment("http://h/live/b/x.mp4", None)
+    # Media time 10 s of the second Period plays at 6.5 s on the first Period's clock.
+    assert period_offset(rep, second, wanted, first) == pytest.approx(-3.5)
+    assert track_name("video", second, first) == "video-p6500"
+    assert track_name("video", first, first) == "video"
+    assert kind_of("video-p6500") == "video" and kind_of("other") is None
+
+
+def test_a_new_period_without_the_id_or_the_quality_takes_the_best_of_its_kind() -> None:
+    manifest = parse_manifest(MPD.encode(), "http://h/live/m.mpd")
+    first, second = manifest.periods
+    wanted = replace(first.representations[0], bandwidth=1, width=1, height=1)
+    rep = match_representation(second.representations, wanted)
+    assert rep is not None and rep.id == "x"  # the highest bandwidth
+    assert match_representation(second.representations, replace(wanted, id="low")) is not None
+    same = match_representation(second.representations, replace(wanted, id="low"))
+    assert same is not None and same.id == "low"
