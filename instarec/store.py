@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from instarec.errors import StorageError, storage_error
-from instarec.mp4 import FragmentInfo, FragmentScanner
+from instarec.mp4 import FragmentInfo, FragmentScanner, Mp4Error, parse_fragment, parse_init
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,31 @@ class SegmentStore:
             except (KeyError, TypeError, ValueError):
                 log.warning("journal %s: skipping malformed entry %r", self._journal, record)
         self._index.drop_damaged()
+        self._adopt_unjournalled()
+
+    def _adopt_unjournalled(self) -> None:
+        """Journal the segments a kill -9 left renamed into place but not yet journalled.
+
+        A segment's line is written in the background after its rename (a batch's files are
+        fsynced first): killed meanwhile, the file is whole on disk and the journal does not
+        name it. Such a file is taken when its boxes are complete and carry a tfdt (which
+        places it, as a download's commit does); anything else is left to be fetched again.
+        """
+        lines: list[bytes] = []
+        files: set[Path] = set()
+        for track in list(self._index.inits):
+            known = self._index.segments.setdefault(track, {})
+            for path in sorted((self._root / track).glob("*" + SEGMENT_SUFFIX)):
+                stored = _unjournalled(track, path, known, self._root / track / INIT_NAME)
+                if stored is None:
+                    continue
+                known[stored.key] = stored
+                self._index.missing.get(track, {}).pop(stored.key, None)
+                lines.append(_segment_line(stored))
+                files.add(path)
+        if lines:
+            log.info("%d segment(s) on disk were not in the journal yet: kept", len(lines))
+            _sync_then_append(files, self._journal, lines)
 
     # ------------------------------------------------------------------ paths
 
@@ -412,9 +437,7 @@ class SegmentStore:
         if actual != size:
             raise StorageError(f"cannot commit {path}: {actual} bytes on disk, expected {size}")
         stored = StoredSegment(track, key, start, duration, size, media_time, media_duration, path)
-        record = {field.name: getattr(stored, field.name) for field in fields(stored)}
-        del record["path"]  # where it lies follows from track and key
-        line = _line({"type": "segment", **record})
+        line = _segment_line(stored)
         if wait:
             await self._journal_appender.append(line, path)
         else:
@@ -707,5 +730,39 @@ class _Index:
             )
 
 
+SEGMENT_SUFFIX = ".m4s"
+
+
 def _segment_name(key: int) -> str:
-    return f"{key:020d}.m4s"
+    return f"{key:020d}{SEGMENT_SUFFIX}"
+
+
+def _segment_line(stored: StoredSegment) -> bytes:
+    record = {field.name: getattr(stored, field.name) for field in fields(stored)}
+    del record["path"]  # where it lies follows from track and key
+    return _line({"type": "segment", **record})
+
+
+def _unjournalled(
+    track: str, path: Path, known: Mapping[int, StoredSegment], init_path: Path
+) -> StoredSegment | None:
+    """``path`` as a stored segment when it is whole and not in ``known``, else None."""
+    try:
+        key = int(path.stem)
+    except ValueError:
+        return None
+    if key in known:
+        return None
+    try:
+        init = parse_init(init_path.read_bytes())
+        data = path.read_bytes()
+        info = parse_fragment(data, default_sample_duration=init.default_sample_duration)
+    except (OSError, Mp4Error):
+        return None
+    if info.base_media_decode_time is None:
+        return None
+    scale = init.timescale
+    start, duration = info.base_media_decode_time / scale, info.duration / scale
+    return StoredSegment(
+        track, key, start, duration, len(data), info.base_media_decode_time, info.duration, path
+    )

@@ -72,6 +72,9 @@ REGRESSION_SEEDS = [
     106,  # time at 90 kHz, retention 99, stalls, kill -9 then resume: the resumed run walked
     #       back from its new window across everything the first run kept (47 stream
     #       seconds) before the gaps between the kept stretches, whose oldest expired
+    98,  # time, 90 kHz, faults, kill -9 late, the resume finds the manifest gone: a segment
+    #      renamed into place before the kill but not yet journalled (the line is written in
+    #      the background) was left out of the merge
     193,  # instagram, retention 31, no publishFrameTime, faults on media and manifest: the
     #       backward search ran one leap at a time, each miss costing a second of patience
     #       (a 429's backoff, a leap into a hole), the oldest segments expired meanwhile
