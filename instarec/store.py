@@ -315,31 +315,7 @@ class SegmentStore:
             except (KeyError, TypeError, ValueError):
                 log.warning("journal %s: skipping malformed entry %r", self._journal, record)
         self._index.drop_damaged()
-        self._adopt_unjournalled()
-
-    def _adopt_unjournalled(self) -> None:
-        """Journal the segments a kill -9 left renamed into place but not yet journalled.
-
-        A segment's line is written in the background after its rename (a batch's files are
-        fsynced first): killed meanwhile, the file is whole on disk and the journal does not
-        name it. Such a file is taken when its boxes are complete and carry a tfdt (which
-        places it, as a download's commit does); anything else is left to be fetched again.
-        """
-        lines: list[bytes] = []
-        files: set[Path] = set()
-        for track in list(self._index.inits):
-            known = self._index.segments.setdefault(track, {})
-            for path in sorted((self._root / track).glob("*" + SEGMENT_SUFFIX)):
-                stored = _unjournalled(track, path, known, self._root / track / INIT_NAME)
-                if stored is None:
-                    continue
-                known[stored.key] = stored
-                self._index.missing.get(track, {}).pop(stored.key, None)
-                lines.append(_segment_line(stored))
-                files.add(path)
-        if lines:
-            log.info("%d segment(s) on disk were not in the journal yet: kept", len(lines))
-            _sync_then_append(files, self._journal, lines)
+        _adopt_unjournalled(self._root, self._index, self._journal)
 
     # ------------------------------------------------------------------ paths
 
@@ -741,6 +717,31 @@ def _segment_line(stored: StoredSegment) -> bytes:
     record = {field.name: getattr(stored, field.name) for field in fields(stored)}
     del record["path"]  # where it lies follows from track and key
     return _line({"type": "segment", **record})
+
+
+def _adopt_unjournalled(root: Path, index: _Index, journal: Path) -> None:
+    """Journal the segments a kill -9 left renamed into place but not yet journalled.
+
+    A segment's line is written in the background after its rename (a batch's files are
+    fsynced first): killed meanwhile, the file is whole on disk and the journal does not name
+    it. Such a file is taken when its boxes are complete and carry a tfdt (which places it, as
+    a download's commit does); anything else is left to be fetched again.
+    """
+    lines: list[bytes] = []
+    files: set[Path] = set()
+    for track in list(index.inits):
+        known = index.segments.setdefault(track, {})
+        for path in sorted((root / track).glob("*" + SEGMENT_SUFFIX)):
+            stored = _unjournalled(track, path, known, root / track / INIT_NAME)
+            if stored is None:
+                continue
+            known[stored.key] = stored
+            index.missing.get(track, {}).pop(stored.key, None)
+            lines.append(_segment_line(stored))
+            files.add(path)
+    if lines:
+        log.info("%d segment(s) on disk were not in the journal yet: kept", len(lines))
+        _sync_then_append(files, journal, lines)
 
 
 def _unjournalled(
