@@ -4,6 +4,7 @@ and the ``SegmentRef``s its keys name."""
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -211,6 +212,7 @@ _STANDARD_RATES = tuple(
 _RATE_TOLERANCE = 0.0007
 
 
+@functools.lru_cache(maxsize=256)  # asked per segment, of a few distinct lengths
 def standard_rate(measured: float) -> float:
     """``measured`` frames per second, or the standard rate it is a rounding of."""
     nearest = min(_STANDARD_RATES, key=lambda rate: abs(measured - rate))
