@@ -351,6 +351,10 @@ class Downloads:
         if job.listed_and_untried:
             self._untried_live[job.sequence] = self._clock.monotonic()
 
+    def server_answered(self) -> None:
+        """The server answered a request: the segments that got no answer are asked now."""
+        self._unanswered.answered()
+
     def live_activity(self) -> LiveActivity:
         oldest = next(iter(self._untried_live.values()), None)
         return LiveActivity(self._tally.live_recorded, oldest)

@@ -191,6 +191,7 @@ class Recording:
     # -- live ---------------------------------------------------------------------------------
 
     def on_snapshot(self, snapshot: Snapshot, group: asyncio.TaskGroup) -> int:
+        self.downloads.server_answered()  # after an outage the manifest is often back first
         new = 0
         for timeline, segments in self.periods.listings(snapshot, self.tracks):
             new += self._offer_listed(timeline, renumbered(timeline, segments), group)
