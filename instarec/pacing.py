@@ -159,9 +159,11 @@ class ServerPace:
         """Answers a window needs to be judged: under a low rate cap fewer come than
         ``min_answers``, and a cap that waited for them would never grow back (five resets in
         a row under load once set the lowest cap, and the recording stalled behind it)."""
-        if self._rate is None:
-            return self._settings.min_answers
-        let_through = int(self._rate * self._settings.window / 2)
+        # Few download slots bring few answers too: at one slot a window may hold fewer than
+        # ``min_answers``, and the slots would never grow back after an outage halved them.
+        let_through = 2 * int(self._limit)
+        if self._rate is not None:
+            let_through = min(let_through, int(self._rate * self._settings.window / 2))
         return max(1, min(self._settings.min_answers, let_through))
 
     def _congested(self, share: float, enough: bool) -> bool:
@@ -174,8 +176,13 @@ class ServerPace:
     def _back_off(self, now: float, accepted: int, retry_after: float | None) -> None:
         settings = self._settings
         self._limit = max(1.0, self._limit / 2)
-        accepted_rate = accepted / settings.window
-        self._rate = max(settings.min_rate, accepted_rate * settings.rate_backoff)
+        if accepted:
+            accepted_rate = accepted / settings.window
+            self._rate = max(settings.min_rate, accepted_rate * settings.rate_backoff)
+        # With nothing accepted (the server down, every request reset) there is no rate to
+        # cap at: a cap at the lowest rate outlived a minute's outage by minutes, growing back
+        # one request per second behind a backlog (chaos seeds 109 and 116). The downloads at
+        # once are halved all the same, and a Retry-After still holds every request back.
         self._next_start = max(self._next_start, now)
         if retry_after:
             self._paused_until = max(self._paused_until, now + min(retry_after, settings.max_pause))

@@ -72,6 +72,7 @@ async def test_the_lowest_rate_cap_grows_back_on_the_answers_it_lets_through() -
     # recording stalled behind it with hundreds of segments queued.
     settings = PaceSettings(ceiling=8, window=0.05, min_answers=12, min_rate=40.0)
     pace = ServerPace(settings)
+    pace.note(pushback=False)
     for _ in range(5):
         pace.note(pushback=True)
     assert pace.state().rate_cap == settings.min_rate  # 2 answers a window at most
@@ -84,6 +85,18 @@ async def test_the_lowest_rate_cap_grows_back_on_the_answers_it_lets_through() -
     assert state.download_limit == settings.ceiling
     # About 28 windows: a step of one request per second in each clean one, most of them.
     assert state.rate_cap is None or state.rate_cap >= settings.min_rate + 15, state
+
+
+async def test_a_server_that_accepts_nothing_halves_the_downloads_but_gets_no_rate_cap() -> None:
+    # An outage resets every request: no accepted rate to cap at. A cap at the lowest rate
+    # outlived a minute's outage by minutes (chaos seeds 109 and 116).
+    pace = ServerPace(QUICK)
+    for _ in range(5):
+        pace.note(pushback=True)
+    state = pace.state()
+    assert state.backoffs == 1
+    assert state.download_limit == QUICK.ceiling // 2
+    assert state.rate_cap is None
 
 
 async def test_download_slots_follow_the_limit() -> None:
