@@ -137,8 +137,10 @@ class ServerPace:
             self._changed_at = now
         pushed = self._pushed
         share = pushed / len(self._answers)
+        # Congestion is judged on a full sample (a stray fault among two answers is no
+        # congestion); growth on what the slots and the cap let through.
         enough = len(self._answers) >= self._enough_answers()
-        if self._congested(share, enough):
+        if self._congested(share, len(self._answers) >= self._settings.min_answers):
             if now - self._backed_off_at < window:
                 return  # answers to requests started before the last back-off
             self._backed_off_at = now
