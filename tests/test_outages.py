@@ -17,8 +17,7 @@ from instarec.testing.origin import Origin, OriginConfig
 from instarec.unanswered import Unanswered
 from tests.recording import fast_options, inspect, media_for_shape, running_clock
 from tests.test_errors import assert_one_error_line, run_main
-from tests.test_refresh import FAST
-from tests.test_resume_signals import journal_keys
+from tests.test_resume_signals import FAST, journal_keys
 
 
 @pytest.mark.parametrize(

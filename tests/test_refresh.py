@@ -31,18 +31,7 @@ from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin, OriginConfig, RequestRecord
 from tests.recording import fast_options, inspect, running_clock
 from tests.test_errors import assert_one_error_line, run_main
-from tests.test_resume_signals import journal_keys
-
-FAST = [
-    "--poll-interval",
-    "0.05",
-    "--past-segment-delay",
-    "0",
-    "--download-retry-delay",
-    "0.01",
-    "--live-end-timeout",
-    "30",
-]
+from tests.test_resume_signals import FAST, journal_keys
 
 
 def current_url_command(origin: Origin) -> str:
