@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         metavar="OUTPUT",
         help=f"the file to write; its extension picks the container: "
-        f"{' '.join(OUTPUT_EXTENSIONS)} (none: {DEFAULT_EXTENSION} is added)",
+        f"{' '.join(OUTPUT_EXTENSIONS)} (none: {DEFAULT_EXTENSION} is added); - streams "
+        f"MPEG-TS to stdout while recording (instarec URL - | mpv -)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -417,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
         "whichever limit comes first",
     )
     out.add_argument(
+        "--live-merge",
+        action="store_true",
+        help="write OUTPUT while recording: it grows as segments arrive (fragmented MP4 or "
+        "Matroska) and plays at any moment from the broadcast's first frame; finished "
+        "(duration, index) at the end",
+    )
+    out.add_argument(
         "--keep-segments",
         action="store_true",
         help="keep the OUTPUT.segments directory after a successful merge",
@@ -521,9 +529,15 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
     if mpd_arg is not None:
         mpd_url, manifest_file = _manifest_source(mpd_arg, base_url, inspecting)
     output_path = None
-    if out_arg is not None and not inspecting:
-        split = ns.split_duration is not None or ns.split_size is not None
+    split = ns.split_duration is not None or ns.split_size is not None
+    to_stdout = out_arg == "-" and not inspecting
+    if to_stdout:
+        _check_stdout_output(ns, split)
+        output_path = _stdout_store_output(mpd_url)
+    elif out_arg is not None and not inspecting:
         output_path = _output_path(out_arg, ns.overwrite, split)
+        if ns.live_merge and split:
+            raise UsageError("--live-merge writes one OUTPUT file: it cannot be cut into parts")
     _check_side_inputs(ns)
     options = Options(
         mpd_url=mpd_url,
@@ -557,6 +571,8 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         summary_file=ns.summary_file,
         split_duration=ns.split_duration,
         split_size=ns.split_size,
+        to_stdout=to_stdout,
+        live_merge=ns.live_merge and not to_stdout,
     )
     mode: Mode = "list" if ns.list_formats else "json" if ns.dump_json else "record"
     return Invocation(
@@ -568,6 +584,25 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         quiet=ns.quiet,
         log_file=ns.log_file,
     )
+
+
+def _check_stdout_output(ns: argparse.Namespace, split: bool) -> None:
+    if ns.demo:
+        raise UsageError("--demo writes a file: give it an OUTPUT file, not -")
+    if split:
+        raise UsageError("OUTPUT - streams to stdout: --split and --split-size need a file")
+    if ns.live_merge:
+        raise UsageError("OUTPUT - already streams while recording: --live-merge needs a file")
+
+
+def _stdout_store_output(mpd_url: str) -> Path:
+    """The OUTPUT a rerun merges a stream watched on stdout into: its segments directory
+    (under the current directory, named after the stream) is the one kept."""
+    from instarec.watch import rerun_output
+
+    output = rerun_output(mpd_url)
+    _check_writable_dir(Path.cwd())
+    return output
 
 
 def _positionals(ns: argparse.Namespace, inspecting: bool) -> tuple[str | None, str | None]:
@@ -779,7 +814,7 @@ def _finish(summary: RecordingSummary, options: Options, console: _Console) -> i
         code = EXIT_INTERRUPTED
     elif summary.unfinished is not None:
         code = UrlExpiredError.exit_code
-    elif summary.output is None:
+    elif summary.output is None and not (options.to_stdout and summary.duration > 0):
         code = EXIT_NOTHING_RECORDED
     else:
         code = EXIT_OK
@@ -845,6 +880,13 @@ def _record(options: Options, console: _Console) -> int:
     from instarec.progress import make_reporter
     from instarec.recorder import record
 
+    if options.to_stdout:
+        if _is_terminal(console.stdout):
+            raise UsageError(
+                "OUTPUT - writes the stream to stdout: pipe it into a player "
+                "(instarec URL - | mpv -) or give an OUTPUT file"
+            )
+        console = replace(console, stdout=console.stderr)  # stdout carries the stream
     reporter = make_reporter(status=console.status, quiet=console.quiet)
     try:
         summary = asyncio.run(record(options, reporter=reporter))
@@ -929,7 +971,8 @@ def _main(argv: Sequence[str] | None) -> int:
         handlers = _configure_logging(run, stderr, status)
         output = run.options.output_path
         raw_output = ns.mpd_url if ns.demo and ns.output is None else ns.output
-        if output is not None and raw_output and not Path(raw_output).suffix:
+        to_file = output is not None and not run.options.to_stdout
+        if to_file and raw_output and not Path(raw_output).suffix:
             log.info("OUTPUT has no extension: writing %s", output)
         return _run(run, _Console(sys.stdin, sys.stdout, stderr, status, run.quiet))
     except InstarecError as exc:

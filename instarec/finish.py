@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from instarec.clock import SYSTEM_CLOCK, Clock
-from instarec.errors import InstarecError
+from instarec.errors import InstarecError, storage_error
 from instarec.merge import (
     TrackInput,
     check_output_free,
@@ -195,8 +195,15 @@ async def merge_store(
     options: Options,
     end: RecordingEnd,
     clock: Clock = SYSTEM_CLOCK,
+    *,
+    written: Path | None = None,
 ) -> RecordingSummary:
-    """Merge what the store holds into ``output``; remove the store after a successful merge."""
+    """Merge what the store holds into ``output``; remove the store after a successful merge.
+
+    ``written``: the live merge already wrote the whole recording there (``--live-merge``).
+    A recording streamed to stdout (``options.to_stdout``) is not merged: its segments are
+    kept for a rerun with a file OUTPUT.
+    """
     inputs, summaries, gaps = _tracks_on_disk(store, tracks)
     # Checked before the merge removes the segments: the oldest segment found may have left
     # the server before its download.
@@ -210,8 +217,14 @@ async def merge_store(
     ends = [t.end for t in summaries if t.end is not None]
     if end.unfinished is not None:
         await store.mark_output(partial=True)  # before the merge: a rerun may replace OUTPUT
-    if inputs:
-        merged, size, parts = await _merged(store, tracks, inputs, output, ffmpeg, options)
+    if inputs and options.to_stdout:
+        duration = max(ends) - min(starts) if starts and ends else 0.0
+    elif inputs:
+        if written is not None:
+            merged, size = written, await asyncio.to_thread(_size_of, written)
+            log.info("wrote %s (%d bytes) while recording", written, size)
+        else:
+            merged, size, parts = await _merged(store, tracks, inputs, output, ffmpeg, options)
         # The recorded media's own times say how long the file is.
         duration = max(ends) - min(starts) if starts and ends else 0.0
         if end.unfinished is None:
@@ -241,6 +254,13 @@ async def merge_store(
         parts=parts,
         unfinished=end.unfinished,
     )
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise storage_error(exc, "read", path) from exc
 
 
 async def _merged(

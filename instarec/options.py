@@ -93,6 +93,11 @@ class Options:
     ffmpeg_path: str = "ffmpeg"
     ffprobe_path: str = "ffprobe"
     summary_file: Path | None = None
+    # OUTPUT "-": an MPEG-TS stream of the recording on stdout as it is recorded; output_path is
+    # then the file a rerun merges the kept segments into (its segments directory is used).
+    to_stdout: bool = False
+    # --live-merge: output_path grows during the recording (ffmpeg fed as segments arrive).
+    live_merge: bool = False
     # --split / --split-size: at most this many seconds of media / bytes of segment files per
     # part (NAME.001.EXT, ...); both None: one file at output_path.
     split_duration: float | None = None

@@ -45,8 +45,9 @@ from instarec.live import (
     listed_segments,
     window_update,
 )
+from instarec.livemux import LiveMux, MuxEnd
 from instarec.manifest import MediaSegment, Representation
-from instarec.merge import check_output_free, find_ffmpeg
+from instarec.merge import check_output_free, find_ffmpeg, keeps_video
 from instarec.mp4 import FragmentInfo
 from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
@@ -58,8 +59,12 @@ from instarec.segments import SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
 from instarec.store import SegmentStore, discard, holds_partial_output, kept_fingerprint
 from instarec.timeline import Timeline
+from instarec.watch import RecordingState
 
 log = logging.getLogger(__name__)
+
+# Why a recording streamed to stdout stopped when its player quit.
+READER_GONE = "the player closed the stream"
 
 # After the first Ctrl+C, downloads in flight get this long to finish before the merge.
 DRAIN_TIMEOUT = 15.0
@@ -124,6 +129,7 @@ class Recording:
         self.chains = TimeChains(
             self, self.timelines, self.limits, shares_times(self.timelines, self.first_listing)
         )
+        self.state = RecordingState(store, self.tracks, lambda: self.past, not options.no_past)
 
     # -- what producers use (recovery.SegmentAccess) ---------------------------------------------
 
@@ -232,12 +238,20 @@ class Recording:
                 timeline.kind,
                 update.hole_from,
             )
-            group.create_task(self.chains.fill_hole(timeline, update.hole_from))
+            group.create_task(self._fill_hole(timeline, update.hole_from))
         if segments and timeline.kind == self.downloads.clock_track:
             last = segments[-1]
             if last.duration is not None:
                 self.newest_listed_end = last.start + last.duration
         return sum(self.offer(ref) for ref in update.refs)
+
+    async def _fill_hole(self, timeline: Timeline, start: int) -> None:
+        # Counted: a stream fed while it is recorded waits at the hole while it may be filled.
+        self.state.filling += 1
+        try:
+            await self.chains.fill_hole(timeline, start)
+        finally:
+            self.state.filling -= 1
 
     # -- $Number$ under @duration: which number holds which time ------------------------------
 
@@ -319,7 +333,8 @@ async def record(
     assert options.segments_dir is not None  # there is an output
     # An output merged before its broadcast was all recorded is this recording's to replace.
     replace = options.overwrite or holds_partial_output(options.segments_dir)
-    check_output_free(output, replace, split=options.split.splits)
+    if not options.to_stdout:  # a stream on stdout writes no file (a rerun merges one)
+        check_output_free(output, replace, split=options.split.splits)
     ffmpeg = find_ffmpeg(options.ffmpeg_path)
     stop = stop or asyncio.Event()
     interrupts = 0
@@ -379,13 +394,42 @@ async def _record(
         try:
             recording = Recording(options, http, store, source, first, selected, stop, clock)
             await fetch_inits(http, store, recording.timelines.values())
-            end_reason = await _run(recording, first, reporter, _live_policy(options, started))
-            interrupted = stop.is_set()
-            return await _finish(recording, output, ffmpeg, end_reason, interrupted, started)
+            mux = _live_mux(recording, output, ffmpeg)
+            if options.live_merge:
+                await store.mark_output(partial=True)  # a rerun may replace what grows now
+            policy = _live_policy(options, started)
+            end_reason = await _run(recording, first, reporter, policy, mux)
+            reader_gone = mux is not None and mux.reader_gone
+            interrupted = stop.is_set() and not reader_gone
+            return await _finish(recording, output, ffmpeg, end_reason, interrupted, started, mux)
         finally:
             # Cancelled or failed, the recording leaves its journal as it stands now: a rerun
             # (or a test) reading it must not race a batch still being written.
             await store.settle()
+
+
+def _live_mux(recording: Recording, output: Path, ffmpeg: str) -> LiveMux | None:
+    """The ffmpeg fed during the recording: the stream on stdout (OUTPUT ``-``) or the growing
+    OUTPUT (``--live-merge``); None when the output is merged at the end only."""
+    options = recording.options
+    if not (options.to_stdout or options.live_merge):
+        return None
+    tracks = [t.name for t in recording.timelines.values()]
+    if not options.to_stdout and not keeps_video(output):
+        tracks = [t for t in tracks if t != "video"]  # an audio-only container
+
+    def reader_gone() -> None:
+        log.warning(
+            "%s: recording stopped; its segments are kept in %s (instarec MPD_URL %s merges "
+            "them, or resumes the recording while the broadcast goes on)",
+            READER_GONE,
+            options.segments_dir,
+            output,
+        )
+        recording.stop.set()
+
+    target = None if options.to_stdout else output
+    return LiveMux(recording.store, tracks, recording.state.settling, target, ffmpeg, reader_gone)
 
 
 def _live_policy(options: Options, started: float) -> LivePolicy:
@@ -396,12 +440,18 @@ def _live_policy(options: Options, started: float) -> LivePolicy:
 
 
 async def _run(
-    recording: Recording, first: Snapshot, reporter: Reporter | None, policy: LivePolicy
+    recording: Recording,
+    first: Snapshot,
+    reporter: Reporter | None,
+    policy: LivePolicy,
+    mux: LiveMux | None = None,
 ) -> str:
-    """Record until the broadcast ends, Ctrl+C or an expired URL; the reason it ended."""
+    """Record until the broadcast ends, Ctrl+C or an expired URL; the reason it ended. The
+    ``mux`` is fed all along and finished once the downloads are over."""
     end_reason = "unknown"
     try:
         async with asyncio.TaskGroup() as group:
+            muxing = group.create_task(mux.run()) if mux is not None else None
             workers = [
                 group.create_task(recording.downloads.worker())
                 for _ in range(recording.options.concurrency)
@@ -419,6 +469,11 @@ async def _run(
             if halted is not None:
                 end_reason = halted
                 await recording.downloads.drain(workers, DRAIN_TIMEOUT)
+            if mux is not None and muxing is not None:
+                mux.finish()  # what is on disk now is all there is: fed, then the output ends
+                await muxing
+                if mux.reader_gone:
+                    end_reason = READER_GONE
             for task in [*workers, *helpers]:
                 task.cancel()
     except BaseExceptionGroup as group_error:
@@ -494,6 +549,7 @@ async def _finish(
     end_reason: str,
     interrupted: bool,
     started: float,
+    mux: LiveMux | None = None,
 ) -> RecordingSummary:
     tracks = [RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
     archive = recording.past.archive if recording.past is not None else ArchiveStart()
@@ -514,6 +570,27 @@ async def _finish(
         archive.complete,
         unfinished=recording.refresher.failure or recording.unreachable,
     )
-    return await merge_store(
-        recording.store, tracks, output, ffmpeg, recording.options, end, recording.clock
+    written = None
+    if mux is not None and mux.target is not None:
+        outcome = mux.outcome
+        if outcome is not None and outcome.end is MuxEnd.FINISHED:
+            written = mux.target
+        elif outcome is not None and outcome.end is MuxEnd.FAILED:
+            log.warning("the live merge stopped (ffmpeg: %s): merging anew", outcome.detail)
+    summary = await merge_store(
+        recording.store,
+        tracks,
+        output,
+        ffmpeg,
+        recording.options,
+        end,
+        recording.clock,
+        written=written,
     )
+    if recording.options.to_stdout and (mux is None or not mux.reader_gone):
+        log.info(
+            "the segments are kept in %s: instarec MPD_URL %s merges them",
+            summary.segments_dir,
+            output,
+        )
+    return summary

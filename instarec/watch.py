@@ -1,0 +1,75 @@
+"""What the live mux (``livemux.py``) needs to know of a running recording: for each track,
+what may still come before the next segment (``order.Settling``).
+
+The recording's producers are the ones that can fill a hole: past recovery while it runs, a
+live hole's chain, a download queued or in flight (a known key neither on disk nor recorded
+missing). Once none of them can, a hole is final and the stream goes on past it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from instarec.options import DEFAULT_EXTENSION
+from instarec.order import Settling
+from instarec.recovery import PastRecovery
+from instarec.store import SegmentStore
+from instarec.timeline import Timeline
+
+
+class RecordingState:
+    """The settling of each track, read from the recording's parts as they stand."""
+
+    def __init__(
+        self,
+        store: SegmentStore,
+        tracks: Mapping[str, Timeline],
+        past: Callable[[], PastRecovery | None],
+        with_past: bool,
+    ) -> None:
+        self._store = store
+        self._tracks = tracks
+        self._past = past
+        self._with_past = with_past
+        self.filling = 0  # live holes being chained now
+
+    def searching(self) -> bool:
+        past = self._past()
+        # Before past recovery starts (the first manifest's numbers are being calibrated)
+        # it is as good as running.
+        recovering = self._with_past and (past is None or past.active)
+        return recovering or self.filling > 0
+
+    def settling(self, track: str, after: int | None, over: bool) -> Settling:
+        timeline = self._tracks[track]
+        keys = timeline.keys
+        start = 0 if after is None else bisect.bisect_right(keys, after)
+        store = self._store
+        pending = [
+            key
+            for key in keys[start:]
+            if not store.has(track, key) and not store.is_missing(track, key)
+        ]
+        missing = [m.key for m in store.missing(track) if after is None or m.key > after]
+        past = self._past()
+        first = past.archive.first.get(timeline.kind) if past is not None else None
+        return Settling(self.searching(), pending, sorted(missing), first, over)
+
+
+def stream_name(mpd_url: str) -> str:
+    """A file name for a stream watched on stdout: the manifest's name in its URL (an
+    Instagram broadcast's id), else ``stream``."""
+    path = unquote(urlsplit(mpd_url).path)
+    stem = Path(path).stem if path else ""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
+    return cleaned or "stream"
+
+
+def rerun_output(mpd_url: str) -> Path:
+    """The OUTPUT whose segments directory a stream watched on stdout keeps: a rerun with it
+    merges (or resumes) the same recording."""
+    return Path(stream_name(mpd_url) + DEFAULT_EXTENSION)
