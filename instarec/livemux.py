@@ -72,9 +72,11 @@ def output_args(path: Path | None) -> list[str]:
     args: list[str] = []
     if muxer in ("mp4", "mov", "ipod"):
         # A plain MP4 is unreadable until its moov is written at the end: fragments make it
-        # playable at once (the moov, empty of samples, comes first). The trailer then adds a
-        # global sidx at the front in place (no second copy): the duration and the index.
-        args += ["-movflags", "+frag_keyframe+empty_moov+default_base_moof+global_sidx"]
+        # playable at once (the moov, empty of samples, comes first, so no +faststart is
+        # needed). The trailer appends the index (mfra), from which players also read the
+        # duration; nothing is rewritten in place (a global sidx would move the whole file
+        # to make room at the front, leaving it unreadable while it moves).
+        args += ["-movflags", "+frag_keyframe+empty_moov+default_base_moof"]
         args += ["-frag_duration", "2000000"]  # audio-only: no keyframe cuts the fragments
     # Every packet reaches the file (or the pipe) at once, not when a 32 kB buffer fills.
     args += ["-flush_packets", "1", "-f", muxer, str(path)]
