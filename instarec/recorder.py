@@ -432,6 +432,20 @@ def _live_mux(recording: Recording, output: Path, ffmpeg: str) -> LiveMux | None
     return LiveMux(recording.store, tracks, recording.state.settling, target, ffmpeg, reader_gone)
 
 
+def _live_merged(recording: Recording, mux: LiveMux | None) -> Path | None:
+    """The OUTPUT the live merge wrote whole; None when the usual merge must write it."""
+    if mux is None or mux.target is None or mux.outcome is None:
+        return None
+    if mux.outcome.end is MuxEnd.FAILED:
+        log.warning("the live merge stopped (ffmpeg: %s): merging anew", mux.outcome.detail)
+        return None
+    if any(track not in recording.timelines for track in recording.store.tracks()):
+        # The live merge follows the first Period's tracks; the usual merge joins them all.
+        log.warning("the broadcast changed Period: merging anew with every Period")
+        return None
+    return mux.target if mux.outcome.end is MuxEnd.FINISHED else None
+
+
 def _live_policy(options: Options, started: float) -> LivePolicy:
     stop_after = None
     if options.stop_after is not None:
@@ -570,13 +584,7 @@ async def _finish(
         archive.complete,
         unfinished=recording.refresher.failure or recording.unreachable,
     )
-    written = None
-    if mux is not None and mux.target is not None:
-        outcome = mux.outcome
-        if outcome is not None and outcome.end is MuxEnd.FINISHED:
-            written = mux.target
-        elif outcome is not None and outcome.end is MuxEnd.FAILED:
-            log.warning("the live merge stopped (ffmpeg: %s): merging anew", outcome.detail)
+    written = _live_merged(recording, mux)
     summary = await merge_store(
         recording.store,
         tracks,

@@ -194,3 +194,30 @@ async def test_killed_then_rerun_rewrites_the_file_from_the_kept_segments(
     assert abs(report.audio_duration - report.video_duration) < 0.1
     assert summary.output == output
     assert grown_while_recording(caplog)
+
+
+async def test_a_period_change_is_merged_whole_at_the_end(
+    tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The file grows with the first Period's tracks; the Period after it comes from the usual
+    # merge at the end, which joins every Period on one timeline.
+    caplog.set_level(logging.INFO, logger="instarec")
+    config = OriginConfig(
+        shape="time", broadcast_duration=60, already_broadcast=20, window=5, period_starts=(36.0,)
+    )
+    clock = ManualClock()
+    output = tmp_path / "periods.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock) as driver:
+            await record(
+                fast_options(origin.manifest_url, output, no_past=True, live_merge=True),
+                install_signal_handlers=False,
+            )
+        assert driver.first_listed is not None
+        expected = origin.expected_frames(driver.first_listed, origin.segment_count - 1)
+
+    assert not grown_while_recording(caplog)
+    assert any("changed Period" in record.getMessage() for record in caplog.records)
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
