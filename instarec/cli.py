@@ -528,16 +528,8 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
     mpd_url, manifest_file = "", None
     if mpd_arg is not None:
         mpd_url, manifest_file = _manifest_source(mpd_arg, base_url, inspecting)
-    output_path = None
-    split = ns.split_duration is not None or ns.split_size is not None
     to_stdout = out_arg == "-" and not inspecting
-    if to_stdout:
-        _check_stdout_output(ns, split)
-        output_path = _stdout_store_output(mpd_url)
-    elif out_arg is not None and not inspecting:
-        output_path = _output_path(out_arg, ns.overwrite, split)
-        if ns.live_merge and split:
-            raise UsageError("--live-merge writes one OUTPUT file: it cannot be cut into parts")
+    output_path = None if inspecting else _output(ns, out_arg, mpd_url, to_stdout)
     _check_side_inputs(ns)
     options = Options(
         mpd_url=mpd_url,
@@ -584,6 +576,21 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         quiet=ns.quiet,
         log_file=ns.log_file,
     )
+
+
+def _output(
+    ns: argparse.Namespace, out_arg: str | None, mpd_url: str, to_stdout: bool
+) -> Path | None:
+    """OUTPUT checked; for ``-``, the file a rerun merges the segments kept into."""
+    split = ns.split_duration is not None or ns.split_size is not None
+    if to_stdout:
+        _check_stdout_output(ns, split)
+        return _stdout_store_output(mpd_url)
+    if out_arg is None:
+        return None
+    if ns.live_merge and split:
+        raise UsageError("--live-merge writes one OUTPUT file: it cannot be cut into parts")
+    return _output_path(out_arg, ns.overwrite, split)
 
 
 def _check_stdout_output(ns: argparse.Namespace, split: bool) -> None:

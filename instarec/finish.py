@@ -198,12 +198,8 @@ async def merge_store(
     *,
     written: Path | None = None,
 ) -> RecordingSummary:
-    """Merge what the store holds into ``output``; remove the store after a successful merge.
-
-    ``written``: the live merge already wrote the whole recording there (``--live-merge``).
-    A recording streamed to stdout (``options.to_stdout``) is not merged: its segments are
-    kept for a rerun with a file OUTPUT.
-    """
+    """Merge what the store holds into ``output`` (``written``: the live merge did) and remove
+    the store; streamed to stdout, nothing is merged and the store stays for a rerun."""
     inputs, summaries, gaps = _tracks_on_disk(store, tracks)
     # Checked before the merge removes the segments: the oldest segment found may have left
     # the server before its download.
@@ -220,11 +216,7 @@ async def merge_store(
     if inputs and options.to_stdout:
         duration = max(ends) - min(starts) if starts and ends else 0.0
     elif inputs:
-        if written is not None:
-            merged, size = written, await asyncio.to_thread(_size_of, written)
-            log.info("wrote %s (%d bytes) while recording", written, size)
-        else:
-            merged, size, parts = await _merged(store, tracks, inputs, output, ffmpeg, options)
+        merged, size, parts = await _output(store, tracks, inputs, output, ffmpeg, options, written)
         # The recorded media's own times say how long the file is.
         duration = max(ends) - min(starts) if starts and ends else 0.0
         if end.unfinished is None:
@@ -254,6 +246,23 @@ async def merge_store(
         parts=parts,
         unfinished=end.unfinished,
     )
+
+
+async def _output(
+    store: SegmentStore,
+    tracks: Sequence[RecordedTrack],
+    inputs: Sequence[Sequence[TrackInput]],
+    output: Path,
+    ffmpeg: str,
+    options: Options,
+    written: Path | None,
+) -> tuple[Path, int, tuple[PartSummary, ...]]:
+    """The output file: the one the live merge ``written``, or merged now."""
+    if written is None:
+        return await _merged(store, tracks, inputs, output, ffmpeg, options)
+    size = await asyncio.to_thread(_size_of, written)
+    log.info("wrote %s (%d bytes) while recording", written, size)
+    return written, size, ()
 
 
 def _size_of(path: Path) -> int:

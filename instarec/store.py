@@ -369,10 +369,6 @@ class SegmentStore:
     def has(self, track: str, key: int) -> bool:
         return key in self._index.segments.get(track, {})
 
-    def is_missing(self, track: str, key: int) -> bool:
-        """Whether ``key`` is recorded missing (and was not committed since)."""
-        return key in self._index.missing.get(track, {})
-
     def tracks(self) -> list[str]:
         return sorted(set(self._index.segments) | set(self._index.inits) | set(self._index.missing))
 

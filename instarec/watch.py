@@ -49,12 +49,9 @@ class RecordingState:
         keys = timeline.keys
         start = 0 if after is None else bisect.bisect_right(keys, after)
         store = self._store
-        pending = [
-            key
-            for key in keys[start:]
-            if not store.has(track, key) and not store.is_missing(track, key)
-        ]
         missing = [m.key for m in store.missing(track) if after is None or m.key > after]
+        lost = set(missing)
+        pending = [k for k in keys[start:] if not store.has(track, k) and k not in lost]
         past = self._past()
         first = past.archive.first.get(timeline.kind) if past is not None else None
         return Settling(self.searching(), pending, sorted(missing), first, over)

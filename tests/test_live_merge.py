@@ -18,7 +18,7 @@ from instarec.testing.clock import ManualClock
 from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin, OriginConfig
 from tests.recording import fast_options, inspect, running_clock
-from tests.test_resume_signals import journal_keys, wait_until
+from tests.test_resume_signals import journal_keys, start_recorder, wait_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +221,38 @@ async def test_a_period_change_is_merged_whole_at_the_end(
     report = inspect(output)
     assert report.video_frames == expected
     assert report.video_gaps == ()
+
+
+async def test_kill_9_leaves_a_playable_file_and_the_rerun_completes_it(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="time", broadcast_duration=150, already_broadcast=60, media=test_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "killed.mkv"
+    segments_dir = tmp_path / "killed.mkv.segments"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.1, every=0.01):
+            first = await start_recorder(origin.manifest_url, output, "--live-merge")
+            await wait_until(lambda: len(journal_keys(segments_dir)) >= 50 and output.exists())
+            first.kill()  # SIGKILL: no cleanup of any kind
+            await first.wait()
+            # ffmpeg, a process of its own, finishes the file once its input is gone.
+            await wait_until(
+                lambda: (found := probe(output)) is not None and found.video_frames > 0
+            )
+            killed = probe(output)
+            second = await start_recorder(origin.manifest_url, output, "--live-merge")
+            _, stderr = await asyncio.wait_for(second.communicate(), timeout=120)
+            assert second.returncode == 0, stderr.decode()[-2000:]
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+
+    assert killed is not None
+    assert killed.first_pts == pytest.approx(0.0, abs=0.001) and killed.first_key
+    assert 0 < killed.video_frames < expected
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+    assert not segments_dir.exists()
