@@ -80,6 +80,7 @@ class RecordingSummary:
     # Why the recording stopped before the broadcast's end with its segments kept for a rerun
     # to resume (an expired URL); None when it did not.
     unfinished: str | None = None
+    streamed: bool = False  # streamed to stdout while recorded (OUTPUT -), not merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +246,7 @@ async def merge_store(
         interrupted=end.interrupted,
         parts=parts,
         unfinished=end.unfinished,
+        streamed=options.to_stdout,
     )
 
 

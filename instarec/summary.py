@@ -103,6 +103,8 @@ def _archive_text(summary: RecordingSummary) -> str:
 
 def _output_rows(summary: RecordingSummary) -> list[tuple[str, str]]:
     parts = summary.parts
+    if summary.streamed:
+        return [("Output", "stdout (MPEG-TS, streamed while recording)")]
     if not parts:
         return [("Output", str(summary.output) if summary.output is not None else "nothing merged")]
     rows = [("Output", f"{parts[0].path} … {parts[-1].path} ({len(parts)} parts)")]

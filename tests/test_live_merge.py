@@ -73,7 +73,7 @@ async def probe_while_recording(path: Path, probes: list[Probe]) -> None:
             probes.append(found)
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
 async def test_output_grows_playable_from_the_first_frame_and_ends_whole(
     suffix: str, tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -101,9 +101,11 @@ async def test_output_grows_playable_from_the_first_frame_and_ends_whole(
 
     # Mid-recording, a player opening the file decodes from the broadcast's first frame (the
     # recovered past comes first), and finds more each time.
+    # MPEG-TS starts its clock at 1.4 s (as the merge without --live-merge writes it).
+    zero = 1.4 if suffix == ".ts" else 0.0
     playable = [p for p in probes if p.video_frames > 0]
     assert len(playable) >= 3, probes
-    assert all(p.first_pts == pytest.approx(0.0, abs=0.001) and p.first_key for p in playable)
+    assert all(p.first_pts == pytest.approx(zero, abs=0.001) and p.first_key for p in playable)
     assert playable[-1].video_frames > playable[0].video_frames
     # Never less than a moment before: the file is only ever appended to (no rewrite in place
     # that a player, or a kill, could catch half done).
@@ -114,7 +116,7 @@ async def test_output_grows_playable_from_the_first_frame_and_ends_whole(
     # At the end: the whole broadcast, finished (the container knows its duration).
     report = inspect(output)
     assert report.video_frames == expected
-    assert report.video_start == pytest.approx(0.0, abs=0.001)
+    assert report.video_start == pytest.approx(zero, abs=0.001)
     assert report.video_gaps == ()
     assert report.video_duration == pytest.approx(duration, abs=0.05)
     assert abs(report.audio_duration - report.video_duration) < 0.1
@@ -256,3 +258,29 @@ async def test_kill_9_leaves_a_playable_file_and_the_rerun_completes_it(
     assert report.video_gaps == ()
     assert abs(report.audio_duration - report.video_duration) < 0.1
     assert not segments_dir.exists()
+
+
+async def test_an_audio_only_output_grows_with_the_audio(
+    tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="instarec")
+    config = OriginConfig(
+        shape="number_timeline", broadcast_duration=60, already_broadcast=20, media=test_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "sound.m4a"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock):
+            await record(
+                fast_options(origin.manifest_url, output, live_merge=True),
+                install_signal_handlers=False,
+            )
+        duration = origin.duration
+
+    assert grown_while_recording(caplog)
+    with av.open(str(output)) as container:
+        assert not container.streams.video
+        assert len(container.streams.audio) == 1
+    report = inspect(output)
+    assert report.audio_start == pytest.approx(0.0, abs=0.05)
+    assert report.audio_duration == pytest.approx(duration, abs=0.1)

@@ -145,7 +145,11 @@ async def test_stdout_streams_the_whole_broadcast_past_first_then_live(
     assert abs(report.audio_start - report.video_start) < 0.1
     assert abs(report.audio_end - report.video_end) < 0.1
     # The summary went to stderr; the segments stay for a rerun with a file OUTPUT.
-    assert "Output" in messages
+    assert "stdout (MPEG-TS, streamed while recording)" in messages
+    assert any(
+        line.startswith("Segments kept in") and line.endswith(segments_dir.name)
+        for line in messages.splitlines()
+    )
     assert len(journal_keys(segments_dir)) == 2 * origin.segment_count
 
     # A player joining late (reading from the middle of the stream) hears the audio at once,
