@@ -62,6 +62,9 @@ class StreamReport:
     largest_video_step: float  # the largest jump between consecutive frames, seconds
     frame: float  # one frame's duration
     decreasing_dts: int  # packets whose dts goes back in their stream (out of order)
+    # The largest distance between the audio and the video read so far, at any point of the
+    # stream: how far apart the tracks are interleaved (what a player must buffer).
+    interleave: float
 
 
 def decode(path: Path) -> StreamReport:
@@ -71,6 +74,8 @@ def decode(path: Path) -> StreamReport:
     keyframe_first = False
     decreasing = 0
     last_dts: dict[int, int] = {}
+    newest: dict[str, float] = {}
+    interleave = 0.0
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         audio = container.streams.audio[0]
@@ -80,6 +85,9 @@ def decode(path: Path) -> StreamReport:
                 if previous is not None and packet.dts < previous:
                     decreasing += 1
                 last_dts[packet.stream.index] = packet.dts
+                newest[packet.stream.type] = float(packet.dts * packet.time_base)
+                if len(newest) == 2:
+                    interleave = max(interleave, abs(newest["video"] - newest["audio"]))
             for frame in packet.decode():
                 if frame.pts is None:
                     continue
@@ -108,6 +116,7 @@ def decode(path: Path) -> StreamReport:
         largest_video_step=max(steps),
         frame=frame,
         decreasing_dts=decreasing,
+        interleave=interleave,
     )
 
 
@@ -140,6 +149,9 @@ async def test_stdout_streams_the_whole_broadcast_past_first_then_live(
     assert report.video_frames == expected
     assert report.keyframe_first
     assert report.decreasing_dts == 0
+    # Audio and video come interleaved: a player never buffers seconds of one to find the
+    # other (the muxer packs a few audio frames per PES packet: a fraction of a second).
+    assert report.interleave < 0.5
     assert report.largest_video_step < 1.5 * report.frame
     assert report.video_end - report.video_start == pytest.approx(duration, abs=0.05)
     assert abs(report.audio_start - report.video_start) < 0.1
