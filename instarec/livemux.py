@@ -220,6 +220,9 @@ class LiveMux:
             self._on_reader_gone()
             return MuxOutcome(MuxEnd.READER_GONE)
         detail = tail[-1] if tail else f"exit status {status}"
+        # The recording goes on: archiving it is what matters most, and its segments are kept.
+        where = "stdout" if self.target is None else str(self.target)
+        log.warning("ffmpeg stopped writing %s (%s); the recording goes on", where, detail)
         return MuxOutcome(MuxEnd.FAILED, detail)
 
     # -- feeding -----------------------------------------------------------------------------

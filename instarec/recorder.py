@@ -437,7 +437,7 @@ def _live_merged(recording: Recording, mux: LiveMux | None) -> Path | None:
     if mux is None or mux.target is None or mux.outcome is None:
         return None
     if mux.outcome.end is MuxEnd.FAILED:
-        log.warning("the live merge stopped (ffmpeg: %s): merging anew", mux.outcome.detail)
+        log.warning("merging %s anew from the recorded segments", mux.target)
         return None
     if any(track not in recording.timelines for track in recording.store.tracks()):
         # The live merge follows the first Period's tracks; the usual merge joins them all.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,9 +61,7 @@ def probe(path: Path) -> Probe | None:
 def grown_while_recording(caplog: pytest.LogCaptureFixture) -> bool:
     """Whether the output came from the live merge (not from a merge at the end)."""
     messages = [record.getMessage() for record in caplog.records]
-    return any("while recording" in m for m in messages) and not any(
-        "live merge stopped" in m for m in messages
-    )
+    return any("while recording" in m for m in messages) and not any("anew" in m for m in messages)
 
 
 async def probe_while_recording(path: Path, probes: list[Probe]) -> None:
@@ -284,3 +283,41 @@ async def test_an_audio_only_output_grows_with_the_audio(
     report = inspect(output)
     assert report.audio_start == pytest.approx(0.0, abs=0.05)
     assert report.audio_duration == pytest.approx(duration, abs=0.1)
+
+
+async def test_ffmpeg_failing_mid_recording_leaves_the_merge_to_the_end(
+    tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An ffmpeg that dies a second into the live merge (and merges normally otherwise).
+    caplog.set_level(logging.INFO, logger="instarec")
+    real_ffmpeg = shutil.which("ffmpeg")
+    assert real_ffmpeg is not None
+    failing = tmp_path / "failing-ffmpeg"
+    failing.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *-flush_packets*) exec timeout -s KILL 1 "' + real_ffmpeg + '" "$@";; esac\n'
+        'exec "' + real_ffmpeg + '" "$@"\n'
+    )
+    failing.chmod(0o755)
+    config = OriginConfig(
+        shape="time", broadcast_duration=60, already_broadcast=20, media=test_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "fallback.mp4"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.1, every=0.01):
+            summary = await record(
+                fast_options(
+                    origin.manifest_url, output, live_merge=True, ffmpeg_path=str(failing)
+                ),
+                install_signal_handlers=False,
+            )
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("ffmpeg stopped writing" in m for m in messages), messages
+    assert not grown_while_recording(caplog)
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert summary.output == output

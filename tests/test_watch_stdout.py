@@ -210,6 +210,7 @@ async def test_a_player_quitting_ends_the_recording_and_a_rerun_merges_it(
     assert stopped_at < 110  # stopped by the player, long before the broadcast's end
     assert "Traceback" not in messages
     assert "Broken pipe" not in messages and "BrokenPipe" not in messages
+    assert "Exception ignored" not in messages
     assert messages.count("the player closed the stream") >= 1
     assert len([line for line in messages.splitlines() if "closed the stream:" in line]) == 1
     assert len(seen) == 500_000
