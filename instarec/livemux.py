@@ -25,10 +25,11 @@ import os
 import select
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 from instarec.errors import FFmpegNotFoundError
 from instarec.merge import FFMPEG_FIX, TERMINATE_TIMEOUT, output_format
@@ -59,8 +60,16 @@ class MuxOutcome:
     detail: str = ""  # ffmpeg's last error line, when it failed
 
 
-# The state of one track as the recording stands: ``(track, last key fed, over) -> Settling``.
-SettlingOf = Callable[[str, int | None, bool], Settling]
+class TrackStates(Protocol):
+    """The recording as the live mux sees it, track by track."""
+
+    def settling(self, track: str, after: int | None, over: bool) -> Settling:
+        """What may still come after key ``after`` (None: the track's start)."""
+
+    def version(self, track: str) -> Hashable:
+        """Changes whenever what ``settling`` or the store say of ``track`` may have changed:
+        while it does not, a track waiting for its next segment need not look again (sorting
+        the store's hours of segments forty times a second would cost the recording)."""
 
 
 def output_args(path: Path | None) -> list[str]:
@@ -91,18 +100,19 @@ class LiveMux:
         self,
         store: SegmentStore,
         tracks: Sequence[str],
-        settling: SettlingOf,
+        states: TrackStates,
         target: Path | None,
         ffmpeg: str,
         on_reader_gone: Callable[[], None],
     ) -> None:
         self._store = store
         self._cursors = {track: TrackCursor(track) for track in tracks}
-        self._settling = settling
+        self._states = states
         self.target = target
         self._ffmpeg = ffmpeg
         self._on_reader_gone = on_reader_gone
         self._over = asyncio.Event()
+        self._seen: dict[str, Hashable] = {}
         self.outcome: MuxOutcome | None = None
 
     def finish(self) -> None:
@@ -139,9 +149,15 @@ class LiveMux:
             await self._pause()
 
     def _ready(self, track: str, over: bool) -> list[StoredSegment]:
+        """The next segments of ``track``, when something changed since it last looked."""
+        version = (over, self._states.version(track))
+        if version == self._seen.get(track):
+            return []
+        self._seen[track] = version
         cursor = self._cursors[track]
         after = cursor.last.key if cursor.last is not None else None
-        return cursor.ready(self._store.segments(track), self._settling(track, after, over))
+        settling = self._states.settling(track, after, over)
+        return cursor.ready(self._store.segments(track), settling)
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):

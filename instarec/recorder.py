@@ -129,7 +129,9 @@ class Recording:
         self.chains = TimeChains(
             self, self.timelines, self.limits, shares_times(self.timelines, self.first_listing)
         )
-        self.state = RecordingState(store, self.tracks, lambda: self.past, not options.no_past)
+        self.state = RecordingState(
+            store, self.tracks, lambda: self.past, not options.no_past, self.downloads.stats
+        )
 
     # -- what producers use (recovery.SegmentAccess) ---------------------------------------------
 
@@ -429,7 +431,7 @@ def _live_mux(recording: Recording, output: Path, ffmpeg: str) -> LiveMux | None
         recording.stop.set()
 
     target = None if options.to_stdout else output
-    return LiveMux(recording.store, tracks, recording.state.settling, target, ffmpeg, reader_gone)
+    return LiveMux(recording.store, tracks, recording.state, target, ffmpeg, reader_gone)
 
 
 def _live_merged(recording: Recording, mux: LiveMux | None) -> Path | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from instarec.downloads import DownloadStats
 from instarec.options import DEFAULT_EXTENSION
 from instarec.order import Settling
 from instarec.recovery import PastRecovery
@@ -30,8 +31,10 @@ class RecordingState:
         tracks: Mapping[str, Timeline],
         past: Callable[[], PastRecovery | None],
         with_past: bool,
+        stats: Callable[[], DownloadStats],
     ) -> None:
         self._store = store
+        self._stats = stats
         self._tracks = tracks
         self._past = past
         self._with_past = with_past
@@ -43,6 +46,14 @@ class RecordingState:
         # it is as good as running.
         recovering = self._with_past and (past is None or past.active)
         return recovering or self.filling > 0
+
+    def version(self, track: str) -> Hashable:
+        # Every commit counts in the stats once the store holds it (a miss is counted before,
+        # so the store's own records are counted); a key found (or a wrong guess forgotten)
+        # changes the timeline's length.
+        lost = len(self._store.missing(track))
+        keys = len(self._tracks[track].keys)
+        return (self._stats().downloaded, lost, keys, self.searching())
 
     def settling(self, track: str, after: int | None, over: bool) -> Settling:
         timeline = self._tracks[track]
