@@ -19,7 +19,6 @@ from instarec.files import PartSummary, PeriodPiece, write_files
 from instarec.merge import TrackInput
 from instarec.options import Options
 from instarec.periods import kind_of, period_start_ms
-from instarec.segments import TrackKind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ class RecordingEnd:
     interrupted: bool = False  # stopped by the user (Ctrl+C)
     # The oldest key past recovery found per track (none: no past recovery ran), and whether
     # it is the broadcast's first segment.
-    archive_first: Mapping[TrackKind, int] = field(default_factory=dict)
+    archive_first: Mapping[str, int] = field(default_factory=dict)  # by store track name
     archive_complete: bool = False
     unfinished: str | None = None  # see RecordingSummary.unfinished
 
@@ -182,7 +181,11 @@ async def merge_store(
     inputs, summaries, gaps = _tracks_on_disk(store, tracks)
     # Checked before the merge removes the segments: the oldest segment found may have left
     # the server before its download.
-    expired = sorted(kind for kind, key in end.archive_first.items() if not store.has(kind, key))
+    expired = sorted(
+        kind_of(track) or track
+        for track, key in end.archive_first.items()
+        if not store.has(track, key)
+    )
     size = 0
     duration = 0.0
     merged: Path | None = None

@@ -51,13 +51,19 @@ from instarec.merge import check_output_free, find_ffmpeg
 from instarec.mp4 import FragmentInfo
 from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
-from instarec.periods import PeriodFollower
+from instarec.periods import PeriodFollower, first_timeline
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
 from instarec.refresh import REFUSALS, Refresher, RefreshPolicy, fresh_start_url
 from instarec.segments import SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
-from instarec.store import SegmentStore, discard, holds_partial_output, kept_fingerprint
+from instarec.store import (
+    SegmentStore,
+    discard,
+    holds_partial_output,
+    kept_fingerprint,
+    kept_representations,
+)
 from instarec.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -99,8 +105,8 @@ class Recording:
         )
         for kind, rep in chosen:
             if rep is not None:
-                period_start = first.manifest.periods[rep.period_index].start
-                self.timelines[kind] = Timeline(kind, rep, period_start)
+                period = first.manifest.periods[rep.period_index]
+                self.timelines[kind] = first_timeline(kind, rep, period, store.place(kind))
         self.refresher = Refresher(
             http,
             source.location,
@@ -111,7 +117,8 @@ class Recording:
         source.when_refused(self.refresher.manifest_refused)
         # Every track by its store name: the first Period's above, later Periods' as they come.
         self.tracks: dict[str, Timeline] = {t.name: t for t in self.timelines.values()}
-        self.periods = PeriodFollower(first.manifest, self.timelines)
+        kept = {kind: store.place(kind) for kind in self.timelines}
+        self.periods = PeriodFollower(first.manifest, self.timelines, kept)
         self.downloads = Downloads(options, http, store, self.tracks, self.refresher, clock)
         self.started = clock.monotonic()
         self.past: PastRecovery | None = None
@@ -265,7 +272,7 @@ class Recording:
             max_chains=self.options.concurrency,
             kept=KeptGround(
                 self.chains,
-                {kind: self.store.segments(kind) for kind in self.timelines},
+                {kind: self.store.segments(t.name) for kind, t in self.timelines.items()},
                 self.limits,
             ),
         )
@@ -286,7 +293,8 @@ def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
         selected.audio.id if selected.audio else "",
     )
     kept = kept_fingerprint(root)
-    problem = None if kept is None else identity.mismatch(kept, wanted, root)
+    later = kept_representations(root) if kept is not None else {}
+    problem = None if kept is None else identity.mismatch(kept, wanted, root, later)
     if kept is not None and problem is None:
         if kept["manifest"] != wanted["manifest"]:
             log.info("resuming the recording kept in %s (from %s)", root, kept["manifest"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +20,7 @@ from instarec.testing.clock import ManualClock
 from instarec.testing.media import MediaSpec, TestMedia
 from instarec.testing.origin import Origin, OriginConfig
 from tests.recording import fast_options, inspect, running_clock
+from tests.test_resume_signals import journal_keys, wait_until
 
 
 def _packet_times(path: Path, kind: str) -> list[tuple[float, float]]:
@@ -271,3 +275,53 @@ async def test_a_restart_in_the_recovered_past_is_recovered_from_the_broadcasts_
     assert abs(report.audio_duration - report.video_duration) < 0.1
     assert summary.archive_complete
     assert summary.gaps == ()
+
+
+@pytest.mark.parametrize(("shape", "new_ids"), [("time", False), ("number_timeline", True)])
+async def test_a_rerun_after_the_first_period_left_the_manifest_resumes_into_the_next(
+    shape: str, new_ids: bool, tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape=shape,
+        broadcast_duration=60,
+        already_broadcast=10,
+        window=5,
+        period_starts=(20.0,),
+        period_new_ids=new_ids,
+    )
+    clock = ManualClock()
+    output = tmp_path / "resumed.mkv"
+    segments_dir = tmp_path / "resumed.mkv.segments"
+    async with Origin(config, clock, media=test_media) as origin:
+        options = fast_options(origin.manifest_url, output)
+        # The first run records into the second Period, then dies (a second Ctrl+C, kill -9).
+        async with running_clock(origin, clock, step=0.1):
+            first_run = asyncio.create_task(record(options, install_signal_handlers=False))
+            second = origin.broadcast.periods.firsts[1]
+            suffix = f"-p{round(origin.segment_start(second) * 1000)}"
+            tracks = {"video", "audio", "video" + suffix, "audio" + suffix}
+            await wait_until(
+                lambda: {t for t, _ in journal_keys(segments_dir)} == tracks or first_run.done()
+            )
+            assert not first_run.done(), first_run.result()
+            first_run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first_run
+        # Later, the first Period has left the manifest: the rerun starts in the second one.
+        clock.advance(30)
+        assert origin.listed_segments()[0] > second
+        async with running_clock(origin, clock):
+            summary = await record(options, install_signal_handlers=False)
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        broadcast_end = origin.segment_end(origin.segment_count - 1)
+        log = origin.request_log
+
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert report.video_duration == pytest.approx(broadcast_end, abs=0.05)
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+    assert summary.gaps == ()
+    # Nothing the first run kept was fetched again.
+    fetched = Counter((r.track, r.index) for r in log if r.kind == "media" and r.complete)
+    assert set(fetched.values()) == {1}
