@@ -23,7 +23,7 @@ from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse
 from instarec.options import Options
 from instarec.refresh import Refresher
 from instarec.segments import RefOrigin, SegmentRef, TrackKind
-from instarec.store import SegmentStore
+from instarec.store import SegmentStore, TrackPlace
 from instarec.timeline import Timeline
 from instarec.unanswered import Unanswered
 
@@ -561,7 +561,8 @@ async def fetch_inits(http: HttpClient, store: SegmentStore, timelines: Iterable
         if not store.has_init(timeline.name):
             async with store.writer(timeline.name) as sink:
                 await http.download(init.url, sink, byte_range=init.byte_range)
-            await store.commit_init(timeline.name, offset=timeline.offset)
+            place = TrackPlace(timeline.period_start, timeline.seconds(0), timeline.rep.id)
+            await store.commit_init(timeline.name, offset=timeline.offset, place=place)
         try:
             timeline.init = parse_init(path.read_bytes())
         except Mp4Error as exc:

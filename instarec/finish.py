@@ -16,18 +16,10 @@ from pathlib import Path
 
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import InstarecError, storage_error
-from instarec.merge import (
-    TrackInput,
-    check_output_free,
-    keeps_video,
-    merge_parts,
-    merge_periods,
-    remove_parts_after,
-)
+from instarec.files import PartSummary, PeriodPiece, write_files
+from instarec.merge import TrackInput
 from instarec.options import Options
-from instarec.parts import Part, part_output, plan_parts
 from instarec.periods import kind_of, period_start_ms
-from instarec.segments import TrackKind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
@@ -51,16 +43,6 @@ class TrackSummary:
     missing: int
     start: float | None  # seconds, first recorded segment
     end: float | None  # seconds, end of the last recorded segment
-
-
-@dataclass(frozen=True, slots=True)
-class PartSummary:
-    """One file of a recording cut into parts (--split, --split-size)."""
-
-    path: Path
-    start: float  # seconds on the broadcast's timeline, where its earliest track starts
-    duration: float  # seconds, from that start to the end of its latest track
-    size: int  # bytes of the file
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +165,7 @@ class RecordingEnd:
     interrupted: bool = False  # stopped by the user (Ctrl+C)
     # The oldest key past recovery found per track (none: no past recovery ran), and whether
     # it is the broadcast's first segment.
-    archive_first: Mapping[TrackKind, int] = field(default_factory=dict)
+    archive_first: Mapping[str, int] = field(default_factory=dict)  # by store track name
     archive_complete: bool = False
     unfinished: str | None = None  # see RecordingSummary.unfinished
 
@@ -204,25 +186,25 @@ async def merge_store(
     inputs, summaries, gaps = _tracks_on_disk(store, tracks)
     # Checked before the merge removes the segments: the oldest segment found may have left
     # the server before its download.
-    expired = sorted(kind for kind, key in end.archive_first.items() if not store.has(kind, key))
+    expired = sorted(
+        kind_of(track) or track
+        for track, key in end.archive_first.items()
+        if not store.has(track, key)
+    )
     size = 0
-    duration = 0.0
     merged: Path | None = None
     parts: tuple[PartSummary, ...] = ()
     # Where the file starts and ends, in the media's own times (a timeline need not start at 0).
     starts = [t.start for t in summaries if t.start is not None]
     ends = [t.end for t in summaries if t.end is not None]
+    duration = max(ends) - min(starts) if starts and ends else 0.0
     if end.unfinished is not None:
         await store.mark_output(partial=True)  # before the merge: a rerun may replace OUTPUT
-    if inputs and options.to_stdout:
-        duration = max(ends) - min(starts) if starts and ends else 0.0
-    elif inputs:
-        merged, size, parts = await _output(store, tracks, inputs, output, ffmpeg, options, written)
-        # The recorded media's own times say how long the file is.
-        duration = max(ends) - min(starts) if starts and ends else 0.0
+    if inputs and not options.to_stdout:
+        merged, size, parts = await _output(store, inputs, output, ffmpeg, options, written)
         if end.unfinished is None:
             await _finished(store, options.keep_segments)
-    else:
+    elif not inputs:
         log.warning("no segment was recorded: nothing to merge")
     archive_start = min(starts) if end.archive_first and starts else None
     if expired and archive_start is not None:
@@ -252,8 +234,7 @@ async def merge_store(
 
 async def _output(
     store: SegmentStore,
-    tracks: Sequence[RecordedTrack],
-    inputs: Sequence[Sequence[TrackInput]],
+    inputs: Sequence[PeriodPiece],
     output: Path,
     ffmpeg: str,
     options: Options,
@@ -261,7 +242,9 @@ async def _output(
 ) -> tuple[Path, int, tuple[PartSummary, ...]]:
     """The output file: the one the live merge ``written``, or merged now."""
     if written is None:
-        return await _merged(store, tracks, inputs, output, ffmpeg, options)
+        # An output merged before the broadcast was all recorded is this recording's to replace.
+        replace = options.overwrite or store.partial_output
+        return await write_files(store, inputs, output, ffmpeg, options, replace)
     size = await asyncio.to_thread(_size_of, written)
     log.info("wrote %s (%d bytes) while recording", written, size)
     return written, size, ()
@@ -272,61 +255,6 @@ def _size_of(path: Path) -> int:
         return path.stat().st_size
     except OSError as exc:
         raise storage_error(exc, "read", path) from exc
-
-
-async def _merged(
-    store: SegmentStore,
-    tracks: Sequence[RecordedTrack],
-    inputs: Sequence[Sequence[TrackInput]],
-    output: Path,
-    ffmpeg: str,
-    options: Options,
-) -> tuple[Path, int, tuple[PartSummary, ...]]:
-    """Merge into ``output``, or its parts: the (first) file, the bytes written, the parts."""
-    # An output merged before the broadcast was all recorded is this recording's to replace.
-    replace = options.overwrite or store.partial_output
-    if options.split.splits:
-        parts = await _merge_parts(store, tracks, output, ffmpeg, options, replace)
-        return parts[0].path, sum(part.size for part in parts), parts
-    result = await merge_periods(inputs, output, ffmpeg=ffmpeg, overwrite=replace)
-    return result.output, result.size, ()
-
-
-async def _merge_parts(
-    store: SegmentStore,
-    tracks: Sequence[RecordedTrack],
-    output: Path,
-    ffmpeg: str,
-    options: Options,
-    replace: bool,
-) -> tuple[PartSummary, ...]:
-    """Cut what the store holds into parts (``parts.py``) and merge each into a file."""
-    on_disk = {track.kind: store.segments(track.kind) for track in tracks}
-    video = bool(on_disk.get("video")) and keeps_video(output)
-    lead = "video" if video or not on_disk.get("audio") else "audio"
-    planned = plan_parts(on_disk, lead, options.split)
-    jobs = [(part_output(output, part.number), _part_inputs(store, part)) for part in planned]
-    kept = {kind for kind, segments in on_disk.items() if segments and (video or kind != "video")}
-    for (path, _), part in zip(jobs, planned, strict=True):
-        lacking = kept - {kind for kind, _ in part.tracks}
-        if lacking:
-            # A hole in one track as long as the part: the part is still made, without it.
-            log.warning("%s has no %s: none was recorded there", path, " or ".join(sorted(lacking)))
-    await asyncio.to_thread(check_output_free, output, replace, split=True)
-    results = await merge_parts(jobs, ffmpeg=ffmpeg, overwrite=replace)
-    if replace:
-        await asyncio.to_thread(remove_parts_after, output, len(results))
-    return tuple(
-        PartSummary(result.output, part.start, part.duration, result.size)
-        for part, result in zip(planned, results, strict=True)
-    )
-
-
-def _part_inputs(store: SegmentStore, part: Part[StoredSegment]) -> list[TrackInput]:
-    return [
-        TrackInput(kind, store.init_path(kind), tuple(s.path for s in segments), segments[0].start)
-        for kind, segments in part.tracks
-    ]
 
 
 async def _finished(store: SegmentStore, keep_segments: bool) -> None:
@@ -345,17 +273,18 @@ def _period_suffixes(store: SegmentStore) -> list[str]:
 
 def _tracks_on_disk(
     store: SegmentStore, tracks: Sequence[RecordedTrack]
-) -> tuple[list[list[TrackInput]], list[TrackSummary], list[GapRange]]:
+) -> tuple[list[PeriodPiece], list[TrackSummary], list[GapRange]]:
     """What ffmpeg merges (the tracks of each Period), and what the summary says, for each
     recorded track (its Periods together: they lie on one clock)."""
     suffixes = _period_suffixes(store)
     pieces: list[list[TrackInput]] = [[] for _ in suffixes]
+    spans: list[list[float]] = [[] for _ in suffixes]
     summaries: list[TrackSummary] = []
     all_gaps: list[GapRange] = []
     for track in tracks:
         stored: list[StoredSegment] = []
         missing: list[MissingSegment] = []
-        for piece, suffix in zip(pieces, suffixes, strict=True):
+        for piece, span, suffix in zip(pieces, spans, suffixes, strict=True):
             name = track.kind + suffix
             segments = store.segments(name)
             stored += segments
@@ -364,6 +293,7 @@ def _tracks_on_disk(
                 paths = tuple(s.path for s in segments)
                 start, shift = segments[0].start, store.offset(name)
                 piece.append(TrackInput(track.kind, store.init_path(name), paths, start, shift))
+                span += [start, segments[-1].start + (segments[-1].duration or 0.0)]
         lost = _lost_segments(stored, missing)
         gaps = _timeline_gaps(track.kind, stored, [m.key for m in lost])
         all_gaps.extend(gaps)
@@ -379,7 +309,12 @@ def _tracks_on_disk(
                 (last.start + (last.duration or 0.0)) if last else None,
             )
         )
-    return [piece for piece in pieces if piece], summaries, all_gaps
+    periods = [
+        PeriodPiece(suffix, tuple(piece), min(span), max(span))
+        for suffix, piece, span in zip(suffixes, pieces, spans, strict=True)
+        if piece
+    ]
+    return periods, summaries, all_gaps
 
 
 async def merge_leftovers(

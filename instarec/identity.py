@@ -9,7 +9,7 @@ and no representation in common is another broadcast. Pure: the caller reads the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,18 +26,28 @@ def fingerprint(mpd_url: str, video: str, audio: str) -> dict[str, str]:
     }
 
 
-def mismatch(kept: Mapping[str, str], wanted: Mapping[str, str], where: Path) -> str | None:
+def mismatch(
+    kept: Mapping[str, str],
+    wanted: Mapping[str, str],
+    where: Path,
+    later: Mapping[str, Collection[str]] | None = None,
+) -> str | None:
     """Why the recording kept in ``where`` is not the one ``wanted`` (a one-line message for
-    the user), or None when a rerun resumes it."""
+    the user), or None when a rerun resumes it. ``later``: the representation ids of each kind
+    the recording followed into later Periods, which a rerun begun in one of them asks for."""
+
+    def recorded(kind: str) -> set[str]:
+        return {kept.get(kind, ""), *(later or {}).get(kind, ())}
+
     same_path = urlsplit(kept.get("manifest", "")).path == urlsplit(wanted["manifest"]).path
-    shared = [kind for kind in _TRACKS if kept.get(kind) and kept.get(kind) == wanted.get(kind)]
+    shared = [kind for kind in _TRACKS if wanted.get(kind) and wanted[kind] in recorded(kind)]
     if not same_path and not shared:
         return (
             f"{where} holds an unfinished recording of another broadcast "
             f"({kept.get('manifest', 'unknown manifest')}): pass --overwrite to discard it, "
             "or choose another OUTPUT"
         )
-    if any(kept.get(kind, "") != wanted.get(kind, "") for kind in _TRACKS):
+    if any(wanted.get(kind, "") not in recorded(kind) for kind in _TRACKS):
         return (
             f"{where} holds a recording of this broadcast in other qualities ({_tracks(kept)}, "
             f"not {_tracks(wanted)}): ask for the same with --video-quality/--audio-quality to "

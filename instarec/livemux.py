@@ -34,6 +34,7 @@ from typing import Protocol
 from instarec.errors import FFmpegNotFoundError
 from instarec.merge import FFMPEG_FIX, TERMINATE_TIMEOUT, output_format
 from instarec.order import Settling, TrackCursor
+from instarec.periods import kind_of
 from instarec.store import SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class LiveMux:
             cmd += ["-use_tfdt", "1", "-itsoffset", offset]
             cmd += ["-thread_queue_size", str(_INPUT_QUEUE), "-i", f"pipe:{read}"]
         for index, track in enumerate(tracks):
-            cmd += ["-map", f"{index}:{'v' if track.startswith('video') else 'a'}:0"]
+            cmd += ["-map", f"{index}:{'v' if kind_of(track) == 'video' else 'a'}:0"]
         return [*cmd, "-c", "copy", *output_args(self.target)]
 
     async def _supervise(

@@ -57,6 +57,9 @@ class InitInfo:
     timescale: int
     handler: str  # "vide", "soun", ... (the hdlr handler_type as written)
     default_sample_duration: int | None  # from mvex/trex, None when the init has no trex
+    # The first stsd entry, whole (avc1 with its avcC, mp4a with its esds, ...): what a decoder
+    # is configured with. Two inits with other entries cannot share one track of a file.
+    sample_entry: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,20 @@ def parse_init(data: bytes | bytearray | memoryview) -> InitInfo:
             if trex_track == track_id:
                 default_duration = duration
                 break
-    return InitInfo(track_id, timescale, handler, default_duration)
+    return InitInfo(track_id, timescale, handler, default_duration, _sample_entry(buf, mdia))
+
+
+def _sample_entry(buf: memoryview, mdia: _Box) -> bytes:
+    """The first sample entry of the track's stsd, b"" when the init has none."""
+    minf = _find(buf, mdia, b"minf")
+    stbl = _find(buf, minf, b"stbl") if minf is not None else None
+    stsd = _find(buf, stbl, b"stsd") if stbl is not None else None
+    if stsd is None:
+        return b""
+    # stsd: version/flags and an entry count, then the entries as boxes.
+    entries = _iter_boxes(buf, stsd.payload + 8, stsd.end, partial=True)
+    first = next(entries, None)
+    return bytes(buf[first.start : first.end]) if first is not None else b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,12 @@ from instarec.live import Snapshot
 from instarec.manifest import Manifest, MediaSegment, Period, Representation, expand_segments
 from instarec.segments import TrackKind
 from instarec.selection import rank, track_kind
+from instarec.store import TrackPlace
 from instarec.timeline import Timeline
 
 __all__ = [
     "PeriodFollower",
+    "first_timeline",
     "kind_of",
     "match_representation",
     "period_offset",
@@ -32,9 +34,11 @@ log = logging.getLogger(__name__)
 _PERIOD_TRACK = re.compile(r"(video|audio)(?:-p(\d+))?")
 
 
-def track_name(kind: str, period: Period, first: Period) -> str:
-    """The store's name for ``kind`` in ``period``: the plain kind in the first Period."""
-    if period.id == first.id and abs(period.start - first.start) < 0.0005:
+def track_name(kind: str, period: Period, first: Period | float) -> str:
+    """The store's name for ``kind`` in ``period``: the plain kind in the recording's first
+    Period (``first``, or its start in seconds), ``kind-p<start in ms>`` in any other."""
+    start = first if isinstance(first, float) else first.start
+    if abs(period.start - start) < 0.0005:
         return kind
     return f"{kind}-p{round(period.start * 1000)}"
 
@@ -63,6 +67,19 @@ def period_offset(
 ) -> float:
     """Seconds to add to ``rep``'s media time to place it on ``first_rep``'s media clock."""
     return _shift(rep, period) - _shift(first_rep, first)
+
+
+def first_timeline(
+    kind: TrackKind, rep: Representation, period: Period, kept: TrackPlace | None
+) -> Timeline:
+    """The track a run begins with. It is the recording's first (named by its kind) unless
+    the run resumes a recording whose first Period has left the manifest since: then this
+    Period is a later one of that recording, named and placed on its clock as such."""
+    if kept is None:
+        return Timeline(kind, rep, period.start)
+    offset = _shift(rep, period) - kept.shift
+    name = track_name(kind, period, kept.period_start)
+    return Timeline(kind, rep, period.start, track="" if name == kind else name, offset=offset)
 
 
 def match_representation(
@@ -97,12 +114,27 @@ class PeriodFollower:
     when an earlier one leaves the manifest.
     """
 
-    def __init__(self, manifest: Manifest, timelines: Mapping[TrackKind, Timeline]) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        timelines: Mapping[TrackKind, Timeline],
+        kept: Mapping[TrackKind, TrackPlace | None],
+    ) -> None:
         self._selected = dict(timelines)
         self._first = {
             kind: manifest.periods[timeline.rep.period_index]
             for kind, timeline in timelines.items()
         }
+        # The recording's first Period per kind, the one its plain track names hold: its start
+        # and shift (presentation minus media time). A resumed run may begin in a later one.
+        self._base: dict[TrackKind, tuple[float, float]] = {}
+        for kind, timeline in timelines.items():
+            place = kept.get(kind)
+            self._base[kind] = (
+                (place.period_start, place.shift)
+                if place is not None
+                else (timeline.period_start, timeline.seconds(0))
+            )
         self._pending: set[str] = set()  # new Periods' tracks waiting for their init
 
     def _periods(self, snapshot: Snapshot, kind: TrackKind) -> Iterator[tuple[Period, str]]:
@@ -110,7 +142,7 @@ class PeriodFollower:
         for period in snapshot.manifest.periods:
             # Periods before the first recorded one are the past: not followed here.
             if period.start >= first.start - 0.0005:
-                yield period, track_name(kind, period, first)
+                yield period, track_name(kind, period, self._base[kind][0])
 
     def listings(self, snapshot: Snapshot, tracks: Mapping[str, Timeline]) -> list[Listing]:
         """Each known track's representation in ``snapshot`` and its listed segments."""
@@ -140,7 +172,7 @@ class PeriodFollower:
                     log.warning("the Period at %.3f s has no %s", period.start, kind)
                     continue
                 self._pending.add(name)
-                offset = period_offset(rep, period, selected.rep, self._first[kind])
+                offset = _shift(rep, period) - self._base[kind][1]
                 timeline = Timeline(kind, rep, period.start, track=name, offset=offset)
                 out.append((timeline, expand_segments(snapshot.manifest, rep, snapshot.now)))
         return out

@@ -25,6 +25,7 @@ from instarec.errors import (
     ManifestError,
     ManifestUnavailableError,
     NetworkError,
+    UrlExpiredError,
     UsageError,
 )
 from instarec.finish import (
@@ -51,13 +52,19 @@ from instarec.merge import check_output_free, find_ffmpeg, keeps_video
 from instarec.mp4 import FragmentInfo
 from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
-from instarec.periods import PeriodFollower
+from instarec.periods import PeriodFollower, first_timeline
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
-from instarec.refresh import Refresher, RefreshPolicy
+from instarec.refresh import REFUSALS, Refresher, RefreshPolicy, fresh_start_url
 from instarec.segments import SegmentRef, TrackKind
 from instarec.selection import SelectedTracks, select_tracks
-from instarec.store import SegmentStore, discard, holds_partial_output, kept_fingerprint
+from instarec.store import (
+    SegmentStore,
+    discard,
+    holds_partial_output,
+    kept_fingerprint,
+    kept_representations,
+)
 from instarec.timeline import Timeline
 from instarec.watch import RecordingState
 
@@ -103,8 +110,8 @@ class Recording:
         )
         for kind, rep in chosen:
             if rep is not None:
-                period_start = first.manifest.periods[rep.period_index].start
-                self.timelines[kind] = Timeline(kind, rep, period_start)
+                period = first.manifest.periods[rep.period_index]
+                self.timelines[kind] = first_timeline(kind, rep, period, store.place(kind))
         self.refresher = Refresher(
             http,
             source.location,
@@ -115,7 +122,8 @@ class Recording:
         source.when_refused(self.refresher.manifest_refused)
         # Every track by its store name: the first Period's above, later Periods' as they come.
         self.tracks: dict[str, Timeline] = {t.name: t for t in self.timelines.values()}
-        self.periods = PeriodFollower(first.manifest, self.timelines)
+        kept = {kind: store.place(kind) for kind in self.timelines}
+        self.periods = PeriodFollower(first.manifest, self.timelines, kept)
         self.downloads = Downloads(options, http, store, self.tracks, self.refresher, clock)
         self.started = clock.monotonic()
         self.past: PastRecovery | None = None
@@ -280,7 +288,7 @@ class Recording:
             max_chains=self.options.concurrency,
             kept=KeptGround(
                 self.chains,
-                {kind: self.store.segments(kind) for kind in self.timelines},
+                {kind: self.store.segments(t.name) for kind, t in self.timelines.items()},
                 self.limits,
             ),
         )
@@ -301,7 +309,8 @@ def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
         selected.audio.id if selected.audio else "",
     )
     kept = kept_fingerprint(root)
-    problem = None if kept is None else identity.mismatch(kept, wanted, root)
+    later = kept_representations(root) if kept is not None else {}
+    problem = None if kept is None else identity.mismatch(kept, wanted, root, later)
     if kept is not None and problem is None:
         if kept["manifest"] != wanted["manifest"]:
             log.info("resuming the recording kept in %s (from %s)", root, kept["manifest"])
@@ -375,13 +384,14 @@ async def _record(
     clock: Clock,
 ) -> RecordingSummary:
     async with HttpClient(options.http_config()) as http:
-        source = ManifestSource(http, options.mpd_url, clock)
         try:
-            first = await source.fetch()
+            source, first = await _first_manifest(options, http, clock)
         except (NetworkError, ManifestError) as exc:
             # Rerunning a stopped recording after the broadcast ended must still give a file;
             # a refused URL is no ended broadcast: what was kept waits for a fresh one.
-            refused = isinstance(exc, ManifestUnavailableError) and exc.status in (401, 403)
+            refused = isinstance(exc, UrlExpiredError) or (
+                isinstance(exc, ManifestUnavailableError) and exc.status in (401, 403)
+            )
             leftovers = (
                 None
                 if refused
@@ -416,9 +426,8 @@ def _live_mux(recording: Recording, output: Path, ffmpeg: str) -> LiveMux | None
     options = recording.options
     if not (options.to_stdout or options.live_merge):
         return None
-    tracks = [t.name for t in recording.timelines.values()]
-    if not options.to_stdout and not keeps_video(output):
-        tracks = [t for t in tracks if t != "video"]  # an audio-only container
+    audio_only = not options.to_stdout and not keeps_video(output)
+    tracks = [t.name for t in recording.timelines.values() if not audio_only or t.kind == "audio"]
 
     def reader_gone() -> None:
         log.warning(
@@ -441,11 +450,28 @@ def _live_merged(recording: Recording, mux: LiveMux | None) -> Path | None:
     if mux.outcome.end is MuxEnd.FAILED:
         log.warning("merging %s anew from the recorded segments", mux.target)
         return None
-    if any(track not in recording.timelines for track in recording.store.tracks()):
+    followed = {timeline.name for timeline in recording.timelines.values()}
+    if any(track not in followed for track in recording.store.tracks()):
         # The live merge follows the first Period's tracks; the usual merge joins them all.
         log.warning("the broadcast changed Period: merging anew with every Period")
         return None
     return mux.target if mux.outcome.end is MuxEnd.FINISHED else None
+
+
+async def _first_manifest(
+    options: Options, http: HttpClient, clock: Clock
+) -> tuple[ManifestSource, Snapshot]:
+    """The manifest's source and first snapshot. An MPD URL refused as expired (a rerun with
+    the command that was interrupted) is renewed with --refresh-url-command when given."""
+    source = ManifestSource(http, options.mpd_url, clock)
+    try:
+        return source, await source.fetch()
+    except ManifestUnavailableError as exc:
+        if exc.status not in REFUSALS or options.refresh_url_command is None:
+            raise
+        fresh = await fresh_start_url(RefreshPolicy.from_options(options), exc.status)
+    source = ManifestSource(http, fresh, clock)
+    return source, await source.fetch()
 
 
 def _live_policy(options: Options, started: float) -> LivePolicy:

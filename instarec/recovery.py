@@ -69,7 +69,7 @@ class SegmentAccess(Protocol):
         """Does the server have this segment? UNKNOWN when it did not say."""
         ...
 
-    async def full_info(self, track: TrackKind, key: int) -> FragmentInfo | None:
+    async def full_info(self, track: str, key: int) -> FragmentInfo | None:
         """The timing of a downloaded segment's whole body (waits for a download in flight)."""
         ...
 
@@ -83,13 +83,13 @@ class ArchiveStart:
     """The oldest key past recovery found per track, and whether it is the broadcast's first
     segment; the summary checks on disk that it was recorded (not expired)."""
 
-    first: dict[TrackKind, int] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)  # by store track name
     complete: bool = False
 
-    def note(self, kind: TrackKind, key: int, complete: bool) -> None:
-        known = self.first.get(kind)
+    def note(self, track: str, key: int, complete: bool) -> None:
+        known = self.first.get(track)
         if known is None or key < known:
-            self.first[kind] = key
+            self.first[track] = key
             self.complete = complete
 
 
@@ -209,7 +209,7 @@ class TimeChains:
             return result
 
         async def verify() -> int | None:
-            full = await self._access.full_info(timeline.kind, time_value)
+            full = await self._access.full_info(timeline.name, time_value)
             return None if full is None else next_step(timeline, full).next_time
 
         return replace(result, verify=verify)
@@ -326,7 +326,7 @@ class PastRecovery:
         )
         oldest = first_listed if first is None else first
         for timeline in timelines:
-            self.archive.note(timeline.kind, oldest, oldest <= lowest + 1)
+            self.archive.note(timeline.name, oldest, oldest <= lowest + 1)
         if first is None:
             log.info("no past segment before the window")
             return
@@ -372,7 +372,7 @@ class PastRecovery:
             )
             complete = reaches_start(start, hints=hints, typical_duration=typical, limits=limits)
             for chained in [timeline, *self._chains.derived(timeline)]:
-                self.archive.note(chained.kind, min(start, first_listed), complete)
+                self.archive.note(chained.name, min(start, first_listed), complete)
             if start >= first_listed:
                 log.info("%s: no past segment before the window", timeline.kind)
                 return

@@ -57,6 +57,16 @@ class StoredSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackPlace:
+    """Where a track was recorded from: its Period's start on the presentation timeline and
+    the seconds from its media time to presentation time (s), and its representation."""
+
+    period_start: float
+    shift: float
+    representation: str
+
+
+@dataclass(frozen=True, slots=True)
 class MissingSegment:
     track: str
     key: int
@@ -297,17 +307,7 @@ class SegmentStore:
                 f"{self._journal} is not an instarec journal; pass --overwrite or choose "
                 "another output"
             )
-        header = records[0]
-        if header.get("version") != JOURNAL_VERSION:
-            raise StorageError(
-                f"{self._root} was written by another version of instarec (journal version "
-                f"{header.get('version')}); pass --overwrite or choose another output"
-            )
-        if header.get("fingerprint") != self._fingerprint:
-            raise StorageError(
-                f"{self._root} holds segments of a different recording (another manifest or "
-                "other tracks); pass --overwrite or choose another output"
-            )
+        _check_header(records[0], self._root, self._fingerprint)
         self.resumed = True
         for record in records[1:]:
             try:
@@ -382,17 +382,24 @@ class SegmentStore:
 
     # ------------------------------------------------------------------ updates
 
-    async def commit_init(self, track: str, *, offset: float = 0.0) -> None:
+    async def commit_init(
+        self, track: str, *, offset: float = 0.0, place: TrackPlace | None = None
+    ) -> None:
         """Journal the init segment renamed into :meth:`init_path`; ``offset``: seconds its
-        media time is moved by (a later Period's timeline restarts at 0; the merge moves it too)."""
+        media time is moved by (a later Period's timeline restarts at 0; the merge moves it too);
+        ``place``: what a rerun needs to find the track again."""
         path = self.init_path(track)
-        record = {"type": "init", "track": track, "size": self._require_file(path)}
-        await self._append_async(record | ({"offset": offset} if offset else {}), path)
-        self._index.apply(record | {"offset": offset})
+        record = _init_record(track, self._require_file(path), offset, place)
+        await self._append_async(record, path)
+        self._index.apply(record)
 
     def offset(self, track: str) -> float:
         """Seconds added to ``track``'s media time to lie on the recording's clock."""
         return self._index.offsets.get(track, 0.0)
+
+    def place(self, track: str) -> TrackPlace | None:
+        """Where ``track`` was recorded from, as its init's record says (None: not said)."""
+        return self._index.places.get(track)
 
     async def commit(
         self,
@@ -471,6 +478,52 @@ class SegmentStore:
 
     async def _append_async(self, record: Mapping[str, Any], file: Path | None = None) -> None:
         await self._journal_appender.append(_line(record), file)
+
+
+def _check_header(header: Mapping[str, Any], root: Path, fingerprint: Mapping[str, str]) -> None:
+    if header.get("version") != JOURNAL_VERSION:
+        raise StorageError(
+            f"{root} was written by another version of instarec (journal version "
+            f"{header.get('version')}); pass --overwrite or choose another output"
+        )
+    if header.get("fingerprint") != fingerprint:
+        raise StorageError(
+            f"{root} holds segments of a different recording (another manifest or "
+            "other tracks); pass --overwrite or choose another output"
+        )
+
+
+def _init_record(track: str, size: int, offset: float, place: TrackPlace | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"type": "init", "track": track, "size": size}
+    if offset:
+        record["offset"] = offset
+    if place is not None:
+        record |= {"period_start": place.period_start, "shift": place.shift}
+        record["representation"] = place.representation
+    return record
+
+
+def _place(record: Mapping[str, Any]) -> TrackPlace | None:
+    if "period_start" not in record:
+        return None  # a journal of an earlier version
+    start, shift = float(record["period_start"]), float(record.get("shift", 0.0))
+    return TrackPlace(start, shift, str(record.get("representation", "")))
+
+
+def kept_representations(root: Path) -> dict[str, set[str]]:
+    """The representation ids each kind of track was recorded from, over every Period, as the
+    journal in ``root`` says ({} without one)."""
+    kept: dict[str, set[str]] = {}
+    try:
+        with (root / JOURNAL_NAME).open("rb") as fh:
+            for line in fh:
+                record = _decode(line)
+                if record and record.get("type") == "init" and "representation" in record:
+                    kind = str(record["track"]).split("-p", 1)[0]
+                    kept.setdefault(kind, set()).add(str(record["representation"]))
+    except OSError:
+        return {}
+    return kept
 
 
 def kept_fingerprint(root: Path) -> dict[str, str] | None:
@@ -652,6 +705,7 @@ class _Index:
         self.inits: dict[str, int] = {}
         self.partial_output = False
         self.offsets: dict[str, float] = {}
+        self.places: dict[str, TrackPlace] = {}
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["type"]
@@ -662,6 +716,9 @@ class _Index:
         if kind == "init":
             self.inits[track] = int(record["size"])
             self.offsets[track] = float(record.get("offset", 0.0))
+            place = _place(record)
+            if place is not None:
+                self.places[track] = place
         elif kind == "segment":
             key = int(record["key"])
             self.segments.setdefault(track, {})[key] = StoredSegment(

@@ -64,7 +64,7 @@ class RecordingState:
         lost = set(missing)
         pending = [k for k in keys[start:] if not store.has(track, k) and k not in lost]
         past = self._past()
-        first = past.archive.first.get(timeline.kind) if past is not None else None
+        first = past.archive.first.get(track) if past is not None else None
         return Settling(self.searching(), pending, sorted(missing), first, over)
 
 

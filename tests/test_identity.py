@@ -44,3 +44,15 @@ def test_other_qualities_of_the_same_broadcast_are_refused_too() -> None:
         )
         assert message is not None and "other qualities" in message, (video, audio)
         assert "video v720, audio a128" in message
+
+
+def test_a_rerun_begun_in_a_later_period_asks_for_what_the_recording_followed_there() -> None:
+    kept = fingerprint("https://cdn.example.test/live/42.mpd", "v1", "a1")
+    later = {"video": {"v1-p1"}, "audio": {"a1-p1"}}
+    resumed = fingerprint("https://cdn.example.test/live/42.mpd", "v1-p1", "a1-p1")
+    assert mismatch(kept, resumed, WHERE, later) is None
+    # Without the later Periods' ids it is another quality; an id never recorded stays one.
+    assert mismatch(kept, resumed, WHERE) is not None
+    other = fingerprint("https://cdn.example.test/live/42.mpd", "v2-p1", "a1-p1")
+    message = mismatch(kept, other, WHERE, later)
+    assert message is not None and "other qualities" in message

@@ -16,9 +16,11 @@ from instarec.store import (
     JOURNAL_NAME,
     MissingSegment,
     SegmentStore,
+    TrackPlace,
     discard,
     holds_partial_output,
     kept_fingerprint,
+    kept_representations,
 )
 from instarec.testing.media import TestMedia
 
@@ -411,3 +413,22 @@ async def test_a_segment_renamed_but_not_yet_journalled_is_kept_on_resume(
     # Journalled now: a second resume finds it in the journal itself.
     keys = [line.get("key") for line in journal_lines(root) if line.get("type") == "segment"]
     assert keys == [100, 200]
+
+
+async def test_where_each_track_was_recorded_from_survives_a_reopen(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    first, later = TrackPlace(0.0, 0.0, "v1"), TrackPlace(20.6, 20.6, "v1-p1")
+    for track, place in (("video", first), ("video-p20600", later)):
+        store.init_path(track).write_bytes(b"INIT")
+        await store.commit_init(track, offset=place.shift, place=place)
+    await store.flush()
+    store.init_path("audio").write_bytes(b"INIT")
+    await store.commit_init("audio")  # as a journal of an earlier version: no place
+
+    resumed = SegmentStore.open(root, FP)
+    assert resumed.place("video") == first
+    assert resumed.place("video-p20600") == later
+    assert resumed.offset("video-p20600") == pytest.approx(20.6)
+    assert resumed.place("audio") is None
+    assert kept_representations(root) == {"video": {"v1", "v1-p1"}}
