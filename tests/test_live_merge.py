@@ -321,3 +321,41 @@ async def test_ffmpeg_failing_mid_recording_leaves_the_merge_to_the_end(
     assert report.video_frames == expected
     assert report.video_gaps == ()
     assert summary.output == output
+
+
+async def test_ctrl_c_finishes_the_grown_file_with_what_is_recorded(
+    tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="instarec")
+    config = OriginConfig(
+        shape="instagram", broadcast_duration=600, already_broadcast=20, media=test_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "stopped.mp4"
+    segments_dir = tmp_path / "stopped.mp4.segments"
+    stop = asyncio.Event()
+    origin = Origin(config, clock, media=test_media)
+    async with origin, running_clock(origin, clock, step=0.1, every=0.01):
+        recording = asyncio.create_task(
+            record(
+                fast_options(origin.manifest_url, output, live_merge=True, no_past=True),
+                stop=stop,
+                install_signal_handlers=False,
+            )
+        )
+        await wait_until(lambda: len(journal_keys(segments_dir)) >= 30)
+        stop.set()  # the first Ctrl+C
+        summary = await recording
+        stopped_at = clock.now()
+
+    assert summary.interrupted
+    assert stopped_at < origin.duration  # long before the broadcast's end
+    assert grown_while_recording(caplog)
+    report = inspect(output)
+    assert report.video_frames > 0
+    assert report.video_gaps == ()
+    assert report.video_duration == pytest.approx(summary.duration, abs=0.1)
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+    with av.open(str(output)) as container:  # finished: its duration is known
+        assert container.duration is not None
+        assert container.duration / 1e6 == pytest.approx(summary.duration, abs=0.1)
