@@ -426,8 +426,10 @@ def _live_mux(recording: Recording, output: Path, ffmpeg: str) -> LiveMux | None
     options = recording.options
     if not (options.to_stdout or options.live_merge):
         return None
-    audio_only = not options.to_stdout and not keeps_video(output)
-    tracks = [t.name for t in recording.timelines.values() if not audio_only or t.kind == "audio"]
+    # The picture and the sound the stream (or the growing file) plays; an audio-only
+    # container takes the sound alone.
+    kinds = ("video", "audio") if options.to_stdout or keeps_video(output) else ("audio",)
+    tracks = [t.name for t in recording.timelines.values() if t.kind in kinds]
 
     def reader_gone() -> None:
         log.warning(
