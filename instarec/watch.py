@@ -50,10 +50,11 @@ class RecordingState:
     def version(self, track: str) -> Hashable:
         # Every commit counts in the stats once the store holds it (a miss is counted before,
         # so the store's own records are counted); a key found (or a wrong guess forgotten)
-        # changes the timeline's length.
+        # changes the timeline's length; past recovery may find the start with nothing new
+        # on disk (the oldest segments downloaded first).
         lost = len(self._store.missing(track))
         keys = len(self._tracks[track].keys)
-        return (self._stats().downloaded, lost, keys, self.searching())
+        return (self._stats().downloaded, lost, keys, self.searching(), self._first(track))
 
     def settling(self, track: str, after: int | None, over: bool) -> Settling:
         timeline = self._tracks[track]
@@ -63,18 +64,30 @@ class RecordingState:
         missing = [m.key for m in store.missing(track) if after is None or m.key > after]
         lost = set(missing)
         pending = [k for k in keys[start:] if not store.has(track, k) and k not in lost]
+        return Settling(self.searching(), pending, sorted(missing), self._first(track), over)
+
+    def _first(self, track: str) -> int | None:
         past = self._past()
-        first = past.archive.first.get(track) if past is not None else None
-        return Settling(self.searching(), pending, sorted(missing), first, over)
+        return past.archive.first.get(track) if past is not None else None
+
+
+# Manifest names that say nothing of the stream: the directory above them does.
+_GENERIC_NAMES = frozenset({"manifest", "index", "live", "master", "stream", "playlist", "dash"})
 
 
 def stream_name(mpd_url: str) -> str:
     """A file name for a stream watched on stdout: the manifest's name in its URL (an
-    Instagram broadcast's id), else ``stream``."""
-    path = unquote(urlsplit(mpd_url).path)
-    stem = Path(path).stem if path else ""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
-    return cleaned or "stream"
+    Instagram broadcast's id), after its directory's when the name is a generic one
+    (``…/1234/manifest.mpd``: ``1234-manifest``), else ``stream``."""
+    path = Path(unquote(urlsplit(mpd_url).path))
+    name = _cleaned(path.stem)
+    if name.lower() in _GENERIC_NAMES and _cleaned(path.parent.name):
+        name = f"{_cleaned(path.parent.name)}-{name}"
+    return name or "stream"
+
+
+def _cleaned(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
 
 
 def rerun_output(mpd_url: str) -> Path:

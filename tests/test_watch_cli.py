@@ -21,8 +21,8 @@ def test_stdout_output_keeps_its_segments_named_after_the_stream(
     assert options.to_stdout
     assert not options.live_merge
     # A rerun with this file OUTPUT merges (or resumes) the same recording.
-    assert options.output_path == Path("manifest.mkv")
-    assert options.segments_dir == Path("manifest.mkv.segments")
+    assert options.output_path == Path("live-manifest.mkv")
+    assert options.segments_dir == Path("live-manifest.mkv.segments")
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,8 @@ def test_stdout_output_keeps_its_segments_named_after_the_stream(
             "1559611517457871_0",
         ),
         ("https://cdn.example.test/live/", "live"),
+        ("https://cdn.example.test/live/1234/manifest.mpd?t=1", "1234-manifest"),
+        ("https://cdn.example.test/manifest.mpd", "manifest"),
         ("https://cdn.example.test/", "stream"),
         ("https://cdn.example.test/a%20b/../we%27ird name!.mpd", "we_ird_name"),
     ],
