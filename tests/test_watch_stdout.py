@@ -219,3 +219,39 @@ async def test_a_player_quitting_ends_the_recording_and_a_rerun_merges_it(
     report = inspect(output)
     assert report.video_frames == expected
     assert report.video_gaps == ()
+
+
+async def test_lost_segments_are_jumps_the_stream_plays_past(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    # Lost in the recovered past (5) and at the live edge (40, 41): the stream waits for
+    # neither for good, and keeps audio and video together after each jump.
+    gaps = {5, 40, 41}
+    config = OriginConfig(
+        shape="number_timeline",
+        broadcast_duration=100,
+        already_broadcast=40,
+        gaps=gaps,
+        media=test_media.spec,
+    )
+    clock = ManualClock()
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.1, every=0.01):
+            proc = await start_watching(origin.manifest_url, tmp_path)
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        holes = [origin.segment_end(5) - origin.segment_start(5)]
+        holes.append(origin.segment_end(41) - origin.segment_start(40))
+        duration = origin.duration
+
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    stream = tmp_path / "stream.ts"
+    stream.write_bytes(stdout)
+    report = decode(stream)
+    assert report.video_frames == expected
+    assert report.decreasing_dts == 0
+    assert report.video_end - report.video_start == pytest.approx(duration, abs=0.05)
+    assert abs(report.audio_start - report.video_start) < 0.1
+    assert abs(report.audio_end - report.video_end) < 0.1
+    assert report.largest_video_step == pytest.approx(max(holes) + report.frame, abs=0.02)
+    assert report.interleave < 0.5 + max(holes)
