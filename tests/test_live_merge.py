@@ -18,7 +18,7 @@ from instarec.recorder import record
 from instarec.testing.clock import ManualClock
 from instarec.testing.media import TestMedia
 from instarec.testing.origin import Origin, OriginConfig
-from tests.recording import fast_options, inspect, running_clock
+from tests.recording import fast_options, inspect, media_for_shape, running_clock
 from tests.test_resume_signals import journal_keys, start_recorder, wait_until
 
 
@@ -72,18 +72,27 @@ async def probe_while_recording(path: Path, probes: list[Probe]) -> None:
             probes.append(found)
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
+@pytest.mark.parametrize(
+    ("suffix", "shape"),
+    [(".mp4", "time"), (".mkv", "number_duration"), (".ts", "instagram")],
+)
 async def test_output_grows_playable_from_the_first_frame_and_ends_whole(
-    suffix: str, tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
+    suffix: str,
+    shape: str,
+    tmp_path: Path,
+    test_media: TestMedia,
+    constant_media: TestMedia,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="instarec")
+    media = media_for_shape(shape, test_media, constant_media)
     config = OriginConfig(
-        shape="time", broadcast_duration=90, already_broadcast=40, media=test_media.spec
+        shape=shape, broadcast_duration=90, already_broadcast=40, media=media.spec
     )
     clock = ManualClock()
     output = tmp_path / f"growing{suffix}"
     probes: list[Probe] = []
-    async with Origin(config, clock, media=test_media) as origin:
+    async with Origin(config, clock, media=media) as origin:
         async with running_clock(origin, clock, step=0.1, every=0.01):
             prober = asyncio.create_task(probe_while_recording(output, probes))
             try:
