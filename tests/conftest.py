@@ -10,15 +10,11 @@ import pytest
 from instarec.testing.media import MediaSpec, TestMedia, default_cache_dir, generate_media
 
 
-def _media_cache_dir() -> Path:
-    env = os.environ.get("INSTAREC_MEDIA_CACHE")
-    return Path(env) if env else default_cache_dir()
-
-
 @pytest.fixture(scope="session")
 def media_cache_dir() -> Path:
     """Where generated test media is cached: $INSTAREC_MEDIA_CACHE or the user cache dir."""
-    return _media_cache_dir()
+    env = os.environ.get("INSTAREC_MEDIA_CACHE")
+    return Path(env) if env else default_cache_dir()
 
 
 # Run last, each group on a machine left to it: the real packagers play in real time (their
