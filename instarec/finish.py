@@ -75,7 +75,7 @@ class RecordedTrack:
 
 
 def _timeline_gaps(
-    kind: str, stored: Sequence[StoredSegment], missing_keys: Sequence[int]
+    kind: str, stored: Sequence[StoredSegment], lost: Sequence[MissingSegment]
 ) -> list[GapRange]:
     """Holes in a track's recorded timeline, measured on the media itself (tfdt times).
 
@@ -91,7 +91,8 @@ def _timeline_gaps(
         end = before.start + (before.duration or 0.0)
         if after.start - end > tolerance:
             gaps.append(GapRange(kind, end, after.start))
-    if ordered and any(key > ordered[-1].key for key in missing_keys):
+    # Keys restart with each Period: only the last segment's own track says what came after.
+    if ordered and any(m.track == ordered[-1].track and m.key > ordered[-1].key for m in lost):
         last = ordered[-1]
         gaps.append(GapRange(kind, last.start + (last.duration or 0.0), None))
     return gaps
@@ -295,7 +296,7 @@ def _tracks_on_disk(
                 piece.append(TrackInput(track.kind, store.init_path(name), paths, start, shift))
                 span += [start, segments[-1].start + (segments[-1].duration or 0.0)]
         lost = _lost_segments(stored, missing)
-        gaps = _timeline_gaps(track.kind, stored, [m.key for m in lost])
+        gaps = _timeline_gaps(track.kind, stored, lost)
         all_gaps.extend(gaps)
         last = stored[-1] if stored else None
         summaries.append(

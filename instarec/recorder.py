@@ -273,8 +273,25 @@ class Recording:
 
     # -- the past -------------------------------------------------------------------------------
 
+    def earlier_periods_left(self) -> float | None:
+        """Where the first Period a live manifest lists begins when that is after the
+        broadcast's start: the Periods before it have left the manifest, and nothing tells
+        their segments' addresses. None when the recording reaches the broadcast's start."""
+        manifest = self.first_snapshot.manifest
+        starts = [t.period_start for t in self.timelines.values() if not t.track]
+        if manifest.type != "dynamic" or not starts or min(starts) < 0.0005:
+            return None
+        return min(starts)
+
     async def recover_past(self) -> None:
         """Past recovery over what the first manifest listed (renumbered by the calibration)."""
+        begins = self.earlier_periods_left()
+        if begins is not None:
+            log.warning(
+                "the manifest lists no Period before the one starting at %.3f s: earlier "
+                "Periods have left it, and their segments cannot be found",
+                begins,
+            )
         listing = {
             kind: (timeline, self.first_listing.get(timeline.rep.id) or [])
             for kind, timeline in self.timelines.items()
@@ -611,7 +628,7 @@ async def _finish(
         started,
         interrupted,
         archive.first,
-        archive.complete,
+        archive.complete and recording.earlier_periods_left() is None,
         unfinished=recording.refresher.failure or recording.unreachable,
     )
     written = _live_merged(recording, mux)

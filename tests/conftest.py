@@ -10,19 +10,16 @@ import pytest
 from instarec.testing.media import MediaSpec, TestMedia, default_cache_dir, generate_media
 
 
-def _media_cache_dir() -> Path:
+@pytest.fixture(scope="session")
+def media_cache_dir() -> Path:
+    """Where generated test media is cached: $INSTAREC_MEDIA_CACHE or the user cache dir."""
     env = os.environ.get("INSTAREC_MEDIA_CACHE")
     return Path(env) if env else default_cache_dir()
 
 
-@pytest.fixture(scope="session")
-def media_cache_dir() -> Path:
-    """Where generated test media is cached: $INSTAREC_MEDIA_CACHE or the user cache dir."""
-    return _media_cache_dir()
-
-
-# Run last: the chaos seeds keep both cores busy, and the real packagers' matrix (started at
-# once, in the background) must not share them with those while it plays in real time.
+# Run last, each group on a machine left to it: the real packagers play in real time (their
+# oldest segments are deleted as they go, a loaded machine joins them later than planned), and
+# the chaos seeds keep both cores busy.
 _LAST = ("tests/test_real_packagers.py", "tests/test_chaos.py::test_chaos_seed")
 
 
@@ -31,13 +28,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return next((n + 1 for n, prefix in enumerate(_LAST) if item.nodeid.startswith(prefix)), 0)
 
     items.sort(key=rank)  # stable: the order within each group stays
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    from tests.test_real_packagers import start_matrix
-
-    factory = session.config._tmp_path_factory  # type: ignore[attr-defined]
-    start_matrix(session, _media_cache_dir(), lambda: factory.mktemp("packagers"))
 
 
 @pytest.fixture(scope="session")

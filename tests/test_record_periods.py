@@ -325,3 +325,32 @@ async def test_a_rerun_after_the_first_period_left_the_manifest_resumes_into_the
     # Nothing the first run kept was fetched again.
     fetched = Counter((r.track, r.index) for r in log if r.kind == "media" and r.complete)
     assert set(fetched.values()) == {1}
+
+
+async def test_a_period_that_left_the_manifest_before_the_start_is_said_to_be_out_of_reach(
+    tmp_path: Path, test_media: TestMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Joined at 40 s, window 5: the Period before the restart at 16 s is listed no more, and
+    # nothing tells where its segments are (its files live under their own directory).
+    config = OriginConfig(
+        shape="time", broadcast_duration=50, already_broadcast=40, window=5, period_starts=(16.0,)
+    )
+    clock = ManualClock()
+    output = tmp_path / "late.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        second = origin.broadcast.periods.firsts[1]
+        async with running_clock(origin, clock) as driver:
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        assert driver.first_listed is not None and driver.first_listed > second
+        expected = origin.expected_frames(second, origin.segment_count - 1)
+        begins = origin.segment_start(second)
+
+    # Every frame of the Period it could reach, from that Period's first one.
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    # ... and no claim to reach the broadcast's start.
+    assert not summary.archive_complete
+    assert f"no Period before the one starting at {begins:.3f} s" in caplog.text

@@ -246,7 +246,7 @@ def test_missing_counts_lost_segments_not_wrong_guesses() -> None:
     ]
     lost = _lost_segments(stored, missing)
     assert [m.key for m in lost] == [6000, 20000]
-    gaps = _timeline_gaps("video", stored, [m.key for m in lost])
+    gaps = _timeline_gaps("video", stored, lost)
     assert gaps == [GapRange("video", 6.0, 10.0), GapRange("video", 14.0, None)]
     # The hole holds two segments of the usual length, though only one was recorded missing.
     assert _missing_count(stored, lost, gaps) == 3
@@ -257,5 +257,19 @@ def test_a_wrong_guess_beyond_the_last_segment_opens_no_hole() -> None:
     missing = [MissingSegment("audio", 4001, 4.001, 2.0)]
     lost = _lost_segments(stored, missing)
     assert lost == []
-    assert _timeline_gaps("audio", stored, [m.key for m in lost]) == []
+    assert _timeline_gaps("audio", stored, lost) == []
     assert _missing_count(stored, lost, []) == 0
+
+
+def test_a_segment_lost_in_an_earlier_period_opens_no_hole_after_the_last() -> None:
+    # $Time$ restarts with each Period: the first Period's keys are larger than the second's.
+    first = [_stored("video", 90_000 + k * 2000, 90.0 + k * 2.0, 2.0) for k in range(3)]
+    second = [_stored("video-p100000", k * 2000, 100.0 + k * 2.0, 2.0) for k in range(3)]
+    lost = [MissingSegment("video", 96_000, 96.0, 2.0)]  # lost in the first Period
+    assert _timeline_gaps("video", [*first, *second], lost) == [GapRange("video", 96.0, 100.0)]
+    # Lost after the last recorded segment of the last Period: the end is open.
+    late = [MissingSegment("video-p100000", 8000, 108.0, 2.0)]
+    assert _timeline_gaps("video", [*first, *second], late) == [
+        GapRange("video", 96.0, 100.0),
+        GapRange("video", 106.0, None),
+    ]

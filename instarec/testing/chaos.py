@@ -52,6 +52,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
 import sys
@@ -62,6 +63,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from instarec.testing.faults import Fault, FaultConfig
 from instarec.testing.fmp4 import read_samples
@@ -184,6 +186,13 @@ class ChaosCase:
     label: str = ""  # "field-failure" for the issue's known field failure
     # Virtual seconds from which to which every request is reset (the server unreachable).
     outage: tuple[float, float] | None = None
+    # A new Period (an encoder restart: the timeline restarts at 0) from this virtual second;
+    # period_new_ids: its representations take new ids.
+    period_start: float | None = None
+    period_new_ids: bool = False
+    # Expiring URLs: a new token every this many virtual seconds, the old one refused some
+    # seconds later; the recorder renews its URL with --refresh-url-command.
+    token_rotation: float | None = None
 
     def line(self) -> str:
         """One line with every drawn parameter."""
@@ -213,6 +222,11 @@ class ChaosCase:
         ]
         if self.outage is not None:
             parts.append(f"outage={self.outage[0]:g}-{self.outage[1]:g}")
+        if self.period_start is not None:
+            ids = ",new-ids" if self.period_new_ids else ""
+            parts.append(f"period={self.period_start:g}{ids}")
+        if self.token_rotation is not None:
+            parts.append(f"tokens={self.token_rotation:g}s")
         return " ".join(parts)
 
 
@@ -354,7 +368,26 @@ def draw_case(seed: int) -> ChaosCase:
         container=container,
     )
     # Drawn last: every seed keeps the case it drew before outages were part of the matrix.
-    return replace(case, outage=_draw_outage(rng, case))
+    case = replace(case, outage=_draw_outage(rng, case))
+    # From a stream of their own, for the same reason.
+    return _draw_long_broadcast(random.Random(f"instarec-chaos-long:{seed}"), case)
+
+
+def _draw_long_broadcast(rng: random.Random, case: ChaosCase) -> ChaosCase:
+    """What long broadcasts bring: an encoder restart (a new Period, in the shapes whose
+    packagers start one) and signed URLs that expire."""
+    if case.shape in ("time", "number_timeline") and rng.random() < 0.2:
+        start = float(round(rng.uniform(0.15, 0.85) * case.duration))
+        case = replace(case, period_start=start, period_new_ids=rng.random() < 0.5)
+    if rng.random() < 0.15:
+        case = replace(case, token_rotation=float(rng.randrange(40, 200, 5)))
+    return case
+
+
+def token_grace(case: ChaosCase) -> float:
+    """How long an old token is still accepted: three real seconds, time enough to run the
+    refresh command however fast the stream runs."""
+    return 3.0 * case.speed
 
 
 def _draw_outage(rng: random.Random, case: ChaosCase) -> tuple[float, float] | None:
@@ -409,6 +442,10 @@ def build_config(case: ChaosCase, media: TestMedia) -> OriginConfig:
         # ended: the resume is judged on its downloads, not on a race with the 404.
         end_signal_manifest_404_after=max(60.0, 4.0 * case.speed),
         media=media.spec,
+        period_starts=(case.period_start,) if case.period_start is not None else (),
+        period_new_ids=case.period_new_ids,
+        token_rotation=case.token_rotation,
+        token_grace=token_grace(case),
     )
 
 
@@ -588,7 +625,19 @@ def recorder_command(
         str(poll),
         "--live-end-timeout",
         str(_live_end_timeout(case)),
+        *(_refresh_option(url) if case.token_rotation is not None else ()),
     ]
+
+
+def _refresh_option(url: str) -> list[str]:
+    """--refresh-url-command as a user would write it: ask the service for the current URL."""
+    parts = urlsplit(url)
+    endpoint = f"{parts.scheme}://{parts.netloc}/current-url"
+    script = (
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+    )
+    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(script)} {shlex.quote(endpoint)}"
+    return ["--refresh-url-command", command]
 
 
 async def _run_recorder(
@@ -773,9 +822,10 @@ class ServedLedger:
         retention = self.case.retention
         # A run that never got a manifest can fetch nothing (see _kept_before_kill).
         runs = [r for r in self.runs if self.got_manifest(r)]
+        first_period = self.first_period()
         owed = set()
         for i in range(b.count):
-            if i in b.gaps:
+            if i in b.gaps or b.periods.of(i) < first_period:
                 continue
             available = 0.0 if b.shape == "static" else b.ends[i]
             expires = math.inf
@@ -791,6 +841,17 @@ class ServedLedger:
                     owed.add(i)
                     break
         return owed
+
+    def first_period(self) -> int:
+        """The Period the first manifest a recorder got lists first. Earlier ones had left the
+        manifest: nothing tells a recorder their addresses, and it owes none of their segments
+        (the summary's times are on the media clock of the Period it began in)."""
+        b = self.origin.broadcast
+        for record in self.served:
+            if record.kind == "manifest" and record.complete:
+                listed = b.listed(record.virtual_time)
+                return b.periods.of(listed[0]) if len(listed) else 0
+        return 0
 
     def got_manifest(self, run: RecorderRun) -> bool:
         """Whether the origin answered ``run`` a manifest in full."""
@@ -1141,7 +1202,12 @@ class Checker:
             # Whatever the reason (a configured hole, a segment expired while no recorder ran,
             # the part a Ctrl+C left undone), a hole in the file is a missing range.
             absent = [i for i in range(have[0], have[-1] + 1) if i not in present[kind]]
-            expected = [(model.starts[a], model.ends[b]) for a, b in _ranges(absent)]
+            # A later Period's media clock restarts at its first segment.
+            first = self.origin.broadcast.periods.firsts[self.ledger.first_period()]
+            clock = model.starts[first] if first else 0.0
+            expected = [
+                (model.starts[a] - clock, model.ends[b] - clock) for a, b in _ranges(absent)
+            ]
             got = sorted(reported.get(kind, []), key=lambda r: r[0])
             if not _same_ranges(expected, got):
                 problems.append(
