@@ -111,7 +111,7 @@ class Recording:
             http,
             source.location,
             RefreshPolicy.from_options(options),
-            lambda: [timeline.rep for timeline in self.timelines.values()],
+            self._newest_representations,
             clock,
         )
         source.when_refused(self.refresher.manifest_refused)
@@ -132,6 +132,16 @@ class Recording:
         self.chains = TimeChains(
             self, self.timelines, self.limits, shares_times(self.timelines, self.first_listing)
         )
+
+    def _newest_representations(self) -> list[Representation]:
+        """Each kind's representation in the newest Period followed: what a fresh manifest
+        must still offer (the earlier Periods may have left it)."""
+        newest: dict[str, Timeline] = {}
+        for timeline in self.tracks.values():
+            known = newest.get(timeline.kind)
+            if known is None or timeline.period_start > known.period_start:
+                newest[timeline.kind] = timeline
+        return [timeline.rep for timeline in newest.values()]
 
     # -- what producers use (recovery.SegmentAccess) ---------------------------------------------
 
