@@ -788,6 +788,8 @@ async def run_case(
         await asyncio.to_thread(_write_request_log, workdir / "requests.jsonl", served, began)
         if origin.request_log_dropped:
             notes.append(f"the request log dropped {origin.request_log_dropped} entries")
+        first_period = ServedLedger(case, origin, runs, served).first_period()
+        models = on_recording_clock(models, origin, first_period)
         checker = Checker(case, origin, models, runs, served, limit)
         try:
             violations = checker.check(output, summary_path)
@@ -1056,9 +1058,6 @@ class Checker:
     served: list[RequestRecord]
     limit: float
     notes: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.models = on_recording_clock(self.models, self.origin, self.ledger.first_period())
 
     @property
     def ledger(self) -> ServedLedger:
