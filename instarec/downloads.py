@@ -22,7 +22,7 @@ from instarec.http import HttpClient
 from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
 from instarec.refresh import Refresher
-from instarec.segments import RefOrigin, SegmentRef, TrackKind
+from instarec.segments import RefOrigin, SegmentRef
 from instarec.store import SegmentStore
 from instarec.timeline import Timeline
 from instarec.unanswered import Unanswered
@@ -304,7 +304,7 @@ class Downloads:
         self._newest_key: dict[str, int] = {}
         self._not_yet = NotYetPublished(lambda ref, retries: self._queue_job(ref, retries=retries))
         self._unanswered = Unanswered(lambda ref, rounds: self._queue_job(ref, unanswered=rounds))
-        self.clock_track: TrackKind = "video" if "video" in timelines else "audio"
+        self.clock_track: str = "video" if "video" in timelines else "audio"
 
     def stats(self) -> DownloadStats:
         return self._tally.stats()
@@ -517,7 +517,7 @@ class Downloads:
             media_duration=info.duration if info else None,
             wait=False,  # durable in the background: the slot takes its next segment
         )
-        self._tally.recorded(ref, size, timeline.kind == self.clock_track, start, duration)
+        self._tally.recorded(ref, size, timeline.selected == self.clock_track, start, duration)
         newest = ref.key > self._newest_key.get(ref.track, ref.key - 1)
         if newest:
             self._newest_key[ref.track] = ref.key
@@ -566,7 +566,7 @@ async def fetch_inits(http: HttpClient, store: SegmentStore, timelines: Iterable
             timeline.init = parse_init(path.read_bytes())
         except Mp4Error as exc:
             raise UnsupportedStreamError(
-                f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
+                f"{timeline.name}: the init segment is not fragmented MP4 ({exc}); "
                 "only fMP4 DASH streams can be recorded"
             ) from exc
 

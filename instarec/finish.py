@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from instarec import identity
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import InstarecError
 from instarec.merge import (
@@ -26,8 +27,8 @@ from instarec.merge import (
 )
 from instarec.options import Options
 from instarec.parts import Part, part_output, plan_parts
-from instarec.periods import kind_of, period_start_ms
-from instarec.segments import TrackKind
+from instarec.periods import period_start_ms, slot_of
+from instarec.segments import slot_kind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,10 @@ class RecordingSummary:
 class RecordedTrack:
     """What the summary says of a track besides its segments."""
 
-    kind: str
+    kind: str  # the track's name: "video", "audio", "audio2", "text"...
     representation_id: str
     codecs: str | None
+    lang: str | None = None  # the language the output tags it with (None: none)
 
 
 def _timeline_gaps(
@@ -182,7 +184,7 @@ class RecordingEnd:
     interrupted: bool = False  # stopped by the user (Ctrl+C)
     # The oldest key past recovery found per track (none: no past recovery ran), and whether
     # it is the broadcast's first segment.
-    archive_first: Mapping[TrackKind, int] = field(default_factory=dict)
+    archive_first: Mapping[str, int] = field(default_factory=dict)
     archive_complete: bool = False
     unfinished: str | None = None  # see RecordingSummary.unfinished
 
@@ -274,7 +276,10 @@ async def _merge_parts(
     video = bool(on_disk.get("video")) and keeps_video(output)
     lead = "video" if video or not on_disk.get("audio") else "audio"
     planned = plan_parts(on_disk, lead, options.split)
-    jobs = [(part_output(output, part.number), _part_inputs(store, part)) for part in planned]
+    langs = {track.kind: track.lang for track in tracks}
+    jobs = [
+        (part_output(output, part.number), _part_inputs(store, part, langs)) for part in planned
+    ]
     kept = {kind for kind, segments in on_disk.items() if segments and (video or kind != "video")}
     for (path, _), part in zip(jobs, planned, strict=True):
         lacking = kept - {kind for kind, _ in part.tracks}
@@ -291,10 +296,18 @@ async def _merge_parts(
     )
 
 
-def _part_inputs(store: SegmentStore, part: Part[StoredSegment]) -> list[TrackInput]:
+def _part_inputs(
+    store: SegmentStore, part: Part[StoredSegment], langs: Mapping[str, str | None]
+) -> list[TrackInput]:
     return [
-        TrackInput(kind, store.init_path(kind), tuple(s.path for s in segments), segments[0].start)
-        for kind, segments in part.tracks
+        TrackInput(
+            slot_kind(name),
+            store.init_path(name),
+            tuple(s.path for s in segments),
+            segments[0].start,
+            lang=langs.get(name),
+        )
+        for name, segments in part.tracks
     ]
 
 
@@ -308,7 +321,7 @@ async def _finished(store: SegmentStore, keep_segments: bool) -> None:
 
 def _period_suffixes(store: SegmentStore) -> list[str]:
     """The store's Periods, in order, by the suffix their tracks carry ("" for the first)."""
-    suffixes = {track.removeprefix(kind) for track in store.tracks() if (kind := kind_of(track))}
+    suffixes = {track.removeprefix(slot) for track in store.tracks() if (slot := slot_of(track))}
     return sorted(suffixes, key=lambda s: (s != "", period_start_ms("video" + s)))
 
 
@@ -332,7 +345,16 @@ def _tracks_on_disk(
             if segments:
                 paths = tuple(s.path for s in segments)
                 start, shift = segments[0].start, store.offset(name)
-                piece.append(TrackInput(track.kind, store.init_path(name), paths, start, shift))
+                piece.append(
+                    TrackInput(
+                        slot_kind(track.kind),
+                        store.init_path(name),
+                        paths,
+                        start,
+                        shift,
+                        track.lang,
+                    )
+                )
         lost = _lost_segments(stored, missing)
         gaps = _timeline_gaps(track.kind, stored, [m.key for m in lost])
         all_gaps.extend(gaps)
@@ -367,9 +389,14 @@ async def merge_leftovers(
         return None
     fingerprint = store.fingerprint
     tracks = [
-        RecordedTrack(kind, fingerprint.get(kind, ""), None)
-        for kind in ("video", "audio")
-        if store.segments(kind)
+        RecordedTrack(
+            name,
+            fingerprint.get(name, ""),
+            None,
+            fingerprint.get(identity.LANG_PREFIX + name),
+        )
+        for name in identity.track_names(fingerprint)
+        if store.segments(name)
     ]
     if not tracks:
         return None

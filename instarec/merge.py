@@ -24,8 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from instarec.captions import iso639_2
 from instarec.errors import FFmpegNotFoundError, MergeError, UsageError, storage_error
 from instarec.parts import part_number
+from instarec.subtitles import write_text_input
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,17 @@ class _Container:
     muxer: str  # ffmpeg -f value
     faststart: bool  # MP4 family: move the moov box to the front for progressive playback
     audio_only: bool
+    # The subtitle codec text tracks are written in (None: the container takes none): WebVTT
+    # as read in Matroska, MP4's own timed text (a conversion of text, not of media) in MP4.
+    subtitles: str | None = None
 
 
 _CONTAINERS: dict[str, _Container] = {
-    ".mp4": _Container("mp4", faststart=True, audio_only=False),
-    ".m4v": _Container("mp4", faststart=True, audio_only=False),
-    ".mov": _Container("mov", faststart=True, audio_only=False),
+    ".mp4": _Container("mp4", faststart=True, audio_only=False, subtitles="mov_text"),
+    ".m4v": _Container("mp4", faststart=True, audio_only=False, subtitles="mov_text"),
+    ".mov": _Container("mov", faststart=True, audio_only=False, subtitles="mov_text"),
     ".m4a": _Container("ipod", faststart=True, audio_only=True),
-    ".mkv": _Container("matroska", faststart=False, audio_only=False),
+    ".mkv": _Container("matroska", faststart=False, audio_only=False, subtitles="webvtt"),
     ".ts": _Container("mpegts", faststart=False, audio_only=False),
 }
 
@@ -81,13 +86,14 @@ class TrackInput:
     seconds (its ``tfdt`` divided by the track timescale), the clock shared by all tracks.
     """
 
-    kind: str  # "video" | "audio"
+    kind: str  # "video" | "audio" | "text"
     init: Path
     segments: tuple[Path, ...]
     first_start: float
     # Seconds the media time is moved by to lie on the recording's clock: a later Period's
     # timeline restarts (see periods.py); first_start already includes it.
     shift: float = 0.0
+    lang: str | None = None  # DASH @lang the output stream is tagged with (None: untagged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,8 +291,13 @@ def build_command(
     muxer: str,
     *,
     faststart: bool,
+    subtitles: str | None = None,
 ) -> list[str]:
-    """The ffmpeg argument list muxing ``inputs`` (one per track) into ``target``."""
+    """The ffmpeg argument list muxing ``inputs`` (one per track) into ``target``.
+
+    A text track's input is a WebVTT file whose cues are already on the output's clock
+    (``text_input``); ``subtitles`` is the codec they are written in.
+    """
     base = min(track.first_start for track in tracks)
     cmd = [
         ffmpeg,
@@ -301,6 +312,9 @@ def build_command(
         "-copyts",
     ]
     for track, inp in zip(tracks, inputs, strict=True):
+        if track.kind == "text":
+            cmd += ["-f", "webvtt", "-i", inp]
+            continue
         offset = f"{track.shift - base:.6f}"
         # use_tfdt: fragment times come from each tfdt, which is what keeps gaps and the A/V
         # offset. It is the default (and a plain concatenation reads the same without it), but
@@ -312,9 +326,16 @@ def build_command(
         # 10 ms (a 6-minute merge took 10 s instead of 0.2 s).
         cmd += ["-thread_queue_size", str(_INPUT_QUEUE), "-i", inp]
     for index, track in enumerate(tracks):
-        selector = "v" if track.kind == "video" else "a"
+        selector = {"video": "v", "audio": "a", "text": "s"}[track.kind]
         cmd += ["-map", f"{index}:{selector}:0"]
     cmd += ["-c", "copy"]
+    if subtitles is not None and subtitles != "webvtt":
+        cmd += ["-c:s", subtitles]
+    for index, track in enumerate(tracks):
+        # Matroska names languages by ISO 639-2/B, MP4 by ISO 639-2/T.
+        code = iso639_2(track.lang, bibliographic=muxer == "matroska")
+        if code is not None:
+            cmd += [f"-metadata:s:{index}", f"language={code}"]
     if faststart:
         cmd += ["-movflags", "+faststart"]
     cmd += ["-f", muxer, str(target)]
@@ -323,9 +344,15 @@ def build_command(
 
 def _select_tracks(tracks: Sequence[TrackInput], container: _Container) -> list[TrackInput]:
     for track in tracks:
-        if track.kind not in ("video", "audio"):
+        if track.kind not in ("video", "audio", "text"):
             raise ValueError(f"unknown track kind {track.kind!r}")
     selected = [t for t in tracks if t.segments]
+    if container.subtitles is None and any(t.kind == "text" for t in selected):
+        log.warning(
+            "the %s container takes no text subtitles: they are left out (use .mkv or .mp4)",
+            container.muxer,
+        )
+        selected = [t for t in selected if t.kind != "text"]
     for track in tracks:
         if not track.segments:
             log.warning("no %s segment was recorded: the output has no %s", track.kind, track.kind)
@@ -469,17 +496,31 @@ async def _mux(tracks: Sequence[TrackInput], output: Path, target: Path, ffmpeg:
     """Run ffmpeg writing ``tracks`` into ``target`` in ``output``'s container."""
     container = _container(output)
     selected = _select_tracks(tracks, container)
-    feeds = [_TrackFeed(track) for track in selected]
-    cmd = build_command(
-        ffmpeg,
-        selected,
-        [feed.url for feed in feeds],
-        target,
-        container.muxer,
-        faststart=container.faststart,
-    )
-    log.debug("running %s", " ".join(cmd))
-    await _run_ffmpeg(cmd, feeds)
+    base = min(track.first_start for track in selected)
+    texts: list[Path] = []
+    try:
+        for n, track in enumerate(t for t in selected if t.kind == "text"):
+            texts.append(target.with_name(f".{target.name}.{n}.vtt"))
+            # The cues go where the other tracks' -itsoffset puts their media.
+            shift = track.shift - base
+            await asyncio.to_thread(write_text_input, track.init, track.segments, shift, texts[-1])
+        feeds = [_TrackFeed(track) for track in selected if track.kind != "text"]
+        urls = iter(feed.url for feed in feeds)
+        files = iter(str(path) for path in texts)
+        cmd = build_command(
+            ffmpeg,
+            selected,
+            [next(files) if track.kind == "text" else next(urls) for track in selected],
+            target,
+            container.muxer,
+            faststart=container.faststart,
+            subtitles=container.subtitles,
+        )
+        log.debug("running %s", " ".join(cmd))
+        await _run_ffmpeg(cmd, feeds)
+    finally:
+        for path in texts:
+            path.unlink(missing_ok=True)
 
 
 def _written_size(target: Path) -> int:

@@ -14,33 +14,33 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from instarec.live import Snapshot
 from instarec.manifest import Manifest, MediaSegment, Period, Representation, expand_segments
-from instarec.segments import TrackKind
 from instarec.selection import rank, track_kind
 from instarec.timeline import Timeline
 
 __all__ = [
     "PeriodFollower",
-    "kind_of",
     "match_representation",
     "period_offset",
     "period_start_ms",
+    "slot_of",
     "track_name",
 ]
 
 log = logging.getLogger(__name__)
 
-_PERIOD_TRACK = re.compile(r"(video|audio)(?:-p(\d+))?")
+_PERIOD_TRACK = re.compile(r"((?:video|audio|text)\d*)(?:-p(\d+))?")
 
 
-def track_name(kind: str, period: Period, first: Period) -> str:
-    """The store's name for ``kind`` in ``period``: the plain kind in the first Period."""
+def track_name(slot: str, period: Period, first: Period) -> str:
+    """The store's name for ``slot`` in ``period``: the plain slot in the first Period."""
     if period.id == first.id and abs(period.start - first.start) < 0.0005:
-        return kind
-    return f"{kind}-p{round(period.start * 1000)}"
+        return slot
+    return f"{slot}-p{round(period.start * 1000)}"
 
 
-def kind_of(track: str) -> str | None:
-    """The kind a store track name holds ("video-p60000" holds video), None for no kind."""
+def slot_of(track: str) -> str | None:
+    """The selected track a store track name holds ("audio2-p60000" holds audio2), None for
+    no track."""
     match = _PERIOD_TRACK.fullmatch(track)
     return match.group(1) if match else None
 
@@ -97,7 +97,7 @@ class PeriodFollower:
     when an earlier one leaves the manifest.
     """
 
-    def __init__(self, manifest: Manifest, timelines: Mapping[TrackKind, Timeline]) -> None:
+    def __init__(self, manifest: Manifest, timelines: Mapping[str, Timeline]) -> None:
         self._selected = dict(timelines)
         self._first = {
             kind: manifest.periods[timeline.rep.period_index]
@@ -105,7 +105,7 @@ class PeriodFollower:
         }
         self._pending: set[str] = set()  # new Periods' tracks waiting for their init
 
-    def _periods(self, snapshot: Snapshot, kind: TrackKind) -> Iterator[tuple[Period, str]]:
+    def _periods(self, snapshot: Snapshot, kind: str) -> Iterator[tuple[Period, str]]:
         first = self._first[kind]
         for period in snapshot.manifest.periods:
             # Periods before the first recorded one are the past: not followed here.
@@ -141,6 +141,8 @@ class PeriodFollower:
                     continue
                 self._pending.add(name)
                 offset = period_offset(rep, period, selected.rep, self._first[kind])
-                timeline = Timeline(kind, rep, period.start, track=name, offset=offset)
+                timeline = Timeline(
+                    selected.kind, rep, period.start, track=name, offset=offset, slot=kind
+                )
                 out.append((timeline, expand_segments(snapshot.manifest, rep, snapshot.now)))
         return out

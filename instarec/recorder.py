@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import cast
 
 from instarec import identity
 from instarec.archive import Presence, SearchLimits
@@ -45,7 +46,7 @@ from instarec.live import (
     listed_segments,
     window_update,
 )
-from instarec.manifest import MediaSegment, Representation
+from instarec.manifest import MediaSegment
 from instarec.merge import check_output_free, find_ffmpeg
 from instarec.mp4 import FragmentInfo
 from instarec.numbering import calibrate_numbers, renumbered
@@ -54,7 +55,7 @@ from instarec.periods import PeriodFollower
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
 from instarec.refresh import Refresher, RefreshPolicy
-from instarec.segments import SegmentRef, TrackKind
+from instarec.segments import SegmentRef, TrackKind, slot_kind
 from instarec.selection import SelectedTracks, select_tracks
 from instarec.store import SegmentStore, discard, holds_partial_output, kept_fingerprint
 from instarec.timeline import Timeline
@@ -91,15 +92,13 @@ class Recording:
             chunk_size=options.search_chunk_size,
             miss_threshold=options.end_stream_miss_threshold,
         )
-        self.timelines: dict[TrackKind, Timeline] = {}
-        chosen: tuple[tuple[TrackKind, Representation | None], ...] = (
-            ("video", selected.video),
-            ("audio", selected.audio),
-        )
-        for kind, rep in chosen:
-            if rep is not None:
-                period_start = first.manifest.periods[rep.period_index].start
-                self.timelines[kind] = Timeline(kind, rep, period_start)
+        self.selected = selected
+        # Each selected track by its name (SelectedTracks.slots): "video", "audio", "audio2"...
+        self.timelines: dict[str, Timeline] = {}
+        for slot, rep in selected.slots():
+            period_start = first.manifest.periods[rep.period_index].start
+            kind = cast(TrackKind, slot_kind(slot))
+            self.timelines[slot] = Timeline(kind, rep, period_start, slot=slot)
         self.refresher = Refresher(
             http,
             source.location,
@@ -233,7 +232,7 @@ class Recording:
                 update.hole_from,
             )
             group.create_task(self.chains.fill_hole(timeline, update.hole_from))
-        if segments and timeline.kind == self.downloads.clock_track:
+        if segments and timeline.selected == self.downloads.clock_track:
             last = segments[-1]
             if last.duration is not None:
                 self.newest_listed_end = last.start + last.duration
@@ -279,10 +278,18 @@ def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
     when ``--overwrite`` discards another one, refused otherwise."""
     root = options.segments_dir
     assert root is not None
+    more: dict[str, str] = {}
+    if selected.several:
+        for slot, rep in selected.slots():
+            if slot not in ("video", "audio"):
+                more[slot] = rep.id
+            if rep.lang:
+                more[identity.LANG_PREFIX + slot] = rep.lang
     wanted = identity.fingerprint(
         options.mpd_url,
         selected.video.id if selected.video else "",
         selected.audio.id if selected.audio else "",
+        more,
     )
     kept = kept_fingerprint(root)
     problem = None if kept is None else identity.mismatch(kept, wanted, root)
@@ -495,7 +502,11 @@ async def _finish(
     interrupted: bool,
     started: float,
 ) -> RecordingSummary:
-    tracks = [RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
+    several = recording.selected.several
+    tracks = [
+        RecordedTrack(slot, t.rep.id, t.rep.codecs, t.rep.lang if several else None)
+        for slot, t in recording.timelines.items()
+    ]
     archive = recording.past.archive if recording.past is not None else ArchiveStart()
     traffic = recording.http.stats.snapshot()
     log.info(

@@ -77,7 +77,7 @@ class LoopedMediaLike(Protocol):
 class TrackDescription:
     """What the MPD says about one track (from ``TrackMedia`` and ``MediaSpec``)."""
 
-    kind: str  # "video" | "audio"
+    kind: str  # the track's name: "video", "audio", or a further one ("audio-fr", "text-en")
     rep_id: str
     timescale: int
     codecs: str
@@ -86,15 +86,22 @@ class TrackDescription:
     height: int | None = None
     fps: int | None = None
     audio_rate: int | None = None
+    lang: str | None = None
+
+    @property
+    def content_type(self) -> str:
+        """ "video", "audio" or "text"."""
+        return self.kind.split("-", 1)[0]
 
     @property
     def mime_type(self) -> str:
-        return f"{self.kind}/mp4"
+        # Text carried in MP4 (wvtt, stpp) is application/mp4 (RFC 4337, DASH-IF IOP).
+        return "application/mp4" if self.content_type == "text" else f"{self.content_type}/mp4"
 
     @property
     def extension(self) -> str:
         # Facebook's naming: .m4v / .m4a
-        return "m4v" if self.kind == "video" else "m4a"
+        return {"video": "m4v", "audio": "m4a"}.get(self.content_type, "mp4")
 
 
 def iso_time(moment: datetime) -> str:
@@ -620,8 +627,10 @@ def _render_track(period: etree._Element, b: Broadcast, track: TrackDescription)
             adaptation.set("maxHeight", str(track.height))
             adaptation.set("maxFrameRate", str(track.fps))
     else:
-        adaptation.set("contentType", track.kind)
+        adaptation.set("contentType", track.content_type)
         adaptation.set("mimeType", track.mime_type)
+    if track.lang:
+        adaptation.set("lang", track.lang)
     return _el(
         adaptation,
         "Representation",

@@ -353,6 +353,20 @@ def _describe_tracks(media: TestMedia, spec: MediaSpec, shape: str) -> list[Trac
                 codecs=media.audio.codecs,
                 bandwidth=media.audio.bandwidth,
                 audio_rate=spec.audio_rate,
+                lang=media.audio.lang,
+            )
+        )
+    for track in media.extra:
+        name = track.kind.split("-", 1)
+        tracks.append(
+            TrackDescription(
+                kind=track.kind,
+                rep_id=f"live-md-{track.kind}" if shape == "instagram" else track.kind,
+                timescale=track.timescale,
+                codecs=track.codecs,
+                bandwidth=track.bandwidth,
+                audio_rate=spec.audio_rate if name[0] == "audio" else None,
+                lang=track.lang,
             )
         )
     return tracks
@@ -424,10 +438,8 @@ class Origin:
         load = _zeroing_last_durations(looped, media) if cfg.last_sample_duration_zero else None
         load = _restarting_periods(self._broadcast, load or looped.segment_bytes)
         self._cache = _SegmentCache(load, cfg.segment_cache)
-        if media.video is not None:
-            self._tracks["video"] = media.video.init
-        if media.audio is not None:
-            self._tracks["audio"] = media.audio.init
+        for track in media.tracks():
+            self._tracks[track.kind] = track.init
 
         app = web.Application()
         self._responder = _Responder(

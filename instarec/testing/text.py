@@ -1,0 +1,117 @@
+"""WebVTT-in-MP4 (``wvtt``, ISO/IEC 14496-30) test tracks, built here byte by byte.
+
+No encoder makes live ``wvtt`` fragments, so the origin's text tracks are written by hand: an
+init segment whose sample entry is ``wvtt`` (with its ``vttC`` header), and one fragment per
+segment whose samples cover the segment without a hole: ``vtte`` (no cue) before and after
+one ``vttc`` cue (``iden``, ``sttg``, ``payl``).
+
+Cue ``j`` of a source segment says ``cue_text(lang, j)`` from ``CUE_START`` to ``CUE_END``
+seconds after the segment starts, so a test knows every cue's text and time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Sequence
+
+from instarec.testing import fmp4
+
+TEXT_CODECS = "wvtt"
+CUE_START = 0.25  # seconds after its segment's start
+CUE_END = 1.25
+
+
+def cue_text(lang: str, index: int) -> str:
+    """The text of the cue of source segment ``index`` in the track of ``lang``."""
+    return f"[{lang}] caption {index}"
+
+
+def _u32(value: int) -> bytes:
+    return struct.pack(">I", value)
+
+
+def text_init(track_id: int, timescale: int, lang: str) -> bytes:
+    """An init segment (ftyp + moov) for one ``wvtt`` track."""
+    matrix = b"".join(_u32(v) for v in (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000))
+    mvhd = fmp4.full_box(
+        b"mvhd",
+        0,
+        0,
+        _u32(0) * 2 + _u32(1000) + _u32(0),  # times, timescale, duration
+        _u32(0x10000) + struct.pack(">H", 0x100) + bytes(10) + matrix + bytes(24),
+        _u32(track_id + 1),
+    )
+    tkhd = fmp4.full_box(
+        b"tkhd",
+        0,
+        3,  # enabled, in movie
+        _u32(0) * 2 + _u32(track_id) + _u32(0) + _u32(0),
+        bytes(8) + struct.pack(">hhhH", 0, 0, 0, 0) + matrix + _u32(0) * 2,
+    )
+    packed = 0
+    for char in (lang + "und")[:3]:
+        packed = (packed << 5) | ((ord(char) - 0x60) & 0x1F)
+    mdhd = fmp4.full_box(
+        b"mdhd", 0, 0, _u32(0) * 2 + _u32(timescale) + _u32(0), struct.pack(">HH", packed, 0)
+    )
+    hdlr = fmp4.full_box(b"hdlr", 0, 0, _u32(0), b"text", bytes(12), b"WebVTT\x00")
+    entry = fmp4.box(
+        b"wvtt",
+        bytes(6) + struct.pack(">H", 1),  # reserved, data_reference_index
+        fmp4.box(b"vttC", b"WEBVTT"),
+    )
+    stsd = fmp4.full_box(b"stsd", 0, 0, _u32(1), entry)
+    empty_tables = b"".join(
+        fmp4.full_box(name, 0, 0, _u32(0)) for name in (b"stts", b"stsc", b"stco")
+    )
+    stsz = fmp4.full_box(b"stsz", 0, 0, _u32(0), _u32(0))
+    dref = fmp4.full_box(b"dref", 0, 0, _u32(1), fmp4.full_box(b"url ", 0, 1))
+    minf = fmp4.box(
+        b"minf",
+        fmp4.full_box(b"sthd", 0, 0),
+        fmp4.box(b"dinf", dref),
+        fmp4.box(b"stbl", stsd, empty_tables, stsz),
+    )
+    trak = fmp4.box(b"trak", tkhd, fmp4.box(b"mdia", mdhd, hdlr, minf))
+    trex = fmp4.full_box(b"trex", 0, 0, _u32(track_id), _u32(1), _u32(0), _u32(0), _u32(0))
+    moov = fmp4.box(b"moov", mvhd, trak, fmp4.box(b"mvex", trex))
+    ftyp = fmp4.box(b"ftyp", b"iso6", _u32(0), b"iso6", b"dash")
+    return ftyp + moov
+
+
+def _cue(text: str, index: int) -> bytes:
+    return fmp4.box(
+        b"vttc",
+        fmp4.box(b"iden", f"c{index}".encode()),
+        fmp4.box(b"sttg", b"line:90% align:center"),
+        fmp4.box(b"payl", text.encode()),
+    )
+
+
+def text_segments(track_id: int, timescale: int, lang: str, edges: Sequence[int]) -> list[bytes]:
+    """One fragment per span between ``edges`` (ticks), each with its cue."""
+    parts = []
+    first, last = round(CUE_START * timescale), round(CUE_END * timescale)
+    for index, (start, end) in enumerate(itertools.pairwise(edges)):
+        if end - start <= last:
+            raise ValueError("a text segment is too short for its cue")
+        samples = [
+            (first, fmp4.box(b"vtte")),
+            (last - first, _cue(cue_text(lang, index), index)),
+            (end - start - last, fmp4.box(b"vtte")),
+        ]
+        payload = b"".join(data for _, data in samples)
+        parts.append(
+            fmp4.build_fragment(
+                track_id=track_id,
+                sequence_number=index + 1,
+                base_media_decode_time=start,
+                durations=[d for d, _ in samples],
+                sizes=[len(data) for _, data in samples],
+                flags=[fmp4.SYNC_SAMPLE_FLAGS] * len(samples),
+                payload=payload,
+                with_styp=True,
+            )
+        )
+    return parts
