@@ -1,0 +1,181 @@
+"""Every audio track and the subtitles, recorded from the broadcast's start (past recovery and
+live following), checked in the file with PyAV: languages, lengths, tones, cue texts and times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from instarec.recorder import record
+from instarec.testing.clock import ManualClock
+from instarec.testing.media import AUDIO_TONES, MediaSpec, TestMedia, generate_media
+from instarec.testing.origin import Origin, OriginConfig
+from instarec.testing.text import CUE_END, CUE_START, cue_text
+from tests.recording import fast_options, inspect, running_clock
+
+LANGUAGES = ("en", "fr", "de")
+
+
+@pytest.fixture(scope="module")
+def languages_media(media_cache_dir: Path) -> TestMedia:
+    """Three audio languages (tones of 440, 660 and 880 Hz) and English WebVTT captions."""
+    return generate_media(MediaSpec(audio_languages=LANGUAGES, subtitles=("en",)), media_cache_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    starts: list[float]  # every segment's start, seconds from the broadcast's start
+    source_count: int
+    duration: float
+
+
+async def _record(
+    media: TestMedia, shape: str, output: Path, **changes: object
+) -> tuple[Expected, int]:
+    config = OriginConfig(
+        shape=shape, broadcast_duration=90, already_broadcast=60, window=5, media=media.spec
+    )
+    clock = ManualClock()
+    async with Origin(config, clock, media=media) as origin:
+        async with running_clock(origin, clock, step=1.0) as driver:
+            await record(
+                fast_options(origin.manifest_url, output, **changes),
+                install_signal_handlers=False,
+            )
+        assert driver.first_listed is not None and driver.first_listed > 20  # a late start
+        starts = [origin.segment_start(i) for i in range(origin.segment_count)]
+        expected = Expected(starts, media.source_count, origin.duration)
+        frames = origin.expected_frames(0, origin.segment_count - 1)
+    return expected, frames
+
+
+def _tone(path: Path, index: int) -> float:
+    """The pitch of audio stream ``index`` (Hz), from a second of its samples."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[index]
+        chunks = []
+        for frame in container.decode(stream):
+            chunks.append(frame.to_ndarray()[0])
+            if sum(len(c) for c in chunks) >= stream.rate:
+                break
+    samples = np.concatenate(chunks)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * stream.rate / len(samples))
+
+
+def _audio_span(path: Path, index: int) -> tuple[float, float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[index]
+        times = [
+            (float(p.pts * p.time_base), float((p.pts + p.duration) * p.time_base))
+            for p in container.demux(stream)
+            if p.pts is not None and p.size
+        ]
+    return times[0][0], times[-1][1]
+
+
+def _cues(path: Path) -> list[tuple[float, float, str]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[0]
+        cues = []
+        for packet in container.demux(stream):
+            if packet.pts is None or not packet.size:
+                continue
+            data = bytes(packet)
+            if stream.codec_context.name == "mov_text":
+                data = data[2 : 2 + int.from_bytes(data[:2], "big")]
+            if not data:
+                continue  # mov_text's empty samples between cues
+            start = float(packet.pts * packet.time_base)
+            cues.append((start, start + float(packet.duration * packet.time_base), data.decode()))
+    return cues
+
+
+def _check_cues(path: Path, expected: Expected) -> None:
+    cues = _cues(path)
+    assert len(cues) == len(expected.starts)
+    for i, (start, end, text) in enumerate(cues):
+        assert text == cue_text("en", i % expected.source_count)
+        assert start == pytest.approx(expected.starts[i] + CUE_START, abs=0.1)
+        assert end == pytest.approx(expected.starts[i] + CUE_END, abs=0.1)
+
+
+@pytest.mark.parametrize("shape", ["time", "instagram", "number_timeline"])
+async def test_three_languages_and_captions_are_recorded_from_the_start_into_mkv(
+    shape: str, tmp_path: Path, languages_media: TestMedia
+) -> None:
+    output = tmp_path / "languages.mkv"
+    expected, frames = await _record(
+        languages_media, shape, output, audio_quality=("all",), subtitles=True
+    )
+
+    with av.open(str(output)) as container:
+        audio = container.streams.audio
+        assert len(container.streams.video) == 1
+        assert [s.metadata.get("language") for s in audio] == ["eng", "fre", "ger"]
+        assert len(container.streams.subtitles) == 1
+        assert container.streams.subtitles[0].metadata.get("language") == "eng"
+        assert container.streams.subtitles[0].codec_context.name == "webvtt"
+    report = inspect(output)
+    assert report.video_frames == frames
+    assert report.video_start == pytest.approx(0.0, abs=0.001)
+    for index, tone in enumerate(AUDIO_TONES[:3]):
+        start, end = _audio_span(output, index)
+        assert start == pytest.approx(0.0, abs=0.05)  # from the broadcast's first frame
+        assert end == pytest.approx(expected.duration, abs=0.1)
+        assert _tone(output, index) == pytest.approx(tone, abs=5)
+    _check_cues(output, expected)
+
+
+async def test_mp4_takes_the_languages_and_the_captions_as_timed_text(
+    tmp_path: Path, languages_media: TestMedia
+) -> None:
+    output = tmp_path / "languages.mp4"
+    expected, _ = await _record(
+        languages_media, "time", output, audio_quality=("all",), subtitles=True
+    )
+
+    with av.open(str(output)) as container:
+        assert [s.metadata.get("language") for s in container.streams.audio] == [
+            "eng",
+            "fra",
+            "deu",
+        ]
+        subtitles = container.streams.subtitles[0]
+        assert subtitles.codec_context.name == "mov_text"
+        assert subtitles.metadata.get("language") == "eng"
+    _check_cues(output, expected)
+
+
+async def test_without_the_options_only_the_best_audio_is_recorded_untagged(
+    tmp_path: Path, languages_media: TestMedia
+) -> None:
+    output = tmp_path / "default.mkv"
+    await _record(languages_media, "time", output)
+
+    with av.open(str(output)) as container:
+        assert len(container.streams.audio) == 1
+        assert not container.streams.subtitles
+        assert container.streams.audio[0].metadata.get("language") in (None, "und")
+    # As before: the highest bandwidth, whatever its language.
+    audio = [t for t in languages_media.tracks() if t.kind.startswith("audio")]
+    best = max(range(len(audio)), key=lambda n: audio[n].bandwidth)
+    assert _tone(output, 0) == pytest.approx(AUDIO_TONES[best], abs=5)
+
+
+async def test_named_ids_choose_the_tracks_and_others_take_their_best(
+    tmp_path: Path, languages_media: TestMedia
+) -> None:
+    output = tmp_path / "two.mkv"
+    await _record(
+        languages_media, "time", output, audio_quality=("audio-de",), more_audio=("audio-fr",)
+    )
+
+    with av.open(str(output)) as container:
+        assert [s.metadata.get("language") for s in container.streams.audio] == ["ger", "fre"]
+    assert _tone(output, 0) == pytest.approx(AUDIO_TONES[2], abs=5)
+    assert _tone(output, 1) == pytest.approx(AUDIO_TONES[1], abs=5)
