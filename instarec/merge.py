@@ -441,7 +441,9 @@ async def merge_periods(
         min(
             t.first_start
             for t in tracks
-            if t.segments and (t.kind == "audio" or not container.audio_only)
+            if t.segments
+            and (t.kind == "audio" or not container.audio_only)
+            and (t.kind != "text" or container.subtitles is not None)
         )
         for tracks in pieces
     ]

@@ -435,7 +435,7 @@ def _ask_audio(
             groups: dict[int, Representation] = {}
             for rep in reps:  # best first: the first of each AdaptationSet is its best
                 groups.setdefault(rep.adaptation_set_index, rep)
-            return list(groups.values())
+            return [groups[index] for index in sorted(groups)]  # as --audio-quality all
         picked = [_pick(item.strip(), reps) for item in answer.split(",") if item.strip()]
         if picked and all(rep is not None for rep in picked):
             return list(dict.fromkeys(rep for rep in picked if rep is not None))
