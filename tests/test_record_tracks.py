@@ -3,7 +3,11 @@ live following), checked in the file with PyAV: languages, lengths, tones, cue t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -179,3 +183,100 @@ async def test_named_ids_choose_the_tracks_and_others_take_their_best(
         assert [s.metadata.get("language") for s in container.streams.audio] == ["ger", "fre"]
     assert _tone(output, 0) == pytest.approx(AUDIO_TONES[2], abs=5)
     assert _tone(output, 1) == pytest.approx(AUDIO_TONES[1], abs=5)
+
+
+def _kept(segments_dir: Path) -> set[str]:
+    tracks = set()
+    for line in (segments_dir / "journal.jsonl").read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            record_ = json.loads(line)
+            if record_.get("type") == "segment":
+                tracks.add(record_["track"])
+    return tracks
+
+
+async def _until(predicate: Callable[[], bool], limit: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_crashed_recording_resumes_every_track(
+    tmp_path: Path, languages_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="time", broadcast_duration=90, already_broadcast=60, media=languages_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "resumed.mkv"
+    segments_dir = tmp_path / "resumed.mkv.segments"
+    options = fast_options("", output, audio_quality=("all",), subtitles=True)
+    async with Origin(config, clock, media=languages_media) as origin:
+        options = replace(options, mpd_url=origin.manifest_url)
+        first = asyncio.create_task(record(options, install_signal_handlers=False))
+        await _until(
+            lambda: (
+                segments_dir.exists()
+                and {"video", "audio", "audio2", "audio3", "text"} <= _kept(segments_dir)
+            )
+        )
+        first.cancel()  # like a crash: nothing merged, the segments stay
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        async with running_clock(origin, clock, step=1.0):
+            await record(options, install_signal_handlers=False)
+        starts = [origin.segment_start(i) for i in range(origin.segment_count)]
+        expected = Expected(starts, languages_media.source_count, origin.duration)
+
+    with av.open(str(output)) as container:
+        assert [s.metadata.get("language") for s in container.streams.audio] == [
+            "eng",
+            "fre",
+            "ger",
+        ]
+    for index in range(3):
+        assert _audio_span(output, index) == pytest.approx((0.0, expected.duration), abs=0.1)
+    _check_cues(output, expected)
+
+
+async def test_segments_kept_after_the_broadcast_are_merged_with_their_languages(
+    tmp_path: Path, languages_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=60,
+        already_broadcast=30,
+        end_signal_manifest_404_after=5,
+        media=languages_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "late.mkv"
+    segments_dir = tmp_path / "late.mkv.segments"
+    options = fast_options("", output, audio_quality=("all",), subtitles=True)
+    async with Origin(config, clock, media=languages_media) as origin:
+        options = replace(options, mpd_url=origin.manifest_url)
+        recording = asyncio.create_task(record(options, install_signal_handlers=False))
+        await _until(
+            lambda: (
+                segments_dir.exists()
+                and {"video", "audio", "audio2", "audio3", "text"} <= _kept(segments_dir)
+            )
+        )
+        recording.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await recording
+        clock.advance(60)  # the broadcast ends and its manifest turns 404
+        summary = await record(options, install_signal_handlers=False)
+
+    assert summary.end_reason == "merged an earlier recording"
+    assert [t.kind for t in summary.tracks] == ["video", "audio", "audio2", "audio3", "text"]
+    with av.open(str(output)) as container:
+        assert [s.metadata.get("language") for s in container.streams.audio] == [
+            "eng",
+            "fre",
+            "ger",
+        ]
+        assert container.streams.subtitles[0].metadata.get("language") == "eng"
+    assert _cues(output)
