@@ -52,6 +52,7 @@ class TrackSummary:
     missing: int
     start: float | None  # seconds, first recorded segment
     end: float | None  # seconds, end of the last recorded segment
+    lang: str | None = None  # the language it is tagged with (recordings of several tracks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +369,7 @@ def _tracks_on_disk(
                 _missing_count(stored, lost, gaps),
                 stored[0].start if stored else None,
                 (last.start + (last.duration or 0.0)) if last else None,
+                track.lang,
             )
         )
     return [piece for piece in pieces if piece], summaries, all_gaps

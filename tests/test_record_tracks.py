@@ -272,6 +272,7 @@ async def test_segments_kept_after_the_broadcast_are_merged_with_their_languages
 
     assert summary.end_reason == "merged an earlier recording"
     assert [t.kind for t in summary.tracks] == ["video", "audio", "audio2", "audio3", "text"]
+    assert [t.lang for t in summary.tracks] == [None, "en", "fr", "de", "en"]
     with av.open(str(output)) as container:
         assert [s.metadata.get("language") for s in container.streams.audio] == [
             "eng",
@@ -280,3 +281,36 @@ async def test_segments_kept_after_the_broadcast_are_merged_with_their_languages
         ]
         assert container.streams.subtitles[0].metadata.get("language") == "eng"
     assert _cues(output)
+
+
+async def test_every_track_follows_a_new_period(tmp_path: Path, languages_media: TestMedia) -> None:
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=90,
+        already_broadcast=20,
+        window=5,
+        period_starts=(50.0,),
+        media=languages_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "periods.mkv"
+    async with Origin(config, clock, media=languages_media) as origin:
+        async with running_clock(origin, clock, step=1.0):
+            summary = await record(
+                fast_options(origin.manifest_url, output, audio_quality=("all",), subtitles=True),
+                install_signal_handlers=False,
+            )
+        starts = [origin.segment_start(i) for i in range(origin.segment_count)]
+        expected = Expected(starts, languages_media.source_count, origin.duration)
+
+    assert summary.gaps == ()
+    with av.open(str(output)) as container:
+        assert [s.metadata.get("language") for s in container.streams.audio] == [
+            "eng",
+            "fre",
+            "ger",
+        ]
+    for index, tone in enumerate(AUDIO_TONES[:3]):
+        assert _audio_span(output, index) == pytest.approx((0.0, expected.duration), abs=0.1)
+        assert _tone(output, index) == pytest.approx(tone, abs=5)
+    _check_cues(output, expected)
