@@ -19,6 +19,7 @@ from instarec.timeline import Timeline
 
 __all__ = [
     "PeriodFollower",
+    "kind_of",
     "match_representation",
     "period_offset",
     "period_start_ms",
@@ -43,6 +44,13 @@ def slot_of(track: str) -> str | None:
     no track."""
     match = _PERIOD_TRACK.fullmatch(track)
     return match.group(1) if match else None
+
+
+def kind_of(track: str) -> str | None:
+    """The kind a store track name holds ("video-p60000" holds video, "audio2" audio), None
+    for no kind."""
+    slot = slot_of(track)
+    return slot.rstrip("0123456789") if slot else None
 
 
 def period_start_ms(track: str) -> int:

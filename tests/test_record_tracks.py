@@ -314,3 +314,35 @@ async def test_every_track_follows_a_new_period(tmp_path: Path, languages_media:
         assert _audio_span(output, index) == pytest.approx((0.0, expected.duration), abs=0.1)
         assert _tone(output, index) == pytest.approx(tone, abs=5)
     _check_cues(output, expected)
+
+
+async def test_ttml_captions_are_recorded_as_subtitles(
+    tmp_path: Path, media_cache_dir: Path
+) -> None:
+    # TTML documents carry their own times: the broadcast stays within one loop of the source.
+    media = generate_media(MediaSpec(duration=40.0, ttml_subtitles=("fr",)), media_cache_dir)
+    config = OriginConfig(
+        shape="number_timeline",
+        broadcast_duration=36,
+        already_broadcast=20,
+        window=5,
+        media=media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "ttml.mkv"
+    async with Origin(config, clock, media=media) as origin:
+        async with running_clock(origin, clock, step=1.0):
+            await record(
+                fast_options(origin.manifest_url, output, subtitles=True),
+                install_signal_handlers=False,
+            )
+        starts = [origin.segment_start(i) for i in range(origin.segment_count)]
+    assert len(starts) < media.source_count
+
+    with av.open(str(output)) as container:
+        assert container.streams.subtitles[0].metadata.get("language") == "fre"
+    cues = _cues(output)
+    assert [text for _, _, text in cues] == [cue_text("fr", i) for i in range(len(starts))]
+    for (start, end, _), segment_start in zip(cues, starts, strict=True):
+        assert start == pytest.approx(segment_start + CUE_START, abs=0.1)
+        assert end == pytest.approx(segment_start + CUE_END, abs=0.1)

@@ -72,10 +72,12 @@ class MediaSpec:
     audio_languages: tuple[str, ...] = ()
     # A WebVTT-in-MP4 text track ("text-en") per language (testing/text.py).
     subtitles: tuple[str, ...] = ()
+    # A TTML-in-MP4 text track per language, right within one loop of the source only.
+    ttml_subtitles: tuple[str, ...] = ()
 
     def cache_key(self) -> str:
         fields = asdict(self)
-        for name in ("audio_languages", "subtitles"):
+        for name in ("audio_languages", "subtitles", "ttml_subtitles"):
             if not fields[name]:
                 del fields[name]  # media made before these existed keeps its cache
         text = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
@@ -440,19 +442,23 @@ def _audio_track(
 
 
 def _text_track(
-    scratch: Path, spec: MediaSpec, frames: list[int], lang: str
+    scratch: Path, spec: MediaSpec, frames: list[int], lang: str, *, ttml: bool = False
 ) -> tuple[dict[str, Any], bytes]:
-    """A wvtt track cut like the video: a frame lasts 1000 ticks, so loops stay exact."""
+    """A wvtt (or stpp) track cut like the video: a frame lasts 1000 ticks, so loops stay
+    exact."""
     timescale = spec.fps * 1000
     edges = [0]
     for n in frames:
         edges.append(edges[-1] + n * 1000)
     kind = f"text-{lang}"
-    init = text.text_init(1, timescale, lang)
+    init = text.text_init(1, timescale, lang, ttml=ttml)
     (scratch / f"{kind}.mp4").write_bytes(init)
-    parts = text.text_segments(1, timescale, lang, edges)
-    meta = {"kind": kind, "codecs": text.TEXT_CODECS, "lang": lang}
-    return _track_meta(meta, init, parts, [3] * len(parts), mp4.parse_init(init)), b"".join(parts)
+    build = text.ttml_segments if ttml else text.text_segments
+    parts = build(1, timescale, lang, edges)
+    codecs = text.TTML_CODECS if ttml else text.TEXT_CODECS
+    meta = {"kind": kind, "codecs": codecs, "lang": lang}
+    counts = [1 if ttml else 3] * len(parts)
+    return _track_meta(meta, init, parts, counts, mp4.parse_init(init)), b"".join(parts)
 
 
 def _track_meta(
@@ -499,6 +505,8 @@ def _build(spec: MediaSpec, directory: Path) -> None:
                 tracks.append(({**meta, "lang": lang}, data))
         for lang in spec.subtitles:
             tracks.append(_text_track(scratch, spec, frames, lang))
+        for lang in spec.ttml_subtitles:
+            tracks.append(_text_track(scratch, spec, frames, lang, ttml=True))
         out = scratch / "out"
         out.mkdir()
         for meta, data in tracks:

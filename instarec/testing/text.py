@@ -1,9 +1,11 @@
-"""WebVTT-in-MP4 (``wvtt``, ISO/IEC 14496-30) test tracks, built here byte by byte.
+"""Text tracks in MP4 (ISO/IEC 14496-30) for the origin, built here byte by byte.
 
-No encoder makes live ``wvtt`` fragments, so the origin's text tracks are written by hand: an
-init segment whose sample entry is ``wvtt`` (with its ``vttC`` header), and one fragment per
-segment whose samples cover the segment without a hole: ``vtte`` (no cue) before and after
-one ``vttc`` cue (``iden``, ``sttg``, ``payl``).
+No encoder makes live text fragments, so the origin's text tracks are written by hand.
+WebVTT (``wvtt``): an init segment whose sample entry is ``wvtt`` (with its ``vttC`` header),
+and one fragment per segment whose samples cover the segment without a hole: ``vtte`` (no cue)
+before and after one ``vttc`` cue (``iden``, ``sttg``, ``payl``). TTML (``stpp``): one sample
+per segment, a TTML document whose times count from the track's media time 0 (so such a track
+is right only within one loop of the source: a looped segment keeps its document's times).
 
 Cue ``j`` of a source segment says ``cue_text(lang, j)`` from ``CUE_START`` to ``CUE_END``
 seconds after the segment starts, so a test knows every cue's text and time.
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 from instarec.testing import fmp4
 
 TEXT_CODECS = "wvtt"
+TTML_CODECS = "stpp"
+TTML_NAMESPACE = "http://www.w3.org/ns/ttml"
 CUE_START = 0.25  # seconds after its segment's start
 CUE_END = 1.25
 
@@ -31,8 +35,8 @@ def _u32(value: int) -> bytes:
     return struct.pack(">I", value)
 
 
-def text_init(track_id: int, timescale: int, lang: str) -> bytes:
-    """An init segment (ftyp + moov) for one ``wvtt`` track."""
+def text_init(track_id: int, timescale: int, lang: str, *, ttml: bool = False) -> bytes:
+    """An init segment (ftyp + moov) for one ``wvtt`` track (``ttml``: ``stpp``)."""
     matrix = b"".join(_u32(v) for v in (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000))
     mvhd = fmp4.full_box(
         b"mvhd",
@@ -55,12 +59,14 @@ def text_init(track_id: int, timescale: int, lang: str) -> bytes:
     mdhd = fmp4.full_box(
         b"mdhd", 0, 0, _u32(0) * 2 + _u32(timescale) + _u32(0), struct.pack(">HH", packed, 0)
     )
-    hdlr = fmp4.full_box(b"hdlr", 0, 0, _u32(0), b"text", bytes(12), b"WebVTT\x00")
-    entry = fmp4.box(
-        b"wvtt",
-        bytes(6) + struct.pack(">H", 1),  # reserved, data_reference_index
-        fmp4.box(b"vttC", b"WEBVTT"),
-    )
+    handler = b"subt" if ttml else b"text"
+    hdlr = fmp4.full_box(b"hdlr", 0, 0, _u32(0), handler, bytes(12), b"Text\x00")
+    reserved = bytes(6) + struct.pack(">H", 1)  # reserved, data_reference_index
+    if ttml:
+        # namespace, schema_location, auxiliary_mime_types: null-terminated strings
+        entry = fmp4.box(b"stpp", reserved, TTML_NAMESPACE.encode() + b"\x00\x00\x00")
+    else:
+        entry = fmp4.box(b"wvtt", reserved, fmp4.box(b"vttC", b"WEBVTT"))
     stsd = fmp4.full_box(b"stsd", 0, 0, _u32(1), entry)
     empty_tables = b"".join(
         fmp4.full_box(name, 0, 0, _u32(0)) for name in (b"stts", b"stsc", b"stco")
@@ -111,6 +117,42 @@ def text_segments(track_id: int, timescale: int, lang: str, edges: Sequence[int]
                 sizes=[len(data) for _, data in samples],
                 flags=[fmp4.SYNC_SAMPLE_FLAGS] * len(samples),
                 payload=payload,
+                with_styp=True,
+            )
+        )
+    return parts
+
+
+def _clock(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+def ttml_document(lang: str, index: int, start: float) -> bytes:
+    """The TTML document of the segment starting at ``start`` seconds of media time."""
+    begin, end = _clock(start + CUE_START), _clock(start + CUE_END)
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<tt xmlns="{TTML_NAMESPACE}" xml:lang="{lang}">'
+        f'<body><div><p begin="{begin}" end="{end}">{cue_text(lang, index)}</p></div></body></tt>'
+    ).encode()
+
+
+def ttml_segments(track_id: int, timescale: int, lang: str, edges: Sequence[int]) -> list[bytes]:
+    """One fragment per span between ``edges`` (ticks), one TTML document each."""
+    parts = []
+    for index, (start, end) in enumerate(itertools.pairwise(edges)):
+        document = ttml_document(lang, index, start / timescale)
+        parts.append(
+            fmp4.build_fragment(
+                track_id=track_id,
+                sequence_number=index + 1,
+                base_media_decode_time=start,
+                durations=[end - start],
+                sizes=[len(document)],
+                flags=[fmp4.SYNC_SAMPLE_FLAGS],
+                payload=document,
                 with_styp=True,
             )
         )
