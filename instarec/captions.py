@@ -18,7 +18,17 @@ from lxml import etree
 from instarec.errors import Mp4Error
 from instarec.mp4 import Sample, boxes
 
-__all__ = ["Cue", "iso639_2", "text_cues", "ttml_cues", "webvtt_document", "wvtt_cues"]
+__all__ = [
+    "Cue",
+    "is_webvtt",
+    "iso639_2",
+    "joined",
+    "text_cues",
+    "ttml_cues",
+    "webvtt_cues",
+    "webvtt_document",
+    "wvtt_cues",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +178,77 @@ def ttml_cues(samples: Iterable[Sample], timescale: int, shift: float = 0.0) -> 
             now[(cue.text, "", "")] = _merge_into(cues, running, cue)
         running = now
     return [cue for cue in cues if cue.end > 0]
+
+
+# --- plain WebVTT segments -------------------------------------------------------------------
+
+_VTT_TIME = re.compile(r"(?:(\d+):)?(\d{2}):(\d{2})[.,](\d{3})")
+_TIMESTAMP_MAP = re.compile(r"X-TIMESTAMP-MAP=(.*)")
+
+
+def is_webvtt(data: bytes) -> bool:
+    """Whether ``data`` is a WebVTT file (a segment of a ``text/vtt`` representation)."""
+    return data.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t").startswith(b"WEBVTT")
+
+
+def _vtt_seconds(text: str) -> float | None:
+    match = _VTT_TIME.fullmatch(text.strip())
+    if match is None:
+        return None
+    hours, minutes, seconds, millis = match.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(millis) / 1000
+
+
+def _timestamp_map(header: str) -> float:
+    """Seconds an HLS-style ``X-TIMESTAMP-MAP`` header moves the cues by (0 without one)."""
+    match = _TIMESTAMP_MAP.search(header)
+    if match is None:
+        return 0.0
+    fields = dict(part.split(":", 1) for part in match.group(1).split(",") if ":" in part)
+    try:
+        mpegts = int(fields.get("MPEGTS", "0")) / 90000
+    except ValueError:
+        return 0.0
+    local = _vtt_seconds(fields.get("LOCAL", "00:00.000")) or 0.0
+    return mpegts - local
+
+
+def webvtt_cues(document: str, shift: float = 0.0) -> list[Cue]:
+    """The cues of one WebVTT file, ``shift`` seconds later (NOTE, STYLE, REGION skipped)."""
+    blocks = document.replace("\r\n", "\n").replace("\r", "\n").split("\n\n")
+    if not blocks or not blocks[0].lstrip("\ufeff").startswith("WEBVTT"):
+        return []
+    shift += _timestamp_map(blocks[0])
+    cues: list[Cue] = []
+    for block in blocks[1:]:
+        lines = [line for line in block.split("\n") if line.strip()]
+        timing = next((n for n, line in enumerate(lines) if "-->" in line), None)
+        if timing is None or timing > 1:
+            continue  # NOTE, STYLE, REGION, or no cue
+        start_text, rest = lines[timing].split("-->", 1)
+        end_text, _, settings = rest.strip().partition(" ")
+        start, end = _vtt_seconds(start_text), _vtt_seconds(end_text)
+        text = "\n".join(lines[timing + 1 :])
+        if start is None or end is None or end <= start or not text:
+            continue
+        identifier = lines[0] if timing == 1 else ""
+        cues.append(Cue(start + shift, end + shift, text, settings.strip(), identifier))
+    return cues
+
+
+def joined(cues: Iterable[Cue]) -> list[Cue]:
+    """``cues`` in time order, a cue repeated by the next segment (the same, or continuing
+    where it ended) made one again."""
+    out: list[Cue] = []
+    seen: set[Cue] = set()
+    running: dict[tuple[str, str, str], int] = {}
+    for cue in sorted(cues, key=lambda c: (c.start, c.end)):
+        if cue in seen:
+            continue
+        seen.add(cue)
+        key = (cue.text, cue.settings, cue.identifier)
+        running[key] = _merge_into(out, running, cue)
+    return [cue for cue in out if cue.end > 0]
 
 
 def _timestamp(seconds: float) -> str:

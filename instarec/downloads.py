@@ -23,6 +23,7 @@ from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse
 from instarec.options import Options
 from instarec.refresh import Refresher
 from instarec.segments import RefOrigin, SegmentRef
+from instarec.selection import plain_text
 from instarec.store import SegmentStore
 from instarec.timeline import Timeline
 from instarec.unanswered import Unanswered
@@ -492,11 +493,12 @@ class Downloads:
             else:
                 self._not_yet.add(ref, retries)
             return None
-        try:
-            info: FragmentInfo | None = sink.fragment(default)
-        except Mp4Error as exc:
-            log.warning("%s segment %d is not a media segment (%s)", ref.track, ref.key, exc)
-            info = None
+        info: FragmentInfo | None = None
+        if not plain_text(timeline.rep):  # a WebVTT file is placed by the manifest alone
+            try:
+                info = sink.fragment(default)
+            except Mp4Error as exc:
+                log.warning("%s segment %d is not a media segment (%s)", ref.track, ref.key, exc)
         await self._commit(ref, timeline, info, size)
         if future is not None and not future.done():
             future.set_result(info)
@@ -555,8 +557,8 @@ async def fetch_inits(http: HttpClient, store: SegmentStore, timelines: Iterable
     """Each track's init segment, from the store or downloaded into it, parsed onto its timeline."""
     for timeline in timelines:
         init = timeline.rep.init_segment()
-        if init is None:
-            continue
+        if init is None or plain_text(timeline.rep):
+            continue  # WebVTT segments stand alone
         path = store.init_path(timeline.name)
         if not store.has_init(timeline.name):
             async with store.writer(timeline.name) as sink:

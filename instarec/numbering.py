@@ -17,6 +17,7 @@ from instarec.errors import NetworkError
 from instarec.manifest import Addressing, Manifest, MediaSegment
 from instarec.mp4 import FragmentInfo
 from instarec.segments import SegmentRef
+from instarec.selection import plain_text
 from instarec.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ async def calibrate_numbers(
         segments = listing.get(timeline.rep.id)
         if (
             timeline.rep.addressing is not Addressing.NUMBER_DURATION
+            or plain_text(timeline.rep)  # no tfdt to tell a number's time
             or template is None
             or not template.duration
             or not segments

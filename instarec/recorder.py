@@ -56,7 +56,7 @@ from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
 from instarec.refresh import Refresher, RefreshPolicy
 from instarec.segments import SegmentRef, TrackKind, slot_kind
-from instarec.selection import SelectedTracks, select_tracks
+from instarec.selection import SelectedTracks, plain_text, select_tracks
 from instarec.store import SegmentStore, discard, holds_partial_output, kept_fingerprint
 from instarec.timeline import Timeline
 
@@ -223,7 +223,7 @@ class Recording:
         derived = any(
             timeline is d for t in self.timelines.values() for d in self.chains.derived(t)
         )
-        if update.hole_from is not None and not derived:
+        if update.hole_from is not None and not derived and not plain_text(timeline.rep):
             # The window moved further than one refresh: chain through the media to reach it
             # (a derived track's segments come with its leader's chain).
             log.info(

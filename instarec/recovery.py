@@ -37,6 +37,7 @@ from instarec.errors import InstarecError, Mp4Error, NetworkError
 from instarec.manifest import Addressing, Manifest, MediaSegment
 from instarec.mp4 import FragmentInfo
 from instarec.segments import RefOrigin, SegmentRef
+from instarec.selection import plain_text
 from instarec.timeline import Timeline, median_ticks
 
 if TYPE_CHECKING:
@@ -284,6 +285,13 @@ class PastRecovery:
                     assert first_number is not None
                     numbered.setdefault((first_number, lowest_number(timeline)), []).append(
                         timeline
+                    )
+                elif addressing is Addressing.TIME_TIMELINE and plain_text(timeline.rep):
+                    # A $Time$ chain reads each segment's tfdt: a WebVTT file has none.
+                    log.warning(
+                        "%s: WebVTT segments named by $Time$ cannot be found in the past: "
+                        "the captions start with the live window",
+                        timeline.name,
                     )
                 elif addressing is Addressing.TIME_TIMELINE:
                     group.create_task(self._recover_times(timeline, segments))

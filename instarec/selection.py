@@ -32,6 +32,24 @@ _AUDIO_CODECS = ("mp4a", "opus", "ac-3", "ec-3", "ac-4", "flac", "vorbis", "dtsc
 ALL_AUDIO = "all"
 # Text carried in MP4 that instarec turns into subtitle streams (captions.py).
 TEXT_CODECS = ("wvtt", "stpp")
+PLAIN_WEBVTT = "text/vtt"  # segments that are WebVTT files, not MP4
+
+
+def text_format(rep: Representation) -> str | None:
+    """How a text representation carries its cues: ``"wvtt"`` or ``"stpp"`` in MP4 segments,
+    ``"vtt"`` as plain WebVTT segments; None for what instarec cannot record."""
+    mime = (rep.mime_type or "").lower()
+    if mime == PLAIN_WEBVTT:
+        return "vtt"
+    codec = (rep.codecs or "").split(".", 1)[0].lower()
+    if codec in TEXT_CODECS and mime in ("", "application/mp4"):
+        return codec
+    return None
+
+
+def plain_text(rep: Representation) -> bool:
+    """Whether ``rep``'s segments are WebVTT files: no init, no boxes, no tfdt."""
+    return track_kind(rep) == "text" and text_format(rep) == "vtt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +240,10 @@ def _text_tracks(period: Period) -> tuple[Representation, ...]:
     for rep in period.representations:
         if track_kind(rep) != "text":
             continue
-        codec = (rep.codecs or "").split(".", 1)[0].lower()
-        if codec not in TEXT_CODECS:
+        if text_format(rep) is None:
             log.warning(
                 "text representation %s (%s, %s) is left out: only WebVTT or TTML carried in "
-                "MP4 segments (wvtt, stpp) can be recorded",
+                "MP4 segments (wvtt, stpp) and WebVTT segments (text/vtt) can be recorded",
                 rep.id,
                 rep.mime_type or "no mime type",
                 rep.codecs or "no codecs",

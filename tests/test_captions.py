@@ -8,9 +8,12 @@ import pytest
 from instarec import mp4
 from instarec.captions import (
     Cue,
+    is_webvtt,
     iso639_2,
+    joined,
     text_cues,
     ttml_cues,
+    webvtt_cues,
     webvtt_document,
     wvtt_cues,
 )
@@ -204,3 +207,44 @@ def test_text_cues_tells_ttml_from_webvtt_by_the_sample_entry():
 )
 def test_iso639_2(lang: str | None, bibliographic: bool, code: str | None) -> None:
     assert iso639_2(lang, bibliographic=bibliographic) == code
+
+
+# --- WebVTT files as segments -----------------------------------------------------------------
+
+
+def test_webvtt_cues_read_a_file_and_skip_notes_and_styles():
+    document = (
+        "\ufeffWEBVTT - live\r\n\r\nSTYLE\r\n::cue { color: red }\r\n\r\n"
+        "NOTE a comment --> not a cue\r\n\r\n"
+        "id7\r\n00:01.500 --> 00:02.000 align:start\r\nfirst\r\nline two\r\n\r\n"
+        "01:00:00.000 --> 01:00:01,250\r\nlate\r\n\r\n"
+        "00:03.000 --> 00:02.000\r\nbackwards\r\n"
+    )
+    assert webvtt_cues(document, shift=1.0) == [
+        Cue(2.5, 3.0, "first\nline two", "align:start", "id7"),
+        Cue(3601.0, 3602.25, "late"),
+    ]
+
+
+def test_webvtt_timestamp_map_moves_the_cues():
+    document = (
+        "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:900000,LOCAL:00:00:01.000\n\n00:02.000 --> 00:03.000\nx\n"
+    )
+    assert webvtt_cues(document) == [Cue(11.0, 12.0, "x")]
+
+
+def test_not_webvtt_gives_no_cue():
+    assert webvtt_cues("<tt/>") == []
+    assert not is_webvtt(b"\x00\x00\x00\x18styp")
+    assert is_webvtt(b"\xef\xbb\xbfWEBVTT\n")
+
+
+def test_joined_drops_repeats_and_joins_continuations():
+    cues = [
+        Cue(4.0, 5.0, "b"),
+        Cue(1.0, 2.0, "a"),
+        Cue(1.0, 2.0, "a"),  # listed again by the next segment
+        Cue(2.0, 3.0, "a"),  # continued in the next segment
+        Cue(-2.0, -1.0, "before the start"),
+    ]
+    assert joined(cues) == [Cue(1.0, 3.0, "a"), Cue(4.0, 5.0, "b")]

@@ -346,3 +346,24 @@ async def test_ttml_captions_are_recorded_as_subtitles(
     for (start, end, _), segment_start in zip(cues, starts, strict=True):
         assert start == pytest.approx(segment_start + CUE_START, abs=0.1)
         assert end == pytest.approx(segment_start + CUE_END, abs=0.1)
+
+
+@pytest.mark.parametrize("shape", ["number_timeline", "number_duration"])
+async def test_webvtt_file_segments_are_recorded_from_the_start(
+    shape: str, tmp_path: Path, media_cache_dir: Path
+) -> None:
+    constant = "constant" if shape == "number_duration" else "variable"
+    media = generate_media(
+        MediaSpec(segment_durations=constant, plain_subtitles=("es",)), media_cache_dir
+    )
+    output = tmp_path / "vtt.mkv"
+    expected, _ = await _record(media, shape, output, subtitles=True)
+
+    with av.open(str(output)) as container:
+        assert container.streams.subtitles[0].metadata.get("language") == "spa"
+    cues = _cues(output)
+    assert len(cues) == len(expected.starts)
+    for i, (start, end, text) in enumerate(cues):
+        assert text == cue_text("es", i % expected.source_count)
+        assert start == pytest.approx(expected.starts[i] + CUE_START, abs=0.1)
+        assert end == pytest.approx(expected.starts[i] + CUE_END, abs=0.1)

@@ -14,7 +14,14 @@ from instarec.errors import UnsupportedStreamError
 from instarec.options import Options
 from instarec.periods import period_start_ms, slot_of
 from instarec.segments import slot_kind
-from instarec.selection import SelectedTracks, format_table, pick_interactively, select_tracks
+from instarec.selection import (
+    SelectedTracks,
+    format_table,
+    pick_interactively,
+    plain_text,
+    select_tracks,
+    text_format,
+)
 from tests.test_selection import audio, manifest_of, video
 
 
@@ -41,7 +48,8 @@ MULTI = manifest_of(
     audio("de", 96_000, adaptation_set_index=3, lang="de"),
     text("subs-en", 4, lang="en"),
     text("subs-fr", 5, codecs="stpp", lang="fr"),
-    text("plain", 6, mime_type="text/vtt", codecs=None),
+    text("ttml-file", 6, mime_type="application/ttml+xml", codecs=None),
+    text("vtt-file", 7, mime_type="text/vtt", codecs=None),
 )
 
 
@@ -75,7 +83,7 @@ def test_ids_beside_all_choose_within_their_own_set(caplog: pytest.LogCaptureFix
     assert not caplog.records  # the sets the id is not in take their best silently
 
 
-def test_subtitles_take_each_text_set_in_mp4_and_warn_of_the_rest(
+def test_subtitles_take_each_text_set_and_warn_of_what_cannot_be_read(
     caplog: pytest.LogCaptureFixture,
 ):
     with caplog.at_level(logging.WARNING):
@@ -85,8 +93,9 @@ def test_subtitles_take_each_text_set_in_mp4_and_warn_of_the_rest(
         ("audio", "fr-hi"),
         ("text", "subs-en"),
         ("text2", "subs-fr"),
+        ("text3", "vtt-file"),
     ]
-    assert "plain" in caplog.text and "left out" in caplog.text
+    assert "ttml-file" in caplog.text and "left out" in caplog.text
 
 
 def test_encrypted_text_is_refused():
@@ -105,7 +114,7 @@ def test_table_shows_languages_and_the_text_tracks():
     audio_part = table.split("Audio:")[1].split("Text")[0]
     assert "LANG" in audio_part and " fr " in audio_part and " de " in audio_part
     text_part = table.split("Text (recorded with --subtitles):")[1]
-    assert "subs-en" in text_part and "stpp" in text_part and "plain" in text_part
+    assert "subs-en" in text_part and "stpp" in text_part and "ttml-file" in text_part
 
 
 @pytest.mark.parametrize(
@@ -161,3 +170,21 @@ def test_a_rerun_resumes_only_with_the_same_further_tracks(tmp_path: Path):
     fewer = identity.fingerprint("https://h/a.mpd", "v", "a")
     problem = identity.mismatch(kept, fewer, tmp_path)
     assert problem is not None and "audio2 fr-hi" in problem
+
+
+@pytest.mark.parametrize(
+    ("mime", "codecs", "expected"),
+    [
+        ("application/mp4", "wvtt", "wvtt"),
+        ("application/mp4", "stpp.ttml.im1t", "stpp"),
+        (None, "wvtt", "wvtt"),
+        ("text/vtt", None, "vtt"),
+        ("text/vtt", "wvtt", "vtt"),
+        ("application/ttml+xml", None, None),
+        ("application/mp4", "tx3g", None),
+    ],
+)
+def test_text_format(mime: str | None, codecs: str | None, expected: str | None):
+    rep = text("t", 4, codecs=codecs, mime_type=mime)
+    assert text_format(rep) == expected
+    assert plain_text(rep) == (expected == "vtt")

@@ -74,10 +74,12 @@ class MediaSpec:
     subtitles: tuple[str, ...] = ()
     # A TTML-in-MP4 text track per language, right within one loop of the source only.
     ttml_subtitles: tuple[str, ...] = ()
+    # A text/vtt track per language: WebVTT files as segments, no init (made as served).
+    plain_subtitles: tuple[str, ...] = ()
 
     def cache_key(self) -> str:
         fields = asdict(self)
-        for name in ("audio_languages", "subtitles", "ttml_subtitles"):
+        for name in ("audio_languages", "subtitles", "ttml_subtitles", "plain_subtitles"):
             if not fields[name]:
                 del fields[name]  # media made before these existed keeps its cache
         text = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
@@ -102,6 +104,7 @@ class TrackMedia:
     segments: tuple[SegmentInfo, ...]  # source segments
     track_id: int = 1
     lang: str | None = None
+    plain_text: bool = False  # WebVTT files as segments (text/vtt): no init, no boxes
     data: bytes = field(default=b"", repr=False)  # every source segment, back to back
     offsets: tuple[int, ...] = field(default=(), repr=False)  # start of segment i in data
 
@@ -191,6 +194,9 @@ class LoopedMedia:
         """Source bytes with tfdt moved to the looped time and mfhd sequence = i + 1."""
         loop, j = self._locate(i)
         track = self.media.track(kind)
+        if track.plain_text:
+            info = self.segment_info(kind, i)
+            return text.plain_segment(track.lang or "und", j, info.t, info.d, track.timescale)
         data = track.segment_data(j)
         if loop == 0 and not self._offset[kind]:
             return fmp4.rewrite_fragment(data, sequence_number=i + 1)
@@ -461,6 +467,36 @@ def _text_track(
     return _track_meta(meta, init, parts, counts, mp4.parse_init(init)), b"".join(parts)
 
 
+def _plain_text_track(
+    scratch: Path, spec: MediaSpec, frames: list[int], lang: str
+) -> tuple[dict[str, Any], bytes]:
+    """A text/vtt track cut like the video; its files are written as they are served (their
+    cue times follow the loop), so only their timing is kept here."""
+    timescale = spec.fps * 1000
+    kind = f"text-{lang}-vtt"
+    (scratch / f"{kind}.mp4").write_bytes(b"")
+    parts, t = [], 0
+    for index, n in enumerate(frames):
+        parts.append(text.plain_segment(lang, index, t, n * 1000, timescale))
+        t += n * 1000
+    starts = [sum(frames[:index]) * 1000 for index in range(len(frames))]
+    meta = {
+        "kind": kind,
+        "codecs": text.TEXT_CODECS,
+        "lang": lang,
+        "plain": True,
+        "timescale": timescale,
+        "track_id": 0,
+        "bandwidth": 1000,
+        "segments": [
+            [start, n * 1000, len(part), 1]
+            for start, n, part in zip(starts, frames, parts, strict=True)
+        ],
+        "init_size": 0,
+    }
+    return meta, b"".join(parts)
+
+
 def _track_meta(
     meta: dict[str, Any], init: bytes, parts: list[bytes], counts: list[int], info: mp4.InitInfo
 ) -> dict[str, Any]:
@@ -507,6 +543,8 @@ def _build(spec: MediaSpec, directory: Path) -> None:
             tracks.append(_text_track(scratch, spec, frames, lang))
         for lang in spec.ttml_subtitles:
             tracks.append(_text_track(scratch, spec, frames, lang, ttml=True))
+        for lang in spec.plain_subtitles:
+            tracks.append(_plain_text_track(scratch, spec, frames, lang))
         out = scratch / "out"
         out.mkdir()
         for meta, data in tracks:
@@ -548,6 +586,7 @@ def _load(spec: MediaSpec, directory: Path) -> TestMedia:
             segments=segments,
             track_id=meta["track_id"],
             lang=meta.get("lang"),
+            plain_text=meta.get("plain", False),
             data=(directory / f"{kind}-segments.bin").read_bytes(),
             offsets=tuple(offsets),
         )

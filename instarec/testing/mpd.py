@@ -87,6 +87,7 @@ class TrackDescription:
     fps: int | None = None
     audio_rate: int | None = None
     lang: str | None = None
+    plain_text: bool = False  # WebVTT files as segments: text/vtt, no initialization
 
     @property
     def content_type(self) -> str:
@@ -96,6 +97,8 @@ class TrackDescription:
     @property
     def mime_type(self) -> str:
         # Text carried in MP4 (wvtt, stpp) is application/mp4 (RFC 4337, DASH-IF IOP).
+        if self.plain_text:
+            return "text/vtt"
         return "application/mp4" if self.content_type == "text" else f"{self.content_type}/mp4"
 
     @property
@@ -665,7 +668,9 @@ def _render_template(
             "SegmentTemplate",
             presentationTimeOffset=0,
             timescale=1000,
-            initialization=f"../{track.rep_id}/{sid}_0-init.{track.extension}{query}",
+            initialization=None
+            if track.plain_text
+            else f"../{track.rep_id}/{sid}_0-init.{track.extension}{query}",
             media=f"../{track.rep_id}/{sid}_0-$Time$.{track.extension}{query}",
         )
         entries = [
@@ -682,7 +687,7 @@ def _render_template(
         rep,
         "SegmentTemplate",
         timescale=b.mpd_timescale(kind),
-        initialization=f"$RepresentationID$/init.mp4{query}",
+        initialization=None if track.plain_text else f"$RepresentationID$/init.mp4{query}",
         media=b._media_template() + query,
     )
     if b.shape == "number_duration":

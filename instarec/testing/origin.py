@@ -367,6 +367,7 @@ def _describe_tracks(media: TestMedia, spec: MediaSpec, shape: str) -> list[Trac
                 bandwidth=track.bandwidth,
                 audio_rate=spec.audio_rate if name[0] == "audio" else None,
                 lang=track.lang,
+                plain_text=track.plain_text,
             )
         )
     return tracks
@@ -926,6 +927,9 @@ def _refused(
 def _broadcast(
     cfg: OriginConfig, looped: LoopedMedia, media: TestMedia, stream_id: str
 ) -> Broadcast:
+    if cfg.period_starts and any(track.plain_text for track in media.tracks()):
+        # Their files are made with their times in them, which no Period restart rewrites.
+        raise ValueError("WebVTT-file text tracks (plain_subtitles) have a single Period")
     signed = cfg.shape == "instagram" and cfg.signed
     # Expiry (oe) far in the real future, hex like the CDN's.
     expiry = format(int(time.time()) + 7 * 86400, "x")

@@ -123,6 +123,18 @@ def text_segments(track_id: int, timescale: int, lang: str, edges: Sequence[int]
     return parts
 
 
+def plain_segment(lang: str, index: int, start: int, duration: int, timescale: int) -> bytes:
+    """A WebVTT file for the segment at ``start`` ticks: its cue at its time in seconds of the
+    Period (a segment of a ``text/vtt`` representation); ``index``: its source segment."""
+    begin, end = start / timescale + CUE_START, start / timescale + CUE_END
+    if duration / timescale <= CUE_END:
+        raise ValueError("a text segment is too short for its cue")
+    return (
+        f"WEBVTT\n\nNOTE segment {index}\n\nc{index}\n"
+        f"{_clock(begin)} --> {_clock(end)} line:90%\n{cue_text(lang, index)}\n"
+    ).encode()
+
+
 def _clock(seconds: float) -> str:
     millis = round(seconds * 1000)
     hours, rest = divmod(millis, 3_600_000)
