@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ import av
 import numpy as np
 import pytest
 
+from instarec.cli import main
 from instarec.recorder import record
 from instarec.testing.clock import ManualClock
 from instarec.testing.media import AUDIO_TONES, MediaSpec, TestMedia, generate_media
@@ -22,6 +24,16 @@ from instarec.testing.text import CUE_END, CUE_START, cue_text
 from tests.recording import fast_options, inspect, running_clock
 
 LANGUAGES = ("en", "fr", "de")
+FAST_ARGS = [
+    "--poll-interval",
+    "0.05",
+    "--past-segment-delay",
+    "0",
+    "--download-retry-delay",
+    "0.01",
+    "--live-end-timeout",
+    "30",
+]
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +379,41 @@ async def test_webvtt_file_segments_are_recorded_from_the_start(
         assert text == cue_text("es", i % expected.source_count)
         assert start == pytest.approx(expected.starts[i] + CUE_START, abs=0.1)
         assert end == pytest.approx(expected.starts[i] + CUE_END, abs=0.1)
+
+
+async def test_list_formats_shows_the_languages_and_the_text_tracks(
+    capsys: pytest.CaptureFixture[str], languages_media: TestMedia
+) -> None:
+    config = OriginConfig(shape="time", already_broadcast=30, media=languages_media.spec)
+    async with Origin(config, ManualClock(), media=languages_media) as origin:
+        code = await asyncio.to_thread(main, ["-F", origin.manifest_url])
+    out = capsys.readouterr().out
+    assert code == 0
+    audio_rows = out.split("Audio:")[1].split("Text")[0].splitlines()[2:]
+    assert sorted(row.split()[4] for row in audio_rows) == ["de", "en", "fr"]
+    text_rows = out.split("Text (recorded with --subtitles):")[1].splitlines()[2:]
+    assert [row.split()[1] for row in text_rows] == ["text-en"]
+    assert "wvtt" in text_rows[0] and " en " in text_rows[0]
+
+
+async def test_the_picker_ticks_two_languages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, languages_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="time", broadcast_duration=40, already_broadcast=20, media=languages_media.spec
+    )
+    clock = ManualClock()
+    output = tmp_path / "picked.mkv"
+    monkeypatch.setattr("sys.stdin", io.StringIO("audio-fr,audio-de\n"))
+    async with (
+        Origin(config, clock, media=languages_media) as origin,
+        running_clock(origin, clock, step=0.5, every=0.01),
+    ):
+        argv = ["-i", origin.manifest_url, str(output), *FAST_ARGS]
+        code = await asyncio.to_thread(main, argv)
+    assert code == 0
+
+    with av.open(str(output)) as container:
+        assert [s.metadata.get("language") for s in container.streams.audio] == ["fre", "ger"]
+    assert _tone(output, 0) == pytest.approx(AUDIO_TONES[1], abs=5)
+    assert _tone(output, 1) == pytest.approx(AUDIO_TONES[2], abs=5)
