@@ -1106,6 +1106,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=0, help="0 picks a free port")
     add("--media-duration", type=float, default=30.0, help="seconds of source media to encode")
     add(
+        "--audio-languages",
+        default="",
+        help="comma-separated languages, one audio AdaptationSet each (tones 440, 660, 880 Hz...)",
+    )
+    add("--subtitles", default="", help="comma-separated languages of WebVTT-in-MP4 text tracks")
+    add("--ttml-subtitles", default="", help="the same in TTML (stpp), right within one loop")
+    add("--vtt-subtitles", default="", help="the same as WebVTT files (text/vtt, no init)")
+    add(
         "--constant", action="store_true", help="constant 2 s segments (implied by number_duration)"
     )
     add("--no-audio", action="store_true")
@@ -1157,6 +1165,10 @@ def _outage(text: str) -> tuple[float, float]:
     return outage
 
 
+def _languages(text: str) -> tuple[str, ...]:
+    return tuple(lang.strip() for lang in text.split(",") if lang.strip())
+
+
 def config_from_args(args: argparse.Namespace) -> OriginConfig:
     constant = args.constant or args.shape == "number_duration"
     media = MediaSpec(
@@ -1164,6 +1176,10 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         segment_durations="constant" if constant else "variable",
         video=not args.no_video,
         audio=not args.no_audio,
+        audio_languages=_languages(args.audio_languages),
+        subtitles=_languages(args.subtitles),
+        ttml_subtitles=_languages(args.ttml_subtitles),
+        plain_subtitles=_languages(args.vtt_subtitles),
     )
     faults = FaultConfig(
         seed=args.seed,
