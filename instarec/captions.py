@@ -80,9 +80,11 @@ def wvtt_cues(samples: Iterable[Sample], timescale: int, shift: float = 0.0) -> 
     return [cue for cue in cues if cue.end > 0]
 
 
-def text_cues(init: bytes, samples: Sequence[Sample], timescale: int, shift: float) -> list[Cue]:
-    """The cues of a text track whose init segment is ``init``: TTML (``stpp``) or WebVTT."""
-    if b"stpp" in init:
+def text_cues(
+    sample_entry: str, samples: Sequence[Sample], timescale: int, shift: float
+) -> list[Cue]:
+    """The cues of a text track whose stsd names ``sample_entry``: TTML (``stpp``) or WebVTT."""
+    if sample_entry == "stpp":
         return ttml_cues(samples, timescale, shift)
     return wvtt_cues(samples, timescale, shift)
 

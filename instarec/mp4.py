@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from instarec.errors import Mp4Error
 
@@ -57,6 +57,9 @@ class InitInfo:
     timescale: int
     handler: str  # "vide", "soun", ... (the hdlr handler_type as written)
     default_sample_duration: int | None  # from mvex/trex, None when the init has no trex
+    # The first sample entry of stsd ("avc1", "mp4a", "wvtt", "stpp"...); "" when unreadable.
+    # Left out of comparisons: an init is told by its track and timing (tests build those).
+    sample_entry: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,17 @@ def parse_init(data: bytes | bytearray | memoryview) -> InitInfo:
             if trex_track == track_id:
                 default_duration = duration
                 break
-    return InitInfo(track_id, timescale, handler, default_duration)
+    return InitInfo(track_id, timescale, handler, default_duration, _sample_entry(buf, mdia))
+
+
+def _sample_entry(buf: memoryview, mdia: _Box) -> str:
+    """The type of the first sample entry in mdia/minf/stbl/stsd (after its 8-byte header)."""
+    box: _Box | None = mdia
+    for name in (b"minf", b"stbl", b"stsd"):
+        box = _find(buf, box, name) if box is not None else None
+    if box is None or box.end - box.payload < 16:
+        return ""
+    return bytes(buf[box.payload + 12 : box.payload + 16]).decode("latin-1")
 
 
 @dataclass(frozen=True, slots=True)
