@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from instarec.cli import main
+from instarec.merge import existing_parts
 from instarec.recorder import record
 from instarec.testing.clock import ManualClock
 from instarec.testing.media import AUDIO_TONES, MediaSpec, TestMedia, generate_media
@@ -417,3 +418,50 @@ async def test_the_picker_ticks_two_languages(
         assert [s.metadata.get("language") for s in container.streams.audio] == ["fre", "ger"]
     assert _tone(output, 0) == pytest.approx(AUDIO_TONES[1], abs=5)
     assert _tone(output, 1) == pytest.approx(AUDIO_TONES[2], abs=5)
+
+
+async def test_parts_each_carry_every_language_and_their_captions(
+    tmp_path: Path, languages_media: TestMedia
+) -> None:
+    output = tmp_path / "cut.mkv"
+    expected, _ = await _record(
+        languages_media,
+        "time",
+        output,
+        audio_quality=("all",),
+        subtitles=True,
+        split_duration=30.0,
+    )
+
+    parts = existing_parts(output)
+    assert len(parts) >= 3  # at most 30 s each, cut where a video segment starts
+    texts = []
+    for part in parts:
+        with av.open(str(part)) as container:
+            assert [s.metadata.get("language") for s in container.streams.audio] == [
+                "eng",
+                "fre",
+                "ger",
+            ]
+            assert container.streams.subtitles[0].metadata.get("language") == "eng"
+        cues = _cues(part)
+        # Each part starts at 0 where one of its segments does: its first cue 0.25 s later.
+        assert cues[0][0] == pytest.approx(CUE_START, abs=0.1)
+        texts += [text for _, _, text in cues]
+    assert texts == [cue_text("en", i % expected.source_count) for i in range(len(expected.starts))]
+
+
+async def test_ts_keeps_every_language_and_leaves_the_captions_out(
+    tmp_path: Path, languages_media: TestMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = tmp_path / "languages.ts"
+    await _record(languages_media, "time", output, audio_quality=("all",), subtitles=True)
+
+    with av.open(str(output)) as container:
+        assert [s.metadata.get("language") for s in container.streams.audio] == [
+            "eng",
+            "fra",
+            "deu",
+        ]
+        assert not container.streams.subtitles
+    assert "takes no text subtitles" in caplog.text
