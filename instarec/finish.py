@@ -6,7 +6,6 @@ rerun that merges what an earlier run kept once the manifest is gone.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import itertools
 import logging
@@ -17,16 +16,9 @@ from pathlib import Path
 from instarec import identity
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import InstarecError
-from instarec.merge import (
-    TrackInput,
-    check_output_free,
-    keeps_video,
-    merge_parts,
-    merge_periods,
-    remove_parts_after,
-)
+from instarec.files import PartSummary, PeriodPiece, write_files
+from instarec.merge import TrackInput
 from instarec.options import Options
-from instarec.parts import Part, part_output, plan_parts
 from instarec.periods import period_start_ms, slot_of
 from instarec.segments import slot_kind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
@@ -53,16 +45,6 @@ class TrackSummary:
     start: float | None  # seconds, first recorded segment
     end: float | None  # seconds, end of the last recorded segment
     lang: str | None = None  # the language it is tagged with (recordings of several tracks)
-
-
-@dataclass(frozen=True, slots=True)
-class PartSummary:
-    """One file of a recording cut into parts (--split, --split-size)."""
-
-    path: Path
-    start: float  # seconds on the broadcast's timeline, where its earliest track starts
-    duration: float  # seconds, from that start to the end of its latest track
-    size: int  # bytes of the file
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +196,9 @@ async def merge_store(
     if end.unfinished is not None:
         await store.mark_output(partial=True)  # before the merge: a rerun may replace OUTPUT
     if inputs:
-        merged, size, parts = await _merged(store, tracks, inputs, output, ffmpeg, options)
+        # An output merged before the broadcast was all recorded is this recording's to replace.
+        replace = options.overwrite or store.partial_output
+        merged, size, parts = await write_files(store, inputs, output, ffmpeg, options, replace)
         # The recorded media's own times say how long the file is.
         duration = max(ends) - min(starts) if starts and ends else 0.0
         if end.unfinished is None:
@@ -246,72 +230,6 @@ async def merge_store(
     )
 
 
-async def _merged(
-    store: SegmentStore,
-    tracks: Sequence[RecordedTrack],
-    inputs: Sequence[Sequence[TrackInput]],
-    output: Path,
-    ffmpeg: str,
-    options: Options,
-) -> tuple[Path, int, tuple[PartSummary, ...]]:
-    """Merge into ``output``, or its parts: the (first) file, the bytes written, the parts."""
-    # An output merged before the broadcast was all recorded is this recording's to replace.
-    replace = options.overwrite or store.partial_output
-    if options.split.splits:
-        parts = await _merge_parts(store, tracks, output, ffmpeg, options, replace)
-        return parts[0].path, sum(part.size for part in parts), parts
-    result = await merge_periods(inputs, output, ffmpeg=ffmpeg, overwrite=replace)
-    return result.output, result.size, ()
-
-
-async def _merge_parts(
-    store: SegmentStore,
-    tracks: Sequence[RecordedTrack],
-    output: Path,
-    ffmpeg: str,
-    options: Options,
-    replace: bool,
-) -> tuple[PartSummary, ...]:
-    """Cut what the store holds into parts (``parts.py``) and merge each into a file."""
-    on_disk = {track.kind: store.segments(track.kind) for track in tracks}
-    video = bool(on_disk.get("video")) and keeps_video(output)
-    lead = "video" if video or not on_disk.get("audio") else "audio"
-    planned = plan_parts(on_disk, lead, options.split)
-    langs = {track.kind: track.lang for track in tracks}
-    jobs = [
-        (part_output(output, part.number), _part_inputs(store, part, langs)) for part in planned
-    ]
-    kept = {kind for kind, segments in on_disk.items() if segments and (video or kind != "video")}
-    for (path, _), part in zip(jobs, planned, strict=True):
-        lacking = kept - {kind for kind, _ in part.tracks}
-        if lacking:
-            # A hole in one track as long as the part: the part is still made, without it.
-            log.warning("%s has no %s: none was recorded there", path, " or ".join(sorted(lacking)))
-    await asyncio.to_thread(check_output_free, output, replace, split=True)
-    results = await merge_parts(jobs, ffmpeg=ffmpeg, overwrite=replace)
-    if replace:
-        await asyncio.to_thread(remove_parts_after, output, len(results))
-    return tuple(
-        PartSummary(result.output, part.start, part.duration, result.size)
-        for part, result in zip(planned, results, strict=True)
-    )
-
-
-def _part_inputs(
-    store: SegmentStore, part: Part[StoredSegment], langs: Mapping[str, str | None]
-) -> list[TrackInput]:
-    return [
-        TrackInput(
-            slot_kind(name),
-            store.init_path(name),
-            tuple(s.path for s in segments),
-            segments[0].start,
-            lang=langs.get(name),
-        )
-        for name, segments in part.tracks
-    ]
-
-
 async def _finished(store: SegmentStore, keep_segments: bool) -> None:
     """The output holds the whole recording: its segments go, unless they are to be kept."""
     if not keep_segments:
@@ -328,17 +246,18 @@ def _period_suffixes(store: SegmentStore) -> list[str]:
 
 def _tracks_on_disk(
     store: SegmentStore, tracks: Sequence[RecordedTrack]
-) -> tuple[list[list[TrackInput]], list[TrackSummary], list[GapRange]]:
+) -> tuple[list[PeriodPiece], list[TrackSummary], list[GapRange]]:
     """What ffmpeg merges (the tracks of each Period), and what the summary says, for each
     recorded track (its Periods together: they lie on one clock)."""
     suffixes = _period_suffixes(store)
     pieces: list[list[TrackInput]] = [[] for _ in suffixes]
+    spans: list[list[float]] = [[] for _ in suffixes]
     summaries: list[TrackSummary] = []
     all_gaps: list[GapRange] = []
     for track in tracks:
         stored: list[StoredSegment] = []
         missing: list[MissingSegment] = []
-        for piece, suffix in zip(pieces, suffixes, strict=True):
+        for piece, span, suffix in zip(pieces, spans, suffixes, strict=True):
             name = track.kind + suffix
             segments = store.segments(name)
             stored += segments
@@ -354,8 +273,10 @@ def _tracks_on_disk(
                         start,
                         shift,
                         track.lang,
+                        track.kind,
                     )
                 )
+                span += [start, segments[-1].start + (segments[-1].duration or 0.0)]
         lost = _lost_segments(stored, missing)
         gaps = _timeline_gaps(track.kind, stored, [m.key for m in lost])
         all_gaps.extend(gaps)
@@ -372,7 +293,12 @@ def _tracks_on_disk(
                 track.lang,
             )
         )
-    return [piece for piece in pieces if piece], summaries, all_gaps
+    periods = [
+        PeriodPiece(suffix, tuple(piece), min(span), max(span))
+        for suffix, piece, span in zip(suffixes, pieces, spans, strict=True)
+        if piece
+    ]
+    return periods, summaries, all_gaps
 
 
 async def merge_leftovers(

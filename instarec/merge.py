@@ -94,6 +94,12 @@ class TrackInput:
     # timeline restarts (see periods.py); first_start already includes it.
     shift: float = 0.0
     lang: str | None = None  # DASH @lang the output stream is tagged with (None: untagged)
+    # The recorded track's name, its store tracks' prefix ("audio2"); "": the kind.
+    track: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.track or self.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +283,9 @@ def _feed_failure(feeds: Sequence[_TrackFeed]) -> MergeError | None:
     for feed in feeds:
         error = feed.error
         if isinstance(error, FileNotFoundError):
-            return MergeError(f"recorded {feed.track.kind} file is missing: {error.filename}")
+            return MergeError(f"recorded {feed.track.name} file is missing: {error.filename}")
         if error is not None:
-            return MergeError(f"cannot read the recorded {feed.track.kind} segments: {error}")
+            return MergeError(f"cannot read the recorded {feed.track.name} segments: {error}")
     return None
 
 
@@ -355,7 +361,7 @@ def _select_tracks(tracks: Sequence[TrackInput], container: _Container) -> list[
         selected = [t for t in selected if t.kind != "text"]
     for track in tracks:
         if not track.segments:
-            log.warning("no %s segment was recorded: the output has no %s", track.kind, track.kind)
+            log.warning("no %s segment was recorded: the output has no %s", track.name, track.name)
     if container.audio_only:
         if any(t.kind == "video" for t in selected):
             log.info("audio-only output: the video track is left out")

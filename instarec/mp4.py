@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from instarec.errors import Mp4Error
 
@@ -57,9 +57,14 @@ class InitInfo:
     timescale: int
     handler: str  # "vide", "soun", ... (the hdlr handler_type as written)
     default_sample_duration: int | None  # from mvex/trex, None when the init has no trex
-    # The first sample entry of stsd ("avc1", "mp4a", "wvtt", "stpp"...); "" when unreadable.
-    # Left out of comparisons: an init is told by its track and timing (tests build those).
-    sample_entry: str = field(default="", compare=False)
+    # The first stsd entry, whole (avc1 with its avcC, mp4a with its esds, ...): what a decoder
+    # is configured with. Two inits with other entries cannot share one track of a file.
+    sample_entry: bytes = b""
+
+    @property
+    def entry_type(self) -> str:
+        """The first sample entry's type ("avc1", "mp4a", "wvtt", "stpp"...); "" for none."""
+        return self.sample_entry[4:8].decode("latin-1") if len(self.sample_entry) >= 8 else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,14 +209,17 @@ def parse_init(data: bytes | bytearray | memoryview) -> InitInfo:
     return InitInfo(track_id, timescale, handler, default_duration, _sample_entry(buf, mdia))
 
 
-def _sample_entry(buf: memoryview, mdia: _Box) -> str:
-    """The type of the first sample entry in mdia/minf/stbl/stsd (after its 8-byte header)."""
-    box: _Box | None = mdia
-    for name in (b"minf", b"stbl", b"stsd"):
-        box = _find(buf, box, name) if box is not None else None
-    if box is None or box.end - box.payload < 16:
-        return ""
-    return bytes(buf[box.payload + 12 : box.payload + 16]).decode("latin-1")
+def _sample_entry(buf: memoryview, mdia: _Box) -> bytes:
+    """The first sample entry of the track's stsd, b"" when the init has none."""
+    minf = _find(buf, mdia, b"minf")
+    stbl = _find(buf, minf, b"stbl") if minf is not None else None
+    stsd = _find(buf, stbl, b"stsd") if stbl is not None else None
+    if stsd is None:
+        return b""
+    # stsd: version/flags and an entry count, then the entries as boxes.
+    entries = _iter_boxes(buf, stsd.payload + 8, stsd.end, partial=True)
+    first = next(entries, None)
+    return bytes(buf[first.start : first.end]) if first is not None else b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from instarec.errors import (
     ManifestError,
     ManifestUnavailableError,
     NetworkError,
+    UrlExpiredError,
     UsageError,
 )
 from instarec.finish import (
@@ -54,7 +55,7 @@ from instarec.options import Options
 from instarec.periods import PeriodFollower
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
-from instarec.refresh import Refresher, RefreshPolicy
+from instarec.refresh import REFUSALS, Refresher, RefreshPolicy, fresh_start_url
 from instarec.segments import SegmentRef, TrackKind, slot_kind
 from instarec.selection import SelectedTracks, plain_text, select_tracks
 from instarec.store import SegmentStore, discard, holds_partial_output, kept_fingerprint
@@ -365,13 +366,14 @@ async def _record(
     clock: Clock,
 ) -> RecordingSummary:
     async with HttpClient(options.http_config()) as http:
-        source = ManifestSource(http, options.mpd_url, clock)
         try:
-            first = await source.fetch()
+            source, first = await _first_manifest(options, http, clock)
         except (NetworkError, ManifestError) as exc:
             # Rerunning a stopped recording after the broadcast ended must still give a file;
             # a refused URL is no ended broadcast: what was kept waits for a fresh one.
-            refused = isinstance(exc, ManifestUnavailableError) and exc.status in (401, 403)
+            refused = isinstance(exc, UrlExpiredError) or (
+                isinstance(exc, ManifestUnavailableError) and exc.status in (401, 403)
+            )
             leftovers = (
                 None
                 if refused
@@ -393,6 +395,22 @@ async def _record(
             # Cancelled or failed, the recording leaves its journal as it stands now: a rerun
             # (or a test) reading it must not race a batch still being written.
             await store.settle()
+
+
+async def _first_manifest(
+    options: Options, http: HttpClient, clock: Clock
+) -> tuple[ManifestSource, Snapshot]:
+    """The manifest's source and first snapshot. An MPD URL refused as expired (a rerun with
+    the command that was interrupted) is renewed with --refresh-url-command when given."""
+    source = ManifestSource(http, options.mpd_url, clock)
+    try:
+        return source, await source.fetch()
+    except ManifestUnavailableError as exc:
+        if exc.status not in REFUSALS or options.refresh_url_command is None:
+            raise
+        fresh = await fresh_start_url(RefreshPolicy.from_options(options), exc.status)
+    source = ManifestSource(http, fresh, clock)
+    return source, await source.fetch()
 
 
 def _live_policy(options: Options, started: float) -> LivePolicy:

@@ -111,6 +111,29 @@ async def run_command(command: str) -> str:
     return url
 
 
+async def fresh_start_url(policy: RefreshPolicy, status: int) -> str:
+    """A fresh MPD URL from ``policy.command`` when the one given is refused (``status``)
+    before anything was fetched; UrlExpiredError when the command fails every time."""
+    assert policy.command is not None
+    expired = f"the MPD URL is refused (HTTP {status}): its signature has expired"
+    log.info("%s; running --refresh-url-command for a fresh one", expired)
+    attempts = policy.retries + 1
+    failure = ""
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(policy.retry_delay * 2 ** (attempt - 1))
+        try:
+            async with asyncio.timeout(policy.timeout):
+                return await run_command(policy.command)
+        except TimeoutError:
+            failure = f"it did not finish within {policy.timeout:g} s"
+        except RefreshFailed as exc:
+            failure = str(exc)
+        log.warning("--refresh-url-command (attempt %d/%d): %s", attempt + 1, attempts, failure)
+    tries = "once" if attempts == 1 else f"{attempts} times"
+    raise UrlExpiredError(f"{expired} and --refresh-url-command failed {tries} ({failure})")
+
+
 def _kill(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         if os.name == "posix":

@@ -38,7 +38,7 @@ def read_cues(init: Path, segments: Sequence[Path], shift: float) -> list[Cue]:
         except Mp4Error as exc:
             # One damaged segment loses its cues, not the track.
             log.warning("text segment %s skipped: %s", path.name, exc)
-    return text_cues(info.sample_entry, samples, info.timescale, shift)
+    return text_cues(info.entry_type, samples, info.timescale, shift)
 
 
 def _plain_cues(segments: Sequence[Path], shift: float) -> list[Cue]:

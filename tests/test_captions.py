@@ -128,7 +128,7 @@ def test_the_test_tracks_segments_read_back_to_their_cues():
     assert mp4.parse_init(init).handler == "text"
     segments = text_segments(1, 30000, "en", [0, 60000, 117000])
     samples = [s for data in segments for s in mp4.read_samples(data)]
-    assert mp4.parse_init(init).sample_entry == "wvtt"
+    assert mp4.parse_init(init).entry_type == "wvtt"
     cues = text_cues("wvtt", samples, 30000, 0.0)
     assert [(c.start, c.end, c.text) for c in cues] == [
         (0.25, 1.25, "[en] caption 0"),
@@ -185,7 +185,7 @@ def test_ttml_times_inherit_from_the_div_and_bad_documents_are_skipped():
 
 def test_text_cues_tells_ttml_from_webvtt_by_the_sample_entry():
     init = text_init(1, 1000, "fr", ttml=True)
-    assert mp4.parse_init(init).sample_entry == "stpp"
+    assert mp4.parse_init(init).entry_type == "stpp"
     doc = ttml('<p begin="0s" end="1s">ttml</p>')
     assert [c.text for c in text_cues("stpp", [Sample(0, 1000, doc)], 1000, 0.0)] == ["ttml"]
     assert text_cues("wvtt", [Sample(0, 1000, vttc("vtt"))], 1000, 0.0) == [Cue(0, 1, "vtt")]
@@ -255,5 +255,5 @@ def test_joined_drops_repeats_and_joins_continuations():
 
 def test_parse_init_names_the_sample_entry(test_media):
     assert test_media.video is not None and test_media.audio is not None
-    assert mp4.parse_init(test_media.video.init).sample_entry == "avc1"
-    assert mp4.parse_init(test_media.audio.init).sample_entry == "mp4a"
+    assert mp4.parse_init(test_media.video.init).entry_type == "avc1"
+    assert mp4.parse_init(test_media.audio.init).entry_type == "mp4a"

@@ -105,6 +105,30 @@ def test_real_init_matches_pyav(test_media: TestMedia, kind: str) -> None:
         assert stream.type == kind
     assert info.handler == {"video": "vide", "audio": "soun"}[kind]
     assert info.track_id >= 1
+    # The sample entry is the codec's: avc1 carrying its avcC, mp4a carrying its esds.
+    entry = info.sample_entry
+    assert struct.unpack(">I", entry[:4])[0] == len(entry)
+    assert entry[4:8] == {"video": b"avc1", "audio": b"mp4a"}[kind]
+    assert {"video": b"avcC", "audio": b"esds"}[kind] in entry
+
+
+def test_a_sample_entry_tells_codec_configurations_apart() -> None:
+    entry = box(b"mp4a", bytes(28))
+    avc = box(b"avc1", bytes(78), box(b"avcC", b"\x01\x42\xc0\x1e"))
+    other = box(b"avc1", bytes(78), box(b"avcC", b"\x01\x64\x00\x1f"))
+
+    def with_entry(sample_entry: bytes) -> bytes:
+        stsd = full_box(b"stsd", 0, 0, U32.pack(1), sample_entry)
+        minf = box(b"minf", box(b"stbl", stsd))
+        tkhd = full_box(b"tkhd", 0, 7, U32.pack(0), U32.pack(0), U32.pack(1), bytes(68))
+        mdhd = full_box(b"mdhd", 0, 0, U32.pack(0), U32.pack(0), U32.pack(90000), bytes(8))
+        hdlr = full_box(b"hdlr", 0, 0, U32.pack(0), b"vide", bytes(12), b"h\x00")
+        return box(b"moov", box(b"trak", tkhd, box(b"mdia", mdhd, hdlr, minf)))
+
+    assert parse_init(with_entry(avc)).sample_entry == avc
+    assert parse_init(with_entry(avc)).sample_entry != parse_init(with_entry(other)).sample_entry
+    assert parse_init(with_entry(entry)).sample_entry == entry
+    assert parse_init(make_init()).sample_entry == b""  # no stsd at all
 
 
 @pytest.mark.parametrize("kind", ["video", "audio"])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -40,23 +42,51 @@ MIN_JOIN_DELAY = 20.0
 AV_TOLERANCE = 0.1  # seconds
 
 
+# The matrix runs in real time and mostly waits: started in a thread as soon as the tests are
+# collected (``start_matrix``, from conftest.py), it runs while the tests before it do.
+_started: dict[str, Future[dict[str, CaseResult]]] = {}
+
+
+def _selected(session: pytest.Session) -> set[str]:
+    return {
+        item.callspec.params["name"]
+        for item in session.items
+        if item.module is not None
+        and item.module.__name__ == __name__
+        and hasattr(item, "callspec")
+    }
+
+
+def start_matrix(
+    session: pytest.Session, media_cache_dir: Path, make_root: Callable[[], Path]
+) -> None:
+    """Start the selected cases side by side in a thread of their own (none selected: none)."""
+    ffmpeg = find_ffmpeg()
+    selected = _selected(session)
+    if ffmpeg is None or not selected or "matrix" in _started:
+        return
+    cases = [case for name, case in CASES.items() if name in selected]
+    root = make_root()
+
+    def run() -> dict[str, CaseResult]:
+        clip = make_source_clip(media_cache_dir, CLIP, ffmpeg)
+        return asyncio.run(run_cases(cases, clip, root))
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packagers")
+    _started["matrix"] = pool.submit(run)
+    pool.shutdown(wait=False)
+
+
 @pytest.fixture(scope="module")
 def matrix(
     request: pytest.FixtureRequest, media_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, CaseResult]:
-    """Run the selected cases side by side, once for the whole module."""
-    ffmpeg = find_ffmpeg()
-    if ffmpeg is None:
+    """The selected cases' results, from the run started after collection."""
+    if find_ffmpeg() is None:
         pytest.skip("ffmpeg is not installed (apt-get install ffmpeg)")
-    selected = {
-        item.callspec.params["name"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec")
-    }
-    clip = make_source_clip(media_cache_dir, CLIP, ffmpeg)
-    root = tmp_path_factory.mktemp("packagers")
-    cases = [case for name, case in CASES.items() if name in selected]
-    return asyncio.run(run_cases(cases, clip, root))
+    if "matrix" not in _started:  # the module imported by another conftest: start it here
+        start_matrix(request.session, media_cache_dir, lambda: tmp_path_factory.mktemp("packagers"))
+    return _started["matrix"].result()
 
 
 def _matching(result: CaseResult) -> Expected | None:

@@ -14,7 +14,7 @@ from instarec.manifest import InitSegment, expand_segments, parse_manifest
 from instarec.periods import kind_of, match_representation, period_offset, track_name
 from instarec.recorder import record
 from instarec.testing.clock import ManualClock
-from instarec.testing.media import TestMedia
+from instarec.testing.media import MediaSpec, TestMedia
 from instarec.testing.origin import Origin, OriginConfig
 from tests.recording import fast_options, inspect, running_clock
 
@@ -155,3 +155,119 @@ def test_a_new_period_without_the_id_or_the_quality_takes_the_best_of_its_kind()
     assert match_representation(second.representations, replace(wanted, id="low")) is not None
     same = match_representation(second.representations, replace(wanted, id="low"))
     assert same is not None and same.id == "low"
+
+
+def _video_size(path: Path) -> tuple[int, int]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.width, stream.codec_context.height
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+async def test_a_period_with_another_picture_size_goes_on_in_the_next_part(
+    suffix: str, tmp_path: Path, test_media: TestMedia, media_cache_dir: Path
+) -> None:
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=50,
+        already_broadcast=24,
+        window=5,
+        period_starts=(16.0,),
+        period_media=MediaSpec(width=320, height=180),
+    )
+    clock = ManualClock()
+    output = tmp_path / f"restart{suffix}"
+    async with Origin(config, clock, media=test_media, cache_dir=media_cache_dir) as origin:
+        boundary = origin.broadcast.periods.firsts[1]
+        before = origin.expected_frames(0, boundary - 1)
+        after = origin.expected_frames(boundary, origin.segment_count - 1)
+        boundary_time = origin.segment_start(boundary)
+        async with running_clock(origin, clock):
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+
+    first, second = (tmp_path / f"restart.{n:03d}{suffix}" for n in (1, 2))
+    assert not output.exists()
+    assert [part.path for part in summary.parts] == [first, second]
+    assert summary.output == first
+    # Each file holds one configuration, every frame of its Periods, and plays on its own.
+    assert _video_size(first) == (640, 360) and _video_size(second) == (320, 180)
+    for path, frames in ((first, before), (second, after)):
+        report = inspect(path)
+        assert report.video_frames == frames
+        assert report.video_gaps == ()
+        assert abs(report.audio_duration - report.video_duration) < 0.1
+    assert summary.parts[0].start == pytest.approx(0.0, abs=0.05)
+    assert summary.parts[1].start == pytest.approx(boundary_time, abs=0.05)
+    assert summary.parts[0].duration == pytest.approx(boundary_time, abs=0.05)
+    assert summary.gaps == ()
+
+
+async def test_split_cuts_every_period_of_a_recording_into_parts(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="number_timeline",
+        broadcast_duration=50,
+        already_broadcast=24,
+        window=5,
+        period_starts=(26.0,),
+        period_new_ids=True,
+    )
+    clock = ManualClock()
+    output = tmp_path / "split.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        async with running_clock(origin, clock):
+            summary = await record(
+                fast_options(origin.manifest_url, output, split_duration=20.0),
+                install_signal_handlers=False,
+            )
+
+    paths = [part.path for part in summary.parts]
+    # 50 s in two Periods (about 26 s and 24 s), each cut at 20 s at most: four parts.
+    assert paths == [tmp_path / f"split.{n:03d}.mkv" for n in range(1, 5)]
+    reports = [inspect(path) for path in paths]
+    assert sum(report.video_frames for report in reports) == expected
+    for report, part in zip(reports, summary.parts, strict=True):
+        assert report.video_gaps == ()
+        assert report.video_duration <= 20.0 + 0.05
+        assert report.video_duration == pytest.approx(part.duration, abs=0.1)
+    starts = [part.start for part in summary.parts]
+    assert starts == sorted(starts) and starts[0] == pytest.approx(0.0, abs=0.05)
+
+
+@pytest.mark.parametrize(("shape", "new_ids"), [("time", False), ("number_timeline", True)])
+async def test_a_restart_in_the_recovered_past_is_recovered_from_the_broadcasts_first_frame(
+    shape: str, new_ids: bool, tmp_path: Path, test_media: TestMedia
+) -> None:
+    # Joined at 24 s with a window of 5 segments: the Period before the restart at 16 s is
+    # listed by its last segments only, its start is past recovery's to find.
+    config = OriginConfig(
+        shape=shape,
+        broadcast_duration=50,
+        already_broadcast=24,
+        window=5,
+        period_starts=(16.0,),
+        period_new_ids=new_ids,
+    )
+    clock = ManualClock()
+    output = tmp_path / "past.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock) as driver:
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        first_listed = driver.first_listed
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        broadcast_end = origin.segment_end(origin.segment_count - 1)
+
+    assert first_listed is not None and first_listed > 0
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert report.video_duration == pytest.approx(broadcast_end, abs=0.05)
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+    assert summary.archive_complete
+    assert summary.gaps == ()

@@ -470,3 +470,70 @@ async def test_a_recording_cut_into_parts_resumes_its_parts_too(
     parts = parts_of(output)
     assert len(parts) > len(first_parts)
     assert sum(inspect(part).video_frames for part in parts) == expected
+
+
+async def test_a_rerun_with_the_expired_url_and_a_refresh_command_renews_it_and_resumes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=70,
+        already_broadcast=30,
+        token_rotation=40,
+        token_grace=5,
+        media=test_media.spec,
+    )
+    clock = ManualClock()
+    output = tmp_path / "renewed.mkv"
+    segments_dir = tmp_path / "renewed.mkv.segments"
+    async with Origin(config, clock, media=test_media) as origin:
+        stale = origin.manifest_url
+        async with running_clock(origin, clock, step=0.25, every=0.01):
+            code, _, err = await run_main(capsys, *FAST, stale, str(output))
+        assert code == 4, err
+        kept = journal_keys(segments_dir)
+        assert kept
+        # The same command again, now with a way to renew the URL it was given.
+        command = ["--refresh-url-command", current_url_command(origin)]
+        async with running_clock(origin, clock, step=0.25, every=0.01):
+            code, out, err = await run_main(capsys, *FAST, *command, stale, str(output))
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        segments = origin.segment_count
+        log = origin.request_log
+
+    assert code == 0, err
+    assert "Missing        none" in out
+    assert sum(1 for r in log if r.path == "/current-url") == 1
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    # Nothing fetched twice over both runs.
+    assert set(media_fetches(log).values()) == {1}
+    assert len(media_fetches(log)) == 2 * segments
+
+
+async def test_an_expired_url_at_the_start_whose_command_fails_exits_4_after_its_retries(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, test_media: TestMedia
+) -> None:
+    config = OriginConfig(shape="time", broadcast_duration=40, token_rotation=5, token_grace=1)
+    clock = ManualClock()
+    output = tmp_path / "refused.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        stale = origin.manifest_url
+        clock.advance(20)  # the token of the URL is long expired
+        failing = f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(3)'"
+        code, _, err = await run_main(
+            capsys,
+            *FAST,
+            "--refresh-url-command",
+            failing,
+            "--refresh-url-retries",
+            "1",
+            stale,
+            str(output),
+        )
+        requests = [r.kind for r in origin.request_log]
+    assert code == 4
+    assert_one_error_line(err, "HTTP 403", "--refresh-url-command failed 2 times")
+    assert requests == ["manifest"]
+    assert not output.exists()

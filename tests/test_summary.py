@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from instarec.cli import main
+from instarec.files import PartSummary
 from instarec.finish import (
     GapRange,
-    PartSummary,
     RecordingSummary,
     TrackSummary,
     _lost_segments,

@@ -1225,7 +1225,9 @@ def _format_ranges(ranges: Sequence[tuple[float | None, float | None]]) -> str:
 # -- the command line ------------------------------------------------------------------------------
 
 
-def _run_one(seed: int, keep: Path | None, cache_dir: Path | None) -> CaseResult:
+def run_seed(seed: int, keep: Path | None = None, cache_dir: Path | None = None) -> CaseResult:
+    """Seed ``seed``'s case in a directory of its own (under ``keep`` when given, else removed
+    afterwards); a function of its own so that a process pool can run it."""
     case = draw_case(seed)
     root = Path(tempfile.mkdtemp(prefix=f"instarec-chaos-{seed}-"))
     workdir = keep / f"seed-{seed}" if keep is not None else root
@@ -1278,7 +1280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(_run_one, seed, keep, args.cache_dir): seed for seed in seeds}
+        futures = {pool.submit(run_seed, seed, keep, args.cache_dir): seed for seed in seeds}
         for future in as_completed(futures):
             result = future.result()
             print(result.report(), flush=True)

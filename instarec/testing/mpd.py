@@ -261,10 +261,11 @@ class Broadcast:
         timescale: int | None = None,
         publish_frame_time: bool = True,
         periods: tuple[Sequence[float], bool] = ((), False),
+        later_tracks: Sequence[TrackDescription] = (),
     ) -> None:
         _check_arguments(shape, tracks, window, retention, timescale, periods[0])
-        self.media = media
-        self.tracks = tuple(tracks)
+        self.media, self.tracks = media, tuple(tracks)
+        self.later_tracks = tuple(later_tracks) or self.tracks  # Periods after the first
         self.shape = shape
         self.stream_id = stream_id
         self.window = window
@@ -275,11 +276,10 @@ class Broadcast:
         self.signer = UrlSigner(secret, expiry)
         self.gaps_listed = gaps_listed
         self.publish_frame_time = publish_frame_time
-        # The MPD timescale of the generic shapes when it differs from the media's (instagram
-        # always speaks milliseconds).
+        # The generic shapes' MPD timescale when not the media's (instagram speaks ms).
         self.timescale = None if shape == "instagram" else timescale
         self.count = media.count
-        self.reference = "video" if any(t.kind == "video" for t in tracks) else "audio"
+        self.reference = next((t.kind for t in tracks if t.kind == "video"), "audio")
         self.starts = [media.start_seconds(i) - media.start_seconds(0) for i in range(self.count)]
         self.ends = [s + media.duration_seconds(i) for i, s in enumerate(self.starts)]
         self.duration = self.ends[-1]
@@ -447,13 +447,13 @@ class Broadcast:
         """Map a request path to (kind, track, segment index).
 
         kind is "manifest", "init", "media" or "other"; the index is None for a media name
-        that names no segment of the broadcast (a wrong time or number).
+        that names no segment of the broadcast (a wrong time or number), and an init's Period.
         """
         if path == self.manifest_path:
             return "manifest", None, None
         for period, track in ((p, t) for p in range(len(self.periods.firsts)) for t in self.tracks):
             if path == self.init_path(track.kind, period):
-                return "init", track.kind, None
+                return "init", track.kind, period  # an init's "index" is its Period
             prefix, suffix = self._media_affixes(track, period)
             if path.startswith(prefix) and path.endswith(suffix):
                 digits = path[len(prefix) : len(path) - len(suffix)]
@@ -615,7 +615,7 @@ def _render_period(
     period = _el(root, "Period", id=f"p{number}", start=f"PT{start:.6f}S")
     if b.shape != "instagram":
         _el(period, "BaseURL").text = "media/" + b.periods.directory(number)
-    for track in b.tracks:
+    for track in b.later_tracks if number else b.tracks:
         rep = _render_track(period, b, track)
         rep.set("id", b.rep_id(track.kind, number))
         _render_template(rep, b, track, listed, static, segment_query)

@@ -150,6 +150,9 @@ class OriginConfig:
     # "number_timeline" shapes only. period_new_ids: its representation ids carry its number.
     period_starts: tuple[float, ...] = ()
     period_new_ids: bool = False
+    # The media of every Period after the first (None: the first's). Another resolution is
+    # another codec configuration (avcC): an encoder restarted with other settings.
+    period_media: MediaSpec | None = None
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -170,6 +173,8 @@ class OriginConfig:
             raise ValueError("token_grace must not be negative")
         if self.token_expired_status not in (401, 403, 410):
             raise ValueError("token_expired_status must be 401, 403 or 410")
+        if self.period_media is not None and not self.period_starts:
+            raise ValueError("period_media needs period_starts")
         if self.shape == "number_duration" and self.media.segment_durations != "constant":
             raise ValueError(
                 "the number_duration shape needs constant-duration media: "
@@ -421,7 +426,7 @@ class Origin:
         self.stream_id = str(10**15 + secrets.randbelow(9 * 10**15))
         self._broadcast: Broadcast | None = None
         self._cache: _SegmentCache | None = None
-        self._tracks: dict[str, bytes] = {}
+        self._tracks: dict[tuple[str, int], bytes] = {}  # inits by kind and Period
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -432,15 +437,22 @@ class Origin:
             # ffmpeg (first run) or the cache read is blocking work: keep it off the loop.
             media = await asyncio.to_thread(generate_media, cfg.media, self._cache_dir)
             self._test_media = media
-        looped = media.looped(
-            segments_for_duration(media, cfg.broadcast_duration), cfg.timeline_offset
-        )
-        self._broadcast = _broadcast(cfg, looped, media, self.stream_id)
+        count = segments_for_duration(media, cfg.broadcast_duration)
+        looped = media.looped(count, cfg.timeline_offset)
+        later = media
+        if cfg.period_media is not None:
+            later = await asyncio.to_thread(generate_media, cfg.period_media, self._cache_dir)
+        self._broadcast = _broadcast(cfg, looped, media, self.stream_id, later)
         load = _zeroing_last_durations(looped, media) if cfg.last_sample_duration_zero else None
-        load = _restarting_periods(self._broadcast, load or looped.segment_bytes)
-        self._cache = _SegmentCache(load, cfg.segment_cache)
-        for track in media.tracks():
-            self._tracks[track.kind] = track.init
+        load = load or looped.segment_bytes
+        if later is not media:
+            load = _later_periods_from(self._broadcast, load, later.looped(count))
+        for kind, init in ((t.kind, t.init) for t in media.tracks()):
+            self._tracks[kind, 0] = init
+        for p in range(1, len(self._broadcast.periods.firsts)):
+            for kind, init in ((t.kind, t.init) for t in later.tracks()):
+                self._tracks[kind, p] = init
+        self._cache = _SegmentCache(_restarting_periods(self._broadcast, load), cfg.segment_cache)
 
         app = web.Application()
         self._responder = _Responder(
@@ -666,7 +678,7 @@ class _Responder:
         config: OriginConfig,
         clock: Clock,
         broadcast: Broadcast,
-        tracks: dict[str, bytes],
+        tracks: dict[tuple[str, int], bytes],
         cache: _SegmentCache,
         journal: _RequestJournal,
         url: Callable[..., str],
@@ -696,8 +708,7 @@ class _Responder:
         b = self._broadcast
         method = request.method
         path = request.path
-        endpoint = path in ("/time", "/current-url")
-        kind, track, index = ("other", None, None) if endpoint else b.route(path)
+        kind, track, index, period = _routed(b, path)
         exchange = _Exchange(
             method,
             path,
@@ -710,7 +721,7 @@ class _Responder:
         )
         if faults.out_at(arrived_virtual):
             return self._outage(request, exchange)
-        if endpoint:
+        if path in _ENDPOINTS:
             text = iso_time(self._wall_time()) if path == "/time" else self._current_url() + "\n"
             return self._journal.reply(exchange, web.Response(text=text), len(text), len(text))
         if kind == "other":
@@ -740,7 +751,7 @@ class _Responder:
         now = self._clock.now()
         assert track is not None
         if kind == "init":
-            body = self._tracks[track]
+            body = self._tracks[track, period]
         elif index is None or not b.fetchable(index, now):
             response = web.Response(status=404, text="no such segment")
             return self._journal.reply(exchange, response, fault=stalled)
@@ -925,7 +936,7 @@ def _refused(
 
 
 def _broadcast(
-    cfg: OriginConfig, looped: LoopedMedia, media: TestMedia, stream_id: str
+    cfg: OriginConfig, looped: LoopedMedia, media: TestMedia, stream_id: str, later: TestMedia
 ) -> Broadcast:
     if cfg.period_starts and any(track.plain_text for track in media.tracks()):
         # Their files are made with their times in them, which no Period restart rewrites.
@@ -950,6 +961,7 @@ def _broadcast(
         timescale=cfg.timescale,
         publish_frame_time=cfg.publish_frame_time,
         periods=(cfg.period_starts, cfg.period_new_ids),
+        later_tracks=_describe_tracks(later, cfg.period_media or cfg.media, cfg.shape),
     )
 
 
@@ -965,6 +977,31 @@ def _zeroing_last_durations(looped: LoopedMedia, media: TestMedia) -> Callable[[
         return fmp4.zero_last_sample_duration(looped.segment_bytes(kind, i), defaults[kind])
 
     return load
+
+
+_ENDPOINTS = ("/time", "/current-url")
+
+
+def _routed(b: Broadcast, path: str) -> tuple[str, str | None, int | None, int]:
+    """``Broadcast.route`` with an init's Period apart: the request log names segments by
+    index, inits by none."""
+    if path in _ENDPOINTS:
+        return "other", None, None, 0
+    kind, track, index = b.route(path)
+    if kind == "init":
+        return kind, track, None, index or 0
+    return kind, track, index, 0
+
+
+def _later_periods_from(
+    b: Broadcast, load: Callable[[str, int], bytes], later: LoopedMedia
+) -> Callable[[str, int], bytes]:
+    """A segment loader taking the Periods after the first from ``later`` (same timing)."""
+
+    def chosen(kind: str, i: int) -> bytes:
+        return later.segment_bytes(kind, i) if b.periods.of(i) else load(kind, i)
+
+    return chosen
 
 
 def _restarting_periods(
