@@ -210,6 +210,10 @@ def select_tracks(manifest: Manifest, options: Options) -> SelectedTracks:
     text = _text_tracks(period) if options.subtitles else ()
     if ALL_AUDIO in options.audio_quality:
         wanted = [w for w in options.audio_quality if w != ALL_AUDIO]
+        known = {rep.id for rep in _of_kind(period, "audio")}
+        if unknown := [w for w in wanted if w not in known]:
+            # Each AdaptationSet is still recorded, in its best representation.
+            log.warning("audio representation %s not found", ", ".join(map(repr, unknown)))
         every = [_choose("audio", rank(group), wanted, quiet=True) for group in _audio_sets(period)]
         audio = [rep for rep in every if rep is not None]
         selected = _check_tracks(video, audio[0] if audio else None)

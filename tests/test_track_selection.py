@@ -98,6 +98,15 @@ def test_subtitles_take_each_text_set_and_warn_of_what_cannot_be_read(
     assert "ttml-file" in caplog.text and "left out" in caplog.text
 
 
+def test_an_unknown_id_beside_all_is_said_and_every_set_recorded(
+    caplog: pytest.LogCaptureFixture,
+):
+    with caplog.at_level(logging.WARNING):
+        chosen = select_tracks(MULTI, options(audio_quality=("all", "es-hi")))
+    assert [rep.id for _, rep in chosen.slots()] == ["v1", "en-hi", "fr-hi", "de"]
+    assert "'es-hi' not found" in caplog.text
+
+
 def test_encrypted_text_is_refused():
     manifest = manifest_of(video("v1", 1), text("subs", 4, drm=True))
     with pytest.raises(UnsupportedStreamError, match="DRM"):
