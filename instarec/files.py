@@ -141,7 +141,7 @@ async def _split_parts(
     planned: list[Part[StoredSegment]] = []
     for piece in pieces:
         on_disk = {t.name: store.segments(t.name + piece.suffix) for t in piece.tracks}
-        langs = {t.name: t.lang for t in piece.tracks}
+        labels = {t.name: (t.lang, t.role) for t in piece.tracks}
         video = bool(on_disk.get("video")) and keeps_video(output)
         lead = "video" if video or not on_disk.get("audio") else "audio"
         kept = {
@@ -155,7 +155,7 @@ async def _split_parts(
                 log.warning(
                     "%s has no %s: none was recorded there", path, " or ".join(sorted(lacking))
                 )
-            jobs.append((path, _part_inputs(store, part, piece.suffix, langs)))
+            jobs.append((path, _part_inputs(store, part, piece.suffix, labels)))
             planned.append(part)
     await asyncio.to_thread(check_output_free, output, replace, split=True)
     results = await merge_parts(jobs, ffmpeg=ffmpeg, overwrite=replace)
@@ -171,15 +171,14 @@ def _part_inputs(
     store: SegmentStore,
     part: Part[StoredSegment],
     suffix: str,
-    langs: Mapping[str, str | None],
+    labels: Mapping[str, tuple[str | None, str | None]],
 ) -> list[TrackInput]:
     inputs: list[TrackInput] = []
     for track, segments in part.tracks:  # by the recorded track's name: "audio2" is audio
         name = track + suffix
         paths = tuple(s.path for s in segments)
         start, shift = segments[0].start, store.offset(name)
-        kind = slot_kind(track)
-        inputs.append(
-            TrackInput(kind, store.init_path(name), paths, start, shift, langs.get(track), track)
-        )
+        lang, role = labels.get(track, (None, None))
+        init = store.init_path(name)
+        inputs.append(TrackInput(slot_kind(track), init, paths, start, shift, lang, track, role))
     return inputs

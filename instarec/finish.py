@@ -74,6 +74,7 @@ class RecordedTrack:
     representation_id: str
     codecs: str | None
     lang: str | None = None  # the language the output tags it with (None: none)
+    role: str | None = None  # its DASH role, for the output's disposition (None: none)
 
 
 def _timeline_gaps(
@@ -274,6 +275,7 @@ def _tracks_on_disk(
                         shift,
                         track.lang,
                         track.kind,
+                        track.role,
                     )
                 )
                 span += [start, segments[-1].start + (segments[-1].duration or 0.0)]
@@ -322,6 +324,7 @@ async def merge_leftovers(
             fingerprint.get(name, ""),
             None,
             fingerprint.get(identity.LANG_PREFIX + name),
+            fingerprint.get(identity.ROLE_PREFIX + name),
         )
         for name in identity.track_names(fingerprint)
         if store.segments(name)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 _TRACKS = ("video", "audio")
 LANG_PREFIX = "lang:"  # a further track's language: "lang:audio2" -> "fr"
+ROLE_PREFIX = "role:"  # and its role: "role:audio2" -> "commentary"
 
 
 def fingerprint(
@@ -41,7 +42,7 @@ def track_names(fingerprint: Mapping[str, str]) -> list[str]:
 
 
 def _is_track(key: str) -> bool:
-    return key != "manifest" and not key.startswith(LANG_PREFIX)
+    return key != "manifest" and not key.startswith((LANG_PREFIX, ROLE_PREFIX))
 
 
 def mismatch(kept: Mapping[str, str], wanted: Mapping[str, str], where: Path) -> str | None:

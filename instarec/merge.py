@@ -78,6 +78,19 @@ _CONTAINERS: dict[str, _Container] = {
 }
 
 
+# What a DASH role (ISO/IEC 23009-1 5.8.5.5) says to a player, as ffmpeg's stream dispositions:
+# a player then offers a commentary or an audio description as such, not as one more language.
+_DISPOSITIONS = {
+    ("audio", "commentary"): "comment",
+    ("audio", "description"): "visual_impaired",
+    ("audio", "enhanced-audio-intelligibility"): "hearing_impaired",
+    ("audio", "dub"): "dub",
+    ("text", "caption"): "hearing_impaired",
+    ("text", "forced-subtitle"): "forced",
+    ("text", "description"): "descriptions",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class TrackInput:
     """One recorded track, ready to merge.
@@ -96,6 +109,7 @@ class TrackInput:
     lang: str | None = None  # DASH @lang the output stream is tagged with (None: untagged)
     # The recorded track's name, its store tracks' prefix ("audio2"); "": the kind.
     track: str = ""
+    role: str | None = None  # DASH Role@value: a commentary, a description... (dispositions)
 
     @property
     def name(self) -> str:
@@ -342,6 +356,9 @@ def build_command(
         code = iso639_2(track.lang, bibliographic=muxer == "matroska")
         if code is not None:
             cmd += [f"-metadata:s:{index}", f"language={code}"]
+        disposition = _DISPOSITIONS.get((track.kind, (track.role or "").lower()))
+        if disposition is not None:
+            cmd += [f"-disposition:{index}", disposition]
     if faststart:
         cmd += ["-movflags", "+faststart"]
     cmd += ["-f", muxer, str(target)]

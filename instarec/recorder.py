@@ -286,6 +286,8 @@ def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
                 more[slot] = rep.id
             if rep.lang:
                 more[identity.LANG_PREFIX + slot] = rep.lang
+            if rep.role:
+                more[identity.ROLE_PREFIX + slot] = rep.role
     wanted = identity.fingerprint(
         options.mpd_url,
         selected.video.id if selected.video else "",
@@ -522,7 +524,13 @@ async def _finish(
 ) -> RecordingSummary:
     several = recording.selected.several
     tracks = [
-        RecordedTrack(slot, t.rep.id, t.rep.codecs, t.rep.lang if several else None)
+        RecordedTrack(
+            slot,
+            t.rep.id,
+            t.rep.codecs,
+            t.rep.lang if several else None,
+            t.rep.role if several else None,
+        )
         for slot, t in recording.timelines.items()
     ]
     archive = recording.past.archive if recording.past is not None else ArchiveStart()

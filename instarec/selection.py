@@ -328,13 +328,14 @@ def _video_lines(reps: Sequence[Representation]) -> list[str]:
 
 
 def _audio_lines(reps: Sequence[Representation]) -> list[str]:
-    headers = ("#", "ID", "SAMPLING RATE", "LANG", "BANDWIDTH", "CODECS", "DRM")
+    headers = ("#", "ID", "SAMPLING RATE", "LANG", "ROLE", "BANDWIDTH", "CODECS", "DRM")
     rows = [
         (
             str(n),
             rep.id,
             f"{rep.audio_sampling_rate} Hz" if rep.audio_sampling_rate else "-",
             rep.lang or "-",
+            rep.role or "-",
             format_bandwidth(rep.bandwidth),
             rep.codecs or "-",
             _drm(rep),
@@ -345,7 +346,7 @@ def _audio_lines(reps: Sequence[Representation]) -> list[str]:
 
 
 def _other_lines(reps: Sequence[Representation]) -> list[str]:
-    headers = ("#", "ID", "KIND", "MIME TYPE", "LANG", "BANDWIDTH", "CODECS", "DRM")
+    headers = ("#", "ID", "KIND", "MIME TYPE", "LANG", "ROLE", "BANDWIDTH", "CODECS", "DRM")
     rows = [
         (
             str(n),
@@ -353,6 +354,7 @@ def _other_lines(reps: Sequence[Representation]) -> list[str]:
             track_kind(rep) or "?",
             rep.mime_type or "-",
             rep.lang or "-",
+            rep.role or "-",
             format_bandwidth(rep.bandwidth),
             rep.codecs or "-",
             _drm(rep),

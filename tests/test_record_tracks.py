@@ -465,3 +465,30 @@ async def test_ts_keeps_every_language_and_leaves_the_captions_out(
         ]
         assert not container.streams.subtitles
     assert "takes no text subtitles" in caplog.text
+
+
+async def test_roles_become_dispositions(tmp_path: Path, languages_media: TestMedia) -> None:
+    config = OriginConfig(
+        shape="time",
+        broadcast_duration=30,
+        already_broadcast=10,
+        media=languages_media.spec,
+        roles=(("audio", "main"), ("audio-de", "commentary"), ("text-en", "caption")),
+    )
+    clock = ManualClock()
+    output = tmp_path / "roles.mkv"
+    async with (
+        Origin(config, clock, media=languages_media) as origin,
+        running_clock(origin, clock, step=1.0),
+    ):
+        await record(
+            fast_options(origin.manifest_url, output, audio_quality=("all",), subtitles=True),
+            install_signal_handlers=False,
+        )
+
+    with av.open(str(output)) as container:
+        audio = container.streams.audio
+        assert audio[0].disposition & av.stream.Disposition.default
+        assert not audio[1].disposition & av.stream.Disposition.comment
+        assert audio[2].disposition & av.stream.Disposition.comment
+        assert container.streams.subtitles[0].disposition & av.stream.Disposition.hearing_impaired

@@ -11,6 +11,7 @@ import pytest
 
 from instarec import identity
 from instarec.errors import UnsupportedStreamError
+from instarec.manifest import parse_manifest
 from instarec.options import Options
 from instarec.periods import period_start_ms, slot_of
 from instarec.segments import slot_kind
@@ -197,3 +198,34 @@ def test_text_format(mime: str | None, codecs: str | None, expected: str | None)
     rep = text("t", 4, codecs=codecs, mime_type=mime)
     assert text_format(rep) == expected
     assert plain_text(rep) == (expected == "vtt")
+
+
+def test_table_shows_roles():
+    manifest = manifest_of(
+        video("v1", 1),
+        audio("main", 2, adaptation_set_index=1, lang="en", role="main"),
+        audio("comm", 1, adaptation_set_index=2, lang="en", role="commentary"),
+    )
+    audio_part = format_table(manifest).split("Audio:")[1]
+    assert "ROLE" in audio_part and "commentary" in audio_part and " main " in audio_part
+
+
+def test_role_is_read_from_the_adaptation_set():
+    mpd = b"""<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT4S">
+  <Period id="p0">
+    <AdaptationSet contentType="audio" mimeType="audio/mp4" lang="de">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="commentary"/>
+      <SegmentTemplate media="$RepresentationID$/$Number$.m4s" duration="2" startNumber="1"/>
+      <Representation id="a-de" codecs="mp4a.40.2" bandwidth="64000"/>
+    </AdaptationSet>
+    <AdaptationSet contentType="audio" mimeType="audio/mp4" lang="en">
+      <SegmentTemplate media="$RepresentationID$/$Number$.m4s" duration="2" startNumber="1"/>
+      <Representation id="a-en" codecs="mp4a.40.2" bandwidth="64000"/>
+    </AdaptationSet>
+  </Period>
+</MPD>"""
+    manifest = parse_manifest(mpd, "https://cdn.example.test/live/manifest.mpd")
+    roles = {rep.id: rep.role for rep in manifest.representations()}
+    assert roles == {"a-de": "commentary", "a-en": None}
+    assert manifest.periods[0].adaptation_sets[0].role == "commentary"

@@ -88,6 +88,7 @@ class TrackDescription:
     audio_rate: int | None = None
     lang: str | None = None
     plain_text: bool = False  # WebVTT files as segments: text/vtt, no initialization
+    role: str | None = None  # Role@value (urn:mpeg:dash:role:2011) of its AdaptationSet
 
     @property
     def content_type(self) -> str:
@@ -634,6 +635,8 @@ def _render_track(period: etree._Element, b: Broadcast, track: TrackDescription)
         adaptation.set("mimeType", track.mime_type)
     if track.lang:
         adaptation.set("lang", track.lang)
+    if track.role:
+        _el(adaptation, "Role", schemeIdUri="urn:mpeg:dash:role:2011", value=track.role)
     return _el(
         adaptation,
         "Representation",

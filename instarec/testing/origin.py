@@ -57,7 +57,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -150,6 +150,8 @@ class OriginConfig:
     # "number_timeline" shapes only. period_new_ids: its representation ids carry its number.
     period_starts: tuple[float, ...] = ()
     period_new_ids: bool = False
+    # A DASH Role for tracks of the media, by track name: (("audio-de", "commentary"),).
+    roles: tuple[tuple[str, str], ...] = ()
     # The media of every Period after the first (None: the first's). Another resolution is
     # another codec configuration (avcC): an encoder restarted with other settings.
     period_media: MediaSpec | None = None
@@ -332,6 +334,13 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | Literal[False] | N
     if first < 0 or last < first:
         return None
     return first, min(last, size - 1)
+
+
+def _with_roles(
+    tracks: list[TrackDescription], roles: tuple[tuple[str, str], ...]
+) -> list[TrackDescription]:
+    named = dict(roles)
+    return [replace(track, role=named.get(track.kind)) for track in tracks]
 
 
 def _describe_tracks(media: TestMedia, spec: MediaSpec, shape: str) -> list[TrackDescription]:
@@ -947,7 +956,7 @@ def _broadcast(
     broadcast_class = _FirstNamedZero if cfg.last_sample_duration_zero else Broadcast
     return broadcast_class(
         looped,
-        _describe_tracks(media, cfg.media, cfg.shape),
+        _with_roles(_describe_tracks(media, cfg.media, cfg.shape), cfg.roles),
         shape=cfg.shape,
         stream_id=stream_id,
         window=cfg.window,
@@ -961,7 +970,9 @@ def _broadcast(
         timescale=cfg.timescale,
         publish_frame_time=cfg.publish_frame_time,
         periods=(cfg.period_starts, cfg.period_new_ids),
-        later_tracks=_describe_tracks(later, cfg.period_media or cfg.media, cfg.shape),
+        later_tracks=_with_roles(
+            _describe_tracks(later, cfg.period_media or cfg.media, cfg.shape), cfg.roles
+        ),
     )
 
 
