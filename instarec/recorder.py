@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import cast
 
 from instarec import identity
 from instarec.archive import Presence, SearchLimits
@@ -55,8 +56,8 @@ from instarec.periods import PeriodFollower, first_timeline
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
 from instarec.refresh import REFUSALS, Refresher, RefreshPolicy, fresh_start_url
-from instarec.segments import SegmentRef, TrackKind
-from instarec.selection import SelectedTracks, select_tracks
+from instarec.segments import SegmentRef, TrackKind, slot_kind
+from instarec.selection import SelectedTracks, plain_text, select_tracks
 from instarec.store import (
     SegmentStore,
     discard,
@@ -98,15 +99,13 @@ class Recording:
             chunk_size=options.search_chunk_size,
             miss_threshold=options.end_stream_miss_threshold,
         )
-        self.timelines: dict[TrackKind, Timeline] = {}
-        chosen: tuple[tuple[TrackKind, Representation | None], ...] = (
-            ("video", selected.video),
-            ("audio", selected.audio),
-        )
-        for kind, rep in chosen:
-            if rep is not None:
-                period = first.manifest.periods[rep.period_index]
-                self.timelines[kind] = first_timeline(kind, rep, period, store.place(kind))
+        self.selected = selected
+        # Each selected track by its name (SelectedTracks.slots): "video", "audio", "audio2"...
+        self.timelines: dict[str, Timeline] = {}
+        for slot, rep in selected.slots():
+            period = first.manifest.periods[rep.period_index]
+            kind = cast(TrackKind, slot_kind(slot))
+            self.timelines[slot] = first_timeline(slot, kind, rep, period, store.place(slot))
         self.refresher = Refresher(
             http,
             source.location,
@@ -134,13 +133,13 @@ class Recording:
         )
 
     def _newest_representations(self) -> list[Representation]:
-        """Each kind's representation in the newest Period followed: what a fresh manifest
-        must still offer (the earlier Periods may have left it)."""
+        """Each selected track's representation in the newest Period followed: what a fresh
+        manifest must still offer (the earlier Periods may have left it)."""
         newest: dict[str, Timeline] = {}
         for timeline in self.tracks.values():
-            known = newest.get(timeline.kind)
+            known = newest.get(timeline.selected)
             if known is None or timeline.period_start > known.period_start:
-                newest[timeline.kind] = timeline
+                newest[timeline.selected] = timeline
         return [timeline.rep for timeline in newest.values()]
 
     # -- what producers use (recovery.SegmentAccess) ---------------------------------------------
@@ -242,7 +241,7 @@ class Recording:
         derived = any(
             timeline is d for t in self.timelines.values() for d in self.chains.derived(t)
         )
-        if update.hole_from is not None and not derived:
+        if update.hole_from is not None and not derived and not plain_text(timeline.rep):
             # The window moved further than one refresh: chain through the media to reach it
             # (a derived track's segments come with its leader's chain).
             log.info(
@@ -251,7 +250,7 @@ class Recording:
                 update.hole_from,
             )
             group.create_task(self.chains.fill_hole(timeline, update.hole_from))
-        if segments and timeline.kind == self.downloads.clock_track:
+        if segments and timeline.selected == self.downloads.clock_track:
             last = segments[-1]
             if last.duration is not None:
                 self.newest_listed_end = last.start + last.duration
@@ -299,7 +298,7 @@ class Recording:
             max_chains=self.options.concurrency,
             kept=KeptGround(
                 self.chains,
-                {kind: self.store.segments(t.name) for kind, t in self.timelines.items()},
+                {t.name: self.store.segments(t.name) for t in self.timelines.values()},
                 self.limits,
             ),
         )
@@ -314,10 +313,20 @@ def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
     when ``--overwrite`` discards another one, refused otherwise."""
     root = options.segments_dir
     assert root is not None
+    more: dict[str, str] = {}
+    if selected.several:
+        for slot, rep in selected.slots():
+            if slot not in ("video", "audio"):
+                more[slot] = rep.id
+            if rep.lang:
+                more[identity.LANG_PREFIX + slot] = rep.lang
+            if rep.role:
+                more[identity.ROLE_PREFIX + slot] = rep.role
     wanted = identity.fingerprint(
         options.mpd_url,
         selected.video.id if selected.video else "",
         selected.audio.id if selected.audio else "",
+        more,
     )
     kept = kept_fingerprint(root)
     later = kept_representations(root) if kept is not None else {}
@@ -548,7 +557,17 @@ async def _finish(
     interrupted: bool,
     started: float,
 ) -> RecordingSummary:
-    tracks = [RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
+    several = recording.selected.several
+    tracks = [
+        RecordedTrack(
+            slot,
+            t.rep.id,
+            t.rep.codecs,
+            t.rep.lang if several else None,
+            t.rep.role if several else None,
+        )
+        for slot, t in recording.timelines.items()
+    ]
     archive = recording.past.archive if recording.past is not None else ArchiveStart()
     traffic = recording.http.stats.snapshot()
     log.info(
