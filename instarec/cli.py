@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-i",
         "--interactive",
         action="store_true",
-        help="choose the video and audio quality from a list (overrides --*-quality)",
+        help="choose the video quality and one or several audio tracks from a list "
+        "(overrides --*-quality)",
     )
     sel.add_argument(
         "--video-quality",
@@ -307,7 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="ID",
-        help="audio representation ids in order of preference (default: highest bandwidth)",
+        help="audio representation ids in order of preference (default: highest bandwidth); "
+        "`all`: every audio track (each language or role, its best representation unless "
+        "one of the ids names another), tagged with its language",
+    )
+    sel.add_argument(
+        "--subtitles",
+        action="store_true",
+        help="also record the text tracks (WebVTT or TTML in MP4 segments) as subtitle streams "
+        "tagged with their language (.mkv: WebVTT, .mp4: timed text)",
     )
     inspect_group = sel.add_mutually_exclusive_group()
     inspect_group.add_argument(
@@ -537,6 +546,7 @@ def invocation_from_args(ns: argparse.Namespace) -> Invocation:
         manifest_file=manifest_file,
         video_quality=tuple(ns.video_quality),
         audio_quality=tuple(ns.audio_quality),
+        subtitles=ns.subtitles,
         poll_interval=ns.poll_interval,
         live_end_timeout=ns.live_end_timeout,
         stop_after=ns.stop_after,
@@ -800,6 +810,7 @@ def _resolve_interactive(options: Options, stdin: TextIO, stdout: TextIO) -> Opt
         options,
         video_quality=(chosen.video.id,) if chosen.video is not None else (),
         audio_quality=(chosen.audio.id,) if chosen.audio is not None else (),
+        more_audio=tuple(rep.id for rep in chosen.more_audio),
     )
 
 

@@ -22,7 +22,8 @@ from instarec.http import HttpClient
 from instarec.mp4 import FragmentInfo, Mp4Error, moof_end, parse_fragment, parse_init
 from instarec.options import Options
 from instarec.refresh import Refresher
-from instarec.segments import RefOrigin, SegmentRef, TrackKind
+from instarec.segments import RefOrigin, SegmentRef
+from instarec.selection import plain_text
 from instarec.store import SegmentStore, TrackPlace
 from instarec.timeline import Timeline
 from instarec.unanswered import Unanswered
@@ -304,7 +305,7 @@ class Downloads:
         self._newest_key: dict[str, int] = {}
         self._not_yet = NotYetPublished(lambda ref, retries: self._queue_job(ref, retries=retries))
         self._unanswered = Unanswered(lambda ref, rounds: self._queue_job(ref, unanswered=rounds))
-        self.clock_track: TrackKind = "video" if "video" in timelines else "audio"
+        self.clock_track: str = "video" if "video" in timelines else "audio"
 
     def stats(self) -> DownloadStats:
         return self._tally.stats()
@@ -492,11 +493,12 @@ class Downloads:
             else:
                 self._not_yet.add(ref, retries)
             return None
-        try:
-            info: FragmentInfo | None = sink.fragment(default)
-        except Mp4Error as exc:
-            log.warning("%s segment %d is not a media segment (%s)", ref.track, ref.key, exc)
-            info = None
+        info: FragmentInfo | None = None
+        if not plain_text(timeline.rep):  # a WebVTT file is placed by the manifest alone
+            try:
+                info = sink.fragment(default)
+            except Mp4Error as exc:
+                log.warning("%s segment %d is not a media segment (%s)", ref.track, ref.key, exc)
         await self._commit(ref, timeline, info, size)
         if future is not None and not future.done():
             future.set_result(info)
@@ -517,7 +519,7 @@ class Downloads:
             media_duration=info.duration if info else None,
             wait=False,  # durable in the background: the slot takes its next segment
         )
-        self._tally.recorded(ref, size, timeline.kind == self.clock_track, start, duration)
+        self._tally.recorded(ref, size, timeline.selected == self.clock_track, start, duration)
         newest = ref.key > self._newest_key.get(ref.track, ref.key - 1)
         if newest:
             self._newest_key[ref.track] = ref.key
@@ -555,8 +557,8 @@ async def fetch_inits(http: HttpClient, store: SegmentStore, timelines: Iterable
     """Each track's init segment, from the store or downloaded into it, parsed onto its timeline."""
     for timeline in timelines:
         init = timeline.rep.init_segment()
-        if init is None:
-            continue
+        if init is None or plain_text(timeline.rep):
+            continue  # WebVTT segments stand alone
         path = store.init_path(timeline.name)
         if not store.has_init(timeline.name):
             async with store.writer(timeline.name) as sink:
@@ -567,7 +569,7 @@ async def fetch_inits(http: HttpClient, store: SegmentStore, timelines: Iterable
             timeline.init = parse_init(path.read_bytes())
         except Mp4Error as exc:
             raise UnsupportedStreamError(
-                f"{timeline.kind}: the init segment is not fragmented MP4 ({exc}); "
+                f"{timeline.name}: the init segment is not fragmented MP4 ({exc}); "
                 "only fMP4 DASH streams can be recorded"
             ) from exc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from instarec.merge import (
 from instarec.mp4 import Mp4Error, parse_init
 from instarec.options import Options
 from instarec.parts import Part, part_output, plan_parts
+from instarec.segments import slot_kind
 from instarec.store import SegmentStore, StoredSegment
 
 __all__ = ["PartSummary", "PeriodPiece", "codec_runs", "write_files"]
@@ -67,7 +68,7 @@ def codec_runs(pieces: Sequence[PeriodPiece]) -> list[list[PeriodPiece]]:
     runs: list[list[PeriodPiece]] = []
     current: dict[str, bytes] = {}
     for piece in pieces:
-        entries = {t.kind: _sample_entry(t.init) for t in piece.tracks}
+        entries = {t.name: _sample_entry(t.init) for t in piece.tracks}
         changed = sorted(
             kind
             for kind, entry in entries.items()
@@ -139,7 +140,8 @@ async def _split_parts(
     jobs: list[tuple[Path, list[TrackInput]]] = []
     planned: list[Part[StoredSegment]] = []
     for piece in pieces:
-        on_disk = {t.kind: store.segments(t.kind + piece.suffix) for t in piece.tracks}
+        on_disk = {t.name: store.segments(t.name + piece.suffix) for t in piece.tracks}
+        labels = {t.name: (t.lang, t.role) for t in piece.tracks}
         video = bool(on_disk.get("video")) and keeps_video(output)
         lead = "video" if video or not on_disk.get("audio") else "audio"
         kept = {
@@ -153,7 +155,7 @@ async def _split_parts(
                 log.warning(
                     "%s has no %s: none was recorded there", path, " or ".join(sorted(lacking))
                 )
-            jobs.append((path, _part_inputs(store, part, piece.suffix)))
+            jobs.append((path, _part_inputs(store, part, piece.suffix, labels)))
             planned.append(part)
     await asyncio.to_thread(check_output_free, output, replace, split=True)
     results = await merge_parts(jobs, ffmpeg=ffmpeg, overwrite=replace)
@@ -165,12 +167,18 @@ async def _split_parts(
     )
 
 
-def _part_inputs(store: SegmentStore, part: Part[StoredSegment], suffix: str) -> list[TrackInput]:
+def _part_inputs(
+    store: SegmentStore,
+    part: Part[StoredSegment],
+    suffix: str,
+    labels: Mapping[str, tuple[str | None, str | None]],
+) -> list[TrackInput]:
     inputs: list[TrackInput] = []
-    for kind, segments in part.tracks:
-        name = kind + suffix
+    for track, segments in part.tracks:  # by the recorded track's name: "audio2" is audio
+        name = track + suffix
         paths = tuple(s.path for s in segments)
-        inputs.append(
-            TrackInput(kind, store.init_path(name), paths, segments[0].start, store.offset(name))
-        )
+        start, shift = segments[0].start, store.offset(name)
+        lang, role = labels.get(track, (None, None))
+        init = store.init_path(name)
+        inputs.append(TrackInput(slot_kind(track), init, paths, start, shift, lang, track, role))
     return inputs

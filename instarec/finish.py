@@ -14,12 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from instarec import identity
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import InstarecError, storage_error
 from instarec.files import PartSummary, PeriodPiece, write_files
 from instarec.merge import TrackInput
 from instarec.options import Options
-from instarec.periods import kind_of, period_start_ms
+from instarec.periods import period_start_ms, slot_of
+from instarec.segments import slot_kind
 from instarec.store import MissingSegment, SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class TrackSummary:
     missing: int
     start: float | None  # seconds, first recorded segment
     end: float | None  # seconds, end of the last recorded segment
+    lang: str | None = None  # the language it is tagged with (recordings of several tracks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +72,11 @@ class RecordingSummary:
 class RecordedTrack:
     """What the summary says of a track besides its segments."""
 
-    kind: str
+    kind: str  # the track's name: "video", "audio", "audio2", "text"...
     representation_id: str
     codecs: str | None
+    lang: str | None = None  # the language the output tags it with (None: none)
+    role: str | None = None  # its DASH role, for the output's disposition (None: none)
 
 
 def _timeline_gaps(
@@ -188,7 +193,7 @@ async def merge_store(
     # Checked before the merge removes the segments: the oldest segment found may have left
     # the server before its download.
     expired = sorted(
-        kind_of(track) or track
+        slot_of(track) or track
         for track, key in end.archive_first.items()
         if not store.has(track, key)
     )
@@ -268,7 +273,7 @@ async def _finished(store: SegmentStore, keep_segments: bool) -> None:
 
 def _period_suffixes(store: SegmentStore) -> list[str]:
     """The store's Periods, in order, by the suffix their tracks carry ("" for the first)."""
-    suffixes = {track.removeprefix(kind) for track in store.tracks() if (kind := kind_of(track))}
+    suffixes = {track.removeprefix(slot) for track in store.tracks() if (slot := slot_of(track))}
     return sorted(suffixes, key=lambda s: (s != "", period_start_ms("video" + s)))
 
 
@@ -293,7 +298,18 @@ def _tracks_on_disk(
             if segments:
                 paths = tuple(s.path for s in segments)
                 start, shift = segments[0].start, store.offset(name)
-                piece.append(TrackInput(track.kind, store.init_path(name), paths, start, shift))
+                piece.append(
+                    TrackInput(
+                        slot_kind(track.kind),
+                        store.init_path(name),
+                        paths,
+                        start,
+                        shift,
+                        track.lang,
+                        track.kind,
+                        track.role,
+                    )
+                )
                 span += [start, segments[-1].start + (segments[-1].duration or 0.0)]
         lost = _lost_segments(stored, missing)
         gaps = _timeline_gaps(track.kind, stored, lost)
@@ -308,6 +324,7 @@ def _tracks_on_disk(
                 _missing_count(stored, lost, gaps),
                 stored[0].start if stored else None,
                 (last.start + (last.duration or 0.0)) if last else None,
+                track.lang,
             )
         )
     periods = [
@@ -334,9 +351,15 @@ async def merge_leftovers(
         return None
     fingerprint = store.fingerprint
     tracks = [
-        RecordedTrack(kind, fingerprint.get(kind, ""), None)
-        for kind in ("video", "audio")
-        if store.segments(kind)
+        RecordedTrack(
+            name,
+            fingerprint.get(name, ""),
+            None,
+            fingerprint.get(identity.LANG_PREFIX + name),
+            fingerprint.get(identity.ROLE_PREFIX + name),
+        )
+        for name in identity.track_names(fingerprint)
+        if store.segments(name)
     ]
     if not tracks:
         return None

@@ -25,7 +25,6 @@ from instarec.archive import (
     seed_targets,
 )
 from instarec.recovery import TimeChains, contained
-from instarec.segments import TrackKind
 from instarec.store import StoredSegment
 from instarec.timeline import Timeline
 
@@ -70,37 +69,37 @@ class KeptGround:
     def __init__(
         self,
         chains: TimeChains,
-        kept: Mapping[TrackKind, Sequence[StoredSegment]],
+        kept: Mapping[str, Sequence[StoredSegment]],
         limits: SearchLimits,
     ) -> None:
         self._chains = chains
         self._kept = kept
         self._limits = limits
         # Per track, the newest kept segment the server answered it no longer has.
-        self._gone: dict[TrackKind, int] = {}
+        self._gone: dict[str, int] = {}
 
     async def probe(self, timeline: Timeline, time_value: int) -> Presence:
         """``TimeChains.probe``, without asking below a kept segment the server no longer
         has: retention deleted those first. A search's last word (every time within the
         miss threshold) then costs no request where it lies on expired ground."""
-        gone = self._gone.get(timeline.kind)
+        gone = self._gone.get(timeline.name)
         if gone is not None and time_value < gone:
             return Presence.ABSENT
         return await self._chains.probe(timeline, time_value)
 
     def gone(self, timeline: Timeline, key: int) -> None:
         """Kept segment ``key`` has left the server."""
-        self._gone[timeline.kind] = max(key, self._gone.get(timeline.kind, key))
+        self._gone[timeline.name] = max(key, self._gone.get(timeline.name, key))
 
     def _below(self, timeline: Timeline, first_listed: int) -> list[StoredSegment]:
         # A time kept for the leading track only is no ground for a track derived from it:
         # the chain through it offers what the derived track lacks there.
         derived = [
-            {s.key for s in self._kept.get(t.kind, ())} for t in self._chains.derived(timeline)
+            {s.key for s in self._kept.get(t.name, ())} for t in self._chains.derived(timeline)
         ]
         return [
             s
-            for s in self._kept.get(timeline.kind, ())
+            for s in self._kept.get(timeline.name, ())
             if s.key < first_listed and all(s.key in keys for keys in derived)
         ]
 
@@ -187,7 +186,7 @@ class _GapWalk:
         # its way costs it seconds while retention goes on: chains from seeds share it.
         spans = int((first - bottom) / self.typical) // _SEEDED_SPAN
         for target in seed_targets(bottom, first, spans, self.frame):
-            self.group.create_task(contained(self._seeded(target), f"{self.timeline.kind}: a seed"))
+            self.group.create_task(contained(self._seeded(target), f"{self.timeline.name}: a seed"))
 
     async def _seeded(self, target: int) -> None:
         seed = await find_seed(
@@ -212,7 +211,7 @@ class _GapWalk:
                 reached.set()
 
         walk = asyncio.ensure_future(
-            contained(self._walk(top, on_found), f"{self.timeline.kind}: the walk from {top}")
+            contained(self._walk(top, on_found), f"{self.timeline.name}: the walk from {top}")
         )
         stop = asyncio.ensure_future(reached.wait())
         try:
@@ -239,7 +238,7 @@ class _GapWalk:
         chain = self.chains.chain_from(
             self.timeline, start, origin="archive", frame_ticks=self.frame
         )
-        self.group.create_task(contained(chain, f"{self.timeline.kind}: the chain from {start}"))
+        self.group.create_task(contained(chain, f"{self.timeline.name}: the chain from {start}"))
 
 
 async def _soon(answer: asyncio.Task[Presence]) -> Presence:

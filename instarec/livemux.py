@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Protocol
 
 from instarec.errors import FFmpegNotFoundError
-from instarec.merge import FFMPEG_FIX, TERMINATE_TIMEOUT, output_format
+from instarec.merge import FFMPEG_FIX, TERMINATE_TIMEOUT, output_format, stream_tags
 from instarec.order import Settling, TrackCursor
-from instarec.periods import kind_of
 from instarec.store import SegmentStore, StoredSegment
 
 log = logging.getLogger(__name__)
@@ -59,6 +58,16 @@ class MuxEnd(Enum):
 class MuxOutcome:
     end: MuxEnd
     detail: str = ""  # ffmpeg's last error line, when it failed
+
+
+@dataclass(frozen=True, slots=True)
+class MuxTrack:
+    """A recorded track the live mux feeds, and how its output stream is tagged."""
+
+    name: str  # the store's name ("video", "audio2")
+    kind: str  # "video" | "audio"
+    lang: str | None = None  # None: untagged (a recording of one video and one audio)
+    role: str | None = None
 
 
 class TrackStates(Protocol):
@@ -100,14 +109,15 @@ class LiveMux:
     def __init__(
         self,
         store: SegmentStore,
-        tracks: Sequence[str],
+        tracks: Sequence[MuxTrack],
         states: TrackStates,
         target: Path | None,
         ffmpeg: str,
         on_reader_gone: Callable[[], None],
     ) -> None:
         self._store = store
-        self._cursors = {track: TrackCursor(track) for track in tracks}
+        self._tracks = {track.name: track for track in tracks}
+        self._cursors = {track.name: TrackCursor(track.name) for track in tracks}
         self._states = states
         self.target = target
         self._ffmpeg = ffmpeg
@@ -205,9 +215,13 @@ class LiveMux:
             offset = f"{self._store.offset(track) - base:.6f}"
             cmd += ["-use_tfdt", "1", "-itsoffset", offset]
             cmd += ["-thread_queue_size", str(_INPUT_QUEUE), "-i", f"pipe:{read}"]
-        for index, track in enumerate(tracks):
-            cmd += ["-map", f"{index}:{'v' if kind_of(track) == 'video' else 'a'}:0"]
-        return [*cmd, "-c", "copy", *output_args(self.target)]
+        muxer = "mpegts" if self.target is None else output_format(self.target)
+        tags: list[str] = []
+        for index, name in enumerate(tracks):
+            fed = self._tracks[name]
+            cmd += ["-map", f"{index}:{'v' if fed.kind == 'video' else 'a'}:0"]
+            tags += stream_tags(index, fed.kind, fed.lang, fed.role, muxer)
+        return [*cmd, "-c", "copy", *tags, *output_args(self.target)]
 
     async def _supervise(
         self,

@@ -191,6 +191,7 @@ class Representation:
     template: SegmentTemplate | None
     segment_list: SegmentList | None = None
     segment_base: SegmentBase | None = None
+    role: str | None = None  # Role@value of its AdaptationSet: "main", "commentary", "caption"...
 
     def _template_values(self, number: int | None, time: int | None) -> dict[str, str | int]:
         values: dict[str, str | int] = {"RepresentationID": self.id}
@@ -235,6 +236,7 @@ class AdaptationSet:
     mime_type: str | None
     lang: str | None
     representations: tuple[Representation, ...]
+    role: str | None = None  # the first Role@value ("main", "commentary", "description"...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,6 +712,7 @@ def _parse_period(
                 mime_type=a.get("mimeType"),
                 lang=a.get("lang"),
                 representations=tuple(a_reps),
+                role=_role(a),
             )
         )
         reps.extend(a_reps)
@@ -721,6 +724,13 @@ def _parse_period(
         representations=tuple(reps),
         adaptation_sets=tuple(adaptation_sets),
     )
+
+
+def _role(el: etree._Element) -> str | None:
+    """The first Role's value (the DASH role scheme, urn:mpeg:dash:role:2011, or another)."""
+    role = _child(el, "Role")
+    value = role.get("value") if role is not None else None
+    return value.strip() if value else None
 
 
 def _parse_representation(
@@ -776,6 +786,7 @@ def _parse_representation(
         template=template,
         segment_list=segment_list,
         segment_base=segment_base,
+        role=_role(r) or _role(a),
     )
 
 
@@ -1150,6 +1161,7 @@ def manifest_to_json(manifest: Manifest, now: datetime | None) -> dict[str, obje
                 "frame_rate": rep.frame_rate,
                 "audio_sampling_rate": rep.audio_sampling_rate,
                 "lang": rep.lang,
+                "role": rep.role,
                 "drm": rep.drm,
                 "addressing": rep.addressing.value,
                 "init": None

@@ -24,8 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from instarec.captions import iso639_2
 from instarec.errors import FFmpegNotFoundError, MergeError, UsageError, storage_error
 from instarec.parts import part_number
+from instarec.subtitles import write_text_input
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,31 @@ class _Container:
     muxer: str  # ffmpeg -f value
     faststart: bool  # MP4 family: move the moov box to the front for progressive playback
     audio_only: bool
+    # The subtitle codec text tracks are written in (None: the container takes none): WebVTT
+    # as read in Matroska, MP4's own timed text (a conversion of text, not of media) in MP4.
+    subtitles: str | None = None
 
 
 _CONTAINERS: dict[str, _Container] = {
-    ".mp4": _Container("mp4", faststart=True, audio_only=False),
-    ".m4v": _Container("mp4", faststart=True, audio_only=False),
-    ".mov": _Container("mov", faststart=True, audio_only=False),
+    ".mp4": _Container("mp4", faststart=True, audio_only=False, subtitles="mov_text"),
+    ".m4v": _Container("mp4", faststart=True, audio_only=False, subtitles="mov_text"),
+    ".mov": _Container("mov", faststart=True, audio_only=False, subtitles="mov_text"),
     ".m4a": _Container("ipod", faststart=True, audio_only=True),
-    ".mkv": _Container("matroska", faststart=False, audio_only=False),
+    ".mkv": _Container("matroska", faststart=False, audio_only=False, subtitles="webvtt"),
     ".ts": _Container("mpegts", faststart=False, audio_only=False),
+}
+
+
+# What a DASH role (ISO/IEC 23009-1 5.8.5.5) says to a player, as ffmpeg's stream dispositions:
+# a player then offers a commentary or an audio description as such, not as one more language.
+_DISPOSITIONS = {
+    ("audio", "commentary"): "comment",
+    ("audio", "description"): "visual_impaired",
+    ("audio", "enhanced-audio-intelligibility"): "hearing_impaired",
+    ("audio", "dub"): "dub",
+    ("text", "caption"): "hearing_impaired",
+    ("text", "forced-subtitle"): "forced",
+    ("text", "description"): "descriptions",
 }
 
 
@@ -81,13 +99,21 @@ class TrackInput:
     seconds (its ``tfdt`` divided by the track timescale), the clock shared by all tracks.
     """
 
-    kind: str  # "video" | "audio"
+    kind: str  # "video" | "audio" | "text"
     init: Path
     segments: tuple[Path, ...]
     first_start: float
     # Seconds the media time is moved by to lie on the recording's clock: a later Period's
     # timeline restarts (see periods.py); first_start already includes it.
     shift: float = 0.0
+    lang: str | None = None  # DASH @lang the output stream is tagged with (None: untagged)
+    # The recorded track's name, its store tracks' prefix ("audio2"); "": the kind.
+    track: str = ""
+    role: str | None = None  # DASH Role@value: a commentary, a description... (dispositions)
+
+    @property
+    def name(self) -> str:
+        return self.track or self.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +297,9 @@ def _feed_failure(feeds: Sequence[_TrackFeed]) -> MergeError | None:
     for feed in feeds:
         error = feed.error
         if isinstance(error, FileNotFoundError):
-            return MergeError(f"recorded {feed.track.kind} file is missing: {error.filename}")
+            return MergeError(f"recorded {feed.track.name} file is missing: {error.filename}")
         if error is not None:
-            return MergeError(f"cannot read the recorded {feed.track.kind} segments: {error}")
+            return MergeError(f"cannot read the recorded {feed.track.name} segments: {error}")
     return None
 
 
@@ -285,8 +311,13 @@ def build_command(
     muxer: str,
     *,
     faststart: bool,
+    subtitles: str | None = None,
 ) -> list[str]:
-    """The ffmpeg argument list muxing ``inputs`` (one per track) into ``target``."""
+    """The ffmpeg argument list muxing ``inputs`` (one per track) into ``target``.
+
+    A text track's input is a WebVTT file whose cues are already on the output's clock
+    (``text_input``); ``subtitles`` is the codec they are written in.
+    """
     base = min(track.first_start for track in tracks)
     cmd = [
         ffmpeg,
@@ -301,6 +332,9 @@ def build_command(
         "-copyts",
     ]
     for track, inp in zip(tracks, inputs, strict=True):
+        if track.kind == "text":
+            cmd += ["-f", "webvtt", "-i", inp]
+            continue
         offset = f"{track.shift - base:.6f}"
         # use_tfdt: fragment times come from each tfdt, which is what keeps gaps and the A/V
         # offset. It is the default (and a plain concatenation reads the same without it), but
@@ -312,23 +346,46 @@ def build_command(
         # 10 ms (a 6-minute merge took 10 s instead of 0.2 s).
         cmd += ["-thread_queue_size", str(_INPUT_QUEUE), "-i", inp]
     for index, track in enumerate(tracks):
-        selector = "v" if track.kind == "video" else "a"
+        selector = {"video": "v", "audio": "a", "text": "s"}[track.kind]
         cmd += ["-map", f"{index}:{selector}:0"]
     cmd += ["-c", "copy"]
+    if subtitles is not None and subtitles != "webvtt":
+        cmd += ["-c:s", subtitles]
+    for index, track in enumerate(tracks):
+        cmd += stream_tags(index, track.kind, track.lang, track.role, muxer)
     if faststart:
         cmd += ["-movflags", "+faststart"]
     cmd += ["-f", muxer, str(target)]
     return cmd
 
 
+def stream_tags(index: int, kind: str, lang: str | None, role: str | None, muxer: str) -> list[str]:
+    """The ffmpeg options tagging output stream ``index``: its language and role."""
+    args: list[str] = []
+    # Matroska names languages by ISO 639-2/B, MP4 by ISO 639-2/T.
+    code = iso639_2(lang, bibliographic=muxer == "matroska")
+    if code is not None:
+        args += [f"-metadata:s:{index}", f"language={code}"]
+    disposition = _DISPOSITIONS.get((kind, (role or "").lower()))
+    if disposition is not None:
+        args += [f"-disposition:{index}", disposition]
+    return args
+
+
 def _select_tracks(tracks: Sequence[TrackInput], container: _Container) -> list[TrackInput]:
     for track in tracks:
-        if track.kind not in ("video", "audio"):
+        if track.kind not in ("video", "audio", "text"):
             raise ValueError(f"unknown track kind {track.kind!r}")
     selected = [t for t in tracks if t.segments]
+    if container.subtitles is None and any(t.kind == "text" for t in selected):
+        log.warning(
+            "the %s container takes no text subtitles: they are left out (use .mkv or .mp4)",
+            container.muxer,
+        )
+        selected = [t for t in selected if t.kind != "text"]
     for track in tracks:
         if not track.segments:
-            log.warning("no %s segment was recorded: the output has no %s", track.kind, track.kind)
+            log.warning("no %s segment was recorded: the output has no %s", track.name, track.name)
     if container.audio_only:
         if any(t.kind == "video" for t in selected):
             log.info("audio-only output: the video track is left out")
@@ -414,7 +471,9 @@ async def merge_periods(
         min(
             t.first_start
             for t in tracks
-            if t.segments and (t.kind == "audio" or not container.audio_only)
+            if t.segments
+            and (t.kind == "audio" or not container.audio_only)
+            and (t.kind != "text" or container.subtitles is not None)
         )
         for tracks in pieces
     ]
@@ -469,17 +528,31 @@ async def _mux(tracks: Sequence[TrackInput], output: Path, target: Path, ffmpeg:
     """Run ffmpeg writing ``tracks`` into ``target`` in ``output``'s container."""
     container = _container(output)
     selected = _select_tracks(tracks, container)
-    feeds = [_TrackFeed(track) for track in selected]
-    cmd = build_command(
-        ffmpeg,
-        selected,
-        [feed.url for feed in feeds],
-        target,
-        container.muxer,
-        faststart=container.faststart,
-    )
-    log.debug("running %s", " ".join(cmd))
-    await _run_ffmpeg(cmd, feeds)
+    base = min(track.first_start for track in selected)
+    texts: list[Path] = []
+    try:
+        for n, track in enumerate(t for t in selected if t.kind == "text"):
+            texts.append(target.with_name(f".{target.name}.{n}.vtt"))
+            # The cues go where the other tracks' -itsoffset puts their media.
+            shift = track.shift - base
+            await asyncio.to_thread(write_text_input, track.init, track.segments, shift, texts[-1])
+        feeds = [_TrackFeed(track) for track in selected if track.kind != "text"]
+        urls = iter(feed.url for feed in feeds)
+        files = iter(str(path) for path in texts)
+        cmd = build_command(
+            ffmpeg,
+            selected,
+            [next(files) if track.kind == "text" else next(urls) for track in selected],
+            target,
+            container.muxer,
+            faststart=container.faststart,
+            subtitles=container.subtitles,
+        )
+        log.debug("running %s", " ".join(cmd))
+        await _run_ffmpeg(cmd, feeds)
+    finally:
+        for path in texts:
+            path.unlink(missing_ok=True)
 
 
 def _written_size(target: Path) -> int:

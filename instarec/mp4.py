@@ -61,6 +61,11 @@ class InitInfo:
     # is configured with. Two inits with other entries cannot share one track of a file.
     sample_entry: bytes = b""
 
+    @property
+    def entry_type(self) -> str:
+        """The first sample entry's type ("avc1", "mp4a", "wvtt", "stpp"...); "" for none."""
+        return self.sample_entry[4:8].decode("latin-1") if len(self.sample_entry) >= 8 else ""
+
 
 @dataclass(frozen=True, slots=True)
 class FragmentInfo:
@@ -434,3 +439,132 @@ class FragmentScanner:
         if self._header or self._keep or self._skip:
             raise Mp4Error("the segment ends inside a box")
         return parse_fragment(self._kept, default_sample_duration=default_sample_duration)
+
+
+# --- samples (text tracks) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sample of a media segment: its decode time and duration (media timescale), bytes."""
+
+    time: int
+    duration: int
+    data: bytes
+
+
+_TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
+
+
+def _tfhd_defaults(
+    buf: memoryview, tfhd: _Box, moof: _Box, duration: int | None
+) -> tuple[int, int | None, int | None]:
+    """(base data offset, default duration, default size) of a traf."""
+    _, flags = _full_box(buf, tfhd)
+    _need(tfhd, 8)
+    pos = tfhd.payload + 8
+    base = moof.start  # default-base-is-moof, and what every fMP4 packager writes
+    if flags & _TFHD_BASE_DATA_OFFSET:
+        _need(tfhd, pos - tfhd.payload + 8)
+        base = _U64.unpack_from(buf, pos)[0]
+        pos += 8
+    if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX:
+        pos += 4
+    size: int | None = None
+    if flags & _TFHD_DEFAULT_SAMPLE_DURATION:
+        _need(tfhd, pos - tfhd.payload + 4)
+        duration = _U32.unpack_from(buf, pos)[0]
+        pos += 4
+    if flags & _TFHD_DEFAULT_SAMPLE_SIZE:
+        _need(tfhd, pos - tfhd.payload + 4)
+        size = _U32.unpack_from(buf, pos)[0]
+    return base, duration, size
+
+
+def _trun_samples(
+    buf: memoryview,
+    trun: _Box,
+    where: tuple[int, int],
+    time: int,
+    defaults: tuple[int | None, int | None],
+) -> tuple[list[Sample], int, int]:
+    """The samples of one trun, the time after them and the offset after their data.
+
+    ``where``: the traf's base data offset, and where the previous trun's data ended (a trun
+    without data offset continues there).
+    """
+    base, offset = where
+    duration, size = defaults
+    _, flags = _full_box(buf, trun)
+    _need(trun, 8)
+    count = _U32.unpack_from(buf, trun.payload + 4)[0]
+    pos = trun.payload + 8
+    if flags & _TRUN_DATA_OFFSET:
+        offset = base + struct.unpack_from(">i", buf, pos)[0]
+        pos += 4
+    if flags & _TRUN_FIRST_SAMPLE_FLAGS:
+        pos += 4
+    present = [
+        bit
+        for bit in (_TRUN_SAMPLE_DURATION, _TRUN_SAMPLE_SIZE, _TRUN_SAMPLE_FLAGS, _TRUN_SAMPLE_CTO)
+        if flags & bit
+    ]
+    if pos + 4 * len(present) * count > trun.end:
+        raise Mp4Error(f"trun announces {count} samples but is too short for them")
+    samples: list[Sample] = []
+    for _ in range(count):
+        fields = dict(zip(present, struct.unpack_from(f">{len(present)}I", buf, pos), strict=True))
+        pos += 4 * len(present)
+        length = fields.get(_TRUN_SAMPLE_DURATION, duration)
+        bytes_ = fields.get(_TRUN_SAMPLE_SIZE, size)
+        if length is None or bytes_ is None:
+            raise Mp4Error("a sample has no duration or size (none in trun, tfhd or trex)")
+        if offset + bytes_ > len(buf):
+            raise Mp4Error("a sample runs past the end of the segment")
+        samples.append(Sample(time, length, bytes(buf[offset : offset + bytes_])))
+        offset += bytes_
+        time += length
+    return samples, time, offset
+
+
+def read_samples(
+    data: bytes | bytearray | memoryview, *, default_sample_duration: int | None = None
+) -> list[Sample]:
+    """Every sample of a media segment's first track, in decode order, placed by its tfdt.
+
+    For text tracks (``wvtt``, ``stpp``), whose samples ffmpeg cannot always read: the caller
+    decodes the bytes. A traf without tfdt continues where the previous one ended.
+    """
+    buf = _as_view(data)
+    samples: list[Sample] = []
+    track_id: int | None = None
+    time = 0
+    for moof in _iter_boxes(buf, 0, len(buf)):
+        if moof.type != b"moof":
+            continue
+        for traf in _children(buf, moof):
+            if traf.type != b"traf":
+                continue
+            tfhd = _require(buf, traf, b"tfhd")
+            _need(tfhd, 8)
+            traf_track = _U32.unpack_from(buf, tfhd.payload + 4)[0]
+            if track_id is None:
+                track_id = traf_track
+            elif traf_track != track_id:
+                continue
+            base, duration, size = _tfhd_defaults(buf, tfhd, moof, default_sample_duration)
+            tfdt = _parse_traf(buf, traf, duration).tfdt
+            if tfdt is not None:
+                time = tfdt
+            end = base
+            for trun in (c for c in _children(buf, traf) if c.type == b"trun"):
+                run, time, end = _trun_samples(buf, trun, (base, end), time, (duration, size))
+                samples.extend(run)
+    return samples
+
+
+def boxes(data: bytes | bytearray | memoryview) -> list[tuple[bytes, bytes]]:
+    """The boxes laid out in ``data``: (type, payload) each, for payloads read by their callers
+    (a ``wvtt`` sample is a sequence of ``vttc`` / ``vtte`` boxes)."""
+    buf = _as_view(data)
+    return [(b.type, bytes(buf[b.payload : b.end])) for b in _iter_boxes(buf, 0, len(buf))]

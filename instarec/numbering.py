@@ -16,7 +16,8 @@ from dataclasses import replace
 from instarec.errors import NetworkError
 from instarec.manifest import Addressing, Manifest, MediaSegment
 from instarec.mp4 import FragmentInfo
-from instarec.segments import SegmentRef, TrackKind
+from instarec.segments import SegmentRef
+from instarec.selection import plain_text
 from instarec.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ Inspect = Callable[[SegmentRef], Awaitable[FragmentInfo | None]]
 async def calibrate_numbers(
     inspect: Inspect,
     manifest: Manifest,
-    timelines: Mapping[TrackKind, Timeline],
+    timelines: Mapping[str, Timeline],
     listing: dict[str, list[MediaSegment]],
 ) -> None:
     """Learn from the media which number holds which time, for each @duration track.
@@ -44,6 +45,7 @@ async def calibrate_numbers(
         segments = listing.get(timeline.rep.id)
         if (
             timeline.rep.addressing is not Addressing.NUMBER_DURATION
+            or plain_text(timeline.rep)  # no tfdt to tell a number's time
             or template is None
             or not template.duration
             or not segments
@@ -64,7 +66,7 @@ async def calibrate_numbers(
             continue
         log.info(
             "%s: the media numbers segments from %d at time 0, not from startNumber %d",
-            timeline.kind,
+            timeline.name,
             base,
             template.start_number,
         )
@@ -98,7 +100,7 @@ async def _fetched(inspect: Inspect, timeline: Timeline, number: int) -> Fragmen
     try:
         return await inspect(timeline.number_ref(number, "live"))
     except NetworkError as exc:
-        log.debug("%s: segment %d gave no answer: %s", timeline.kind, number, exc)
+        log.debug("%s: segment %d gave no answer: %s", timeline.name, number, exc)
         return None
 
 

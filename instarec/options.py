@@ -49,7 +49,10 @@ class Options:
 
     # stream selection
     video_quality: tuple[str, ...] = ()  # representation ids, preference order
-    audio_quality: tuple[str, ...] = ()
+    audio_quality: tuple[str, ...] = ()  # "all" among them: every audio AdaptationSet
+    # Further audio representations to record beside the first (the picker's extra ticks).
+    more_audio: tuple[str, ...] = ()
+    subtitles: bool = False  # record the text tracks (WebVTT / TTML in MP4) as subtitles
 
     # live following
     # Seconds between manifest refreshes; None (no --poll-interval): the manifest's

@@ -26,27 +26,36 @@ __all__ = [
     "match_representation",
     "period_offset",
     "period_start_ms",
+    "slot_of",
     "track_name",
 ]
 
 log = logging.getLogger(__name__)
 
-_PERIOD_TRACK = re.compile(r"(video|audio)(?:-p(\d+))?")
+_PERIOD_TRACK = re.compile(r"((?:video|audio|text)\d*)(?:-p(\d+))?")
 
 
-def track_name(kind: str, period: Period, first: Period | float) -> str:
-    """The store's name for ``kind`` in ``period``: the plain kind in the recording's first
-    Period (``first``, or its start in seconds), ``kind-p<start in ms>`` in any other."""
+def track_name(slot: str, period: Period, first: Period | float) -> str:
+    """The store's name for ``slot`` in ``period``: the plain slot in the recording's first
+    Period (``first``, or its start in seconds), ``slot-p<start in ms>`` in any other."""
     start = first if isinstance(first, float) else first.start
     if abs(period.start - start) < 0.0005:
-        return kind
-    return f"{kind}-p{round(period.start * 1000)}"
+        return slot
+    return f"{slot}-p{round(period.start * 1000)}"
+
+
+def slot_of(track: str) -> str | None:
+    """The selected track a store track name holds ("audio2-p60000" holds audio2), None for
+    no track."""
+    match = _PERIOD_TRACK.fullmatch(track)
+    return match.group(1) if match else None
 
 
 def kind_of(track: str) -> str | None:
-    """The kind a store track name holds ("video-p60000" holds video), None for no kind."""
-    match = _PERIOD_TRACK.fullmatch(track)
-    return match.group(1) if match else None
+    """The kind a store track name holds ("video-p60000" holds video, "audio2" audio), None
+    for no kind."""
+    slot = slot_of(track)
+    return slot.rstrip("0123456789") if slot else None
 
 
 def period_start_ms(track: str) -> int:
@@ -70,16 +79,17 @@ def period_offset(
 
 
 def first_timeline(
-    kind: TrackKind, rep: Representation, period: Period, kept: TrackPlace | None
+    slot: str, kind: TrackKind, rep: Representation, period: Period, kept: TrackPlace | None
 ) -> Timeline:
-    """The track a run begins with. It is the recording's first (named by its kind) unless
-    the run resumes a recording whose first Period has left the manifest since: then this
-    Period is a later one of that recording, named and placed on its clock as such."""
+    """The track ``slot`` a run begins with. It is the recording's first (named by its slot)
+    unless the run resumes a recording whose first Period has left the manifest since: then
+    this Period is a later one of that recording, named and placed on its clock as such."""
     if kept is None:
-        return Timeline(kind, rep, period.start)
+        return Timeline(kind, rep, period.start, slot=slot)
     offset = _shift(rep, period) - kept.shift
-    name = track_name(kind, period, kept.period_start)
-    return Timeline(kind, rep, period.start, track="" if name == kind else name, offset=offset)
+    name = track_name(slot, period, kept.period_start)
+    track = "" if name == slot else name
+    return Timeline(kind, rep, period.start, track=track, offset=offset, slot=slot)
 
 
 def match_representation(
@@ -117,8 +127,8 @@ class PeriodFollower:
     def __init__(
         self,
         manifest: Manifest,
-        timelines: Mapping[TrackKind, Timeline],
-        kept: Mapping[TrackKind, TrackPlace | None],
+        timelines: Mapping[str, Timeline],
+        kept: Mapping[str, TrackPlace | None],
     ) -> None:
         self._selected = dict(timelines)
         self._first = {
@@ -127,7 +137,7 @@ class PeriodFollower:
         }
         # The recording's first Period per kind, the one its plain track names hold: its start
         # and shift (presentation minus media time). A resumed run may begin in a later one.
-        self._base: dict[TrackKind, tuple[float, float]] = {}
+        self._base: dict[str, tuple[float, float]] = {}
         for kind, timeline in timelines.items():
             place = kept.get(kind)
             self._base[kind] = (
@@ -137,7 +147,7 @@ class PeriodFollower:
             )
         self._pending: set[str] = set()  # new Periods' tracks waiting for their init
 
-    def _periods(self, snapshot: Snapshot, kind: TrackKind) -> Iterator[tuple[Period, str]]:
+    def _periods(self, snapshot: Snapshot, kind: str) -> Iterator[tuple[Period, str]]:
         first = self._first[kind]
         for period in snapshot.manifest.periods:
             # Periods before the first recorded one are the past: not followed here.
@@ -173,6 +183,8 @@ class PeriodFollower:
                     continue
                 self._pending.add(name)
                 offset = _shift(rep, period) - self._base[kind][1]
-                timeline = Timeline(kind, rep, period.start, track=name, offset=offset)
+                timeline = Timeline(
+                    selected.kind, rep, period.start, track=name, offset=offset, slot=kind
+                )
                 out.append((timeline, expand_segments(snapshot.manifest, rep, snapshot.now)))
         return out

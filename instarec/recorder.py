@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import cast
 
 from instarec import identity
 from instarec.archive import Presence, SearchLimits
@@ -46,7 +47,7 @@ from instarec.live import (
     listed_segments,
     window_update,
 )
-from instarec.livemux import LiveMux, MuxEnd
+from instarec.livemux import LiveMux, MuxEnd, MuxTrack
 from instarec.manifest import MediaSegment, Representation
 from instarec.merge import check_output_free, find_ffmpeg, keeps_video
 from instarec.mp4 import FragmentInfo
@@ -56,8 +57,8 @@ from instarec.periods import PeriodFollower, first_timeline
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
 from instarec.refresh import REFUSALS, Refresher, RefreshPolicy, fresh_start_url
-from instarec.segments import SegmentRef, TrackKind
-from instarec.selection import SelectedTracks, select_tracks
+from instarec.segments import SegmentRef, TrackKind, slot_kind
+from instarec.selection import SelectedTracks, plain_text, select_tracks
 from instarec.store import (
     SegmentStore,
     discard,
@@ -103,20 +104,18 @@ class Recording:
             chunk_size=options.search_chunk_size,
             miss_threshold=options.end_stream_miss_threshold,
         )
-        self.timelines: dict[TrackKind, Timeline] = {}
-        chosen: tuple[tuple[TrackKind, Representation | None], ...] = (
-            ("video", selected.video),
-            ("audio", selected.audio),
-        )
-        for kind, rep in chosen:
-            if rep is not None:
-                period = first.manifest.periods[rep.period_index]
-                self.timelines[kind] = first_timeline(kind, rep, period, store.place(kind))
+        self.selected = selected
+        # Each selected track by its name (SelectedTracks.slots): "video", "audio", "audio2"...
+        self.timelines: dict[str, Timeline] = {}
+        for slot, rep in selected.slots():
+            period = first.manifest.periods[rep.period_index]
+            kind = cast(TrackKind, slot_kind(slot))
+            self.timelines[slot] = first_timeline(slot, kind, rep, period, store.place(slot))
         self.refresher = Refresher(
             http,
             source.location,
             RefreshPolicy.from_options(options),
-            lambda: [timeline.rep for timeline in self.timelines.values()],
+            self._newest_representations,
             clock,
         )
         source.when_refused(self.refresher.manifest_refused)
@@ -140,6 +139,16 @@ class Recording:
         self.state = RecordingState(
             store, self.tracks, lambda: self.past, not options.no_past, self.downloads.stats
         )
+
+    def _newest_representations(self) -> list[Representation]:
+        """Each selected track's representation in the newest Period followed: what a fresh
+        manifest must still offer (the earlier Periods may have left it)."""
+        newest: dict[str, Timeline] = {}
+        for timeline in self.tracks.values():
+            known = newest.get(timeline.selected)
+            if known is None or timeline.period_start > known.period_start:
+                newest[timeline.selected] = timeline
+        return [timeline.rep for timeline in newest.values()]
 
     # -- what producers use (recovery.SegmentAccess) ---------------------------------------------
 
@@ -240,7 +249,7 @@ class Recording:
         derived = any(
             timeline is d for t in self.timelines.values() for d in self.chains.derived(t)
         )
-        if update.hole_from is not None and not derived:
+        if update.hole_from is not None and not derived and not plain_text(timeline.rep):
             # The window moved further than one refresh: chain through the media to reach it
             # (a derived track's segments come with its leader's chain).
             log.info(
@@ -249,7 +258,7 @@ class Recording:
                 update.hole_from,
             )
             group.create_task(self._fill_hole(timeline, update.hole_from))
-        if segments and timeline.kind == self.downloads.clock_track:
+        if segments and timeline.selected == self.downloads.clock_track:
             last = segments[-1]
             if last.duration is not None:
                 self.newest_listed_end = last.start + last.duration
@@ -305,7 +314,7 @@ class Recording:
             max_chains=self.options.concurrency,
             kept=KeptGround(
                 self.chains,
-                {kind: self.store.segments(t.name) for kind, t in self.timelines.items()},
+                {t.name: self.store.segments(t.name) for t in self.timelines.values()},
                 self.limits,
             ),
         )
@@ -320,10 +329,20 @@ def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
     when ``--overwrite`` discards another one, refused otherwise."""
     root = options.segments_dir
     assert root is not None
+    more: dict[str, str] = {}
+    if selected.several:
+        for slot, rep in selected.slots():
+            if slot not in ("video", "audio"):
+                more[slot] = rep.id
+            if rep.lang:
+                more[identity.LANG_PREFIX + slot] = rep.lang
+            if rep.role:
+                more[identity.ROLE_PREFIX + slot] = rep.role
     wanted = identity.fingerprint(
         options.mpd_url,
         selected.video.id if selected.video else "",
         selected.audio.id if selected.audio else "",
+        more,
     )
     kept = kept_fingerprint(root)
     later = kept_representations(root) if kept is not None else {}
@@ -443,10 +462,15 @@ def _live_mux(recording: Recording, output: Path, ffmpeg: str) -> LiveMux | None
     options = recording.options
     if not (options.to_stdout or options.live_merge):
         return None
-    # The picture and the sound the stream (or the growing file) plays; an audio-only
-    # container takes the sound alone.
+    # The picture and every sound the stream (or the growing file) plays, tagged as the merge
+    # tags them; an audio-only container takes the sound alone. Captions are the merge's.
     kinds = ("video", "audio") if options.to_stdout or keeps_video(output) else ("audio",)
-    tracks = [t.name for t in recording.timelines.values() if t.kind in kinds]
+    several = recording.selected.several
+    tracks = [
+        MuxTrack(t.name, t.kind, t.rep.lang if several else None, t.rep.role if several else None)
+        for t in recording.timelines.values()
+        if t.kind in kinds
+    ]
 
     def reader_gone() -> None:
         log.warning(
@@ -468,6 +492,12 @@ def _live_merged(recording: Recording, mux: LiveMux | None) -> Path | None:
         return None
     if mux.outcome.end is MuxEnd.FAILED:
         log.warning("merging %s anew from the recorded segments", mux.target)
+        return None
+    if any(
+        t.kind == "text" and recording.store.segments(t.name) for t in recording.timelines.values()
+    ):
+        # The captions' cues are converted by the merge (see captions.py): it writes them in.
+        log.info("merging %s anew with the captions", mux.target)
         return None
     followed = {timeline.name for timeline in recording.timelines.values()}
     if any(track not in followed for track in recording.store.tracks()):
@@ -612,7 +642,17 @@ async def _finish(
     started: float,
     mux: LiveMux | None = None,
 ) -> RecordingSummary:
-    tracks = [RecordedTrack(t.kind, t.rep.id, t.rep.codecs) for t in recording.timelines.values()]
+    several = recording.selected.several
+    tracks = [
+        RecordedTrack(
+            slot,
+            t.rep.id,
+            t.rep.codecs,
+            t.rep.lang if several else None,
+            t.rep.role if several else None,
+        )
+        for slot, t in recording.timelines.items()
+    ]
     archive = recording.past.archive if recording.past is not None else ArchiveStart()
     traffic = recording.http.stats.snapshot()
     log.info(

@@ -36,7 +36,8 @@ from instarec.archive import (
 from instarec.errors import InstarecError, Mp4Error, NetworkError
 from instarec.manifest import Addressing, Manifest, MediaSegment
 from instarec.mp4 import FragmentInfo
-from instarec.segments import RefOrigin, SegmentRef, TrackKind
+from instarec.segments import RefOrigin, SegmentRef
+from instarec.selection import plain_text
 from instarec.timeline import Timeline, median_ticks
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class ArchiveStart:
 
 
 def shares_times(
-    timelines: Mapping[TrackKind, Timeline], listing: Mapping[str, list[MediaSegment]]
+    timelines: Mapping[str, Timeline], listing: Mapping[str, list[MediaSegment]]
 ) -> bool:
     """Instagram lists the same $Time$ values for video and audio: chain one, derive the other."""
     if set(timelines) != {"video", "audio"}:
@@ -113,7 +114,7 @@ def next_step(timeline: Timeline, info: FragmentInfo) -> StepResult:
     """Where the segment after ``info`` starts, as the $Time$ values the server may use."""
     init = timeline.init
     if init is None or info.base_media_decode_time is None:
-        raise Mp4Error(f"{timeline.kind}: segment without tfdt; cannot chain $Time$")
+        raise Mp4Error(f"{timeline.name}: segment without tfdt; cannot chain $Time$")
     exact = Fraction(
         (info.base_media_decode_time + info.duration) * timeline.timescale, init.timescale
     )
@@ -137,7 +138,7 @@ class TimeChains:
     def __init__(
         self,
         access: SegmentAccess,
-        timelines: Mapping[TrackKind, Timeline],
+        timelines: Mapping[str, Timeline],
         limits: SearchLimits,
         shared_times: bool,
     ) -> None:
@@ -192,7 +193,7 @@ class TimeChains:
         for gap in gaps:
             end = "the known timeline" if gap.end is None else f"{timeline.seconds(gap.end):.3f} s"
             log.warning(
-                "%s: no segment from %.3f s to %s", timeline.kind, timeline.seconds(gap.start), end
+                "%s: no segment from %.3f s to %s", timeline.name, timeline.seconds(gap.start), end
             )
 
     async def _step(
@@ -238,7 +239,7 @@ class PastRecovery:
         self,
         access: SegmentAccess,
         chains: TimeChains,
-        listing: Mapping[TrackKind, tuple[Timeline, list[MediaSegment]]],
+        listing: Mapping[str, tuple[Timeline, list[MediaSegment]]],
         manifest: Manifest,
         limits: SearchLimits,
         max_chains: int,
@@ -256,7 +257,7 @@ class PastRecovery:
         self.archive = ArchiveStart()
         # Where each track's backward $Time$ walk has got (presentation seconds): the others
         # try there first and keep pace (archive.PeerLead).
-        self._walked_back: dict[TrackKind, float] = {}
+        self._walked_back: dict[str, float] = {}
         self.active = False
 
     async def run(self) -> None:
@@ -272,11 +273,11 @@ class PastRecovery:
         # search: what one track's server still has, the other's has too.
         numbered: dict[tuple[int, int], list[Timeline]] = {}
         derived = {
-            t.kind for leader, _ in self._listing.values() for t in self._chains.derived(leader)
+            t.name for leader, _ in self._listing.values() for t in self._chains.derived(leader)
         }
         async with asyncio.TaskGroup() as group:
             for timeline, segments in self._listing.values():
-                if not segments or timeline.kind in derived:
+                if not segments or timeline.name in derived:
                     continue  # a derived track is fetched by its leader's chain
                 addressing = timeline.rep.addressing
                 if addressing in (Addressing.NUMBER_TIMELINE, Addressing.NUMBER_DURATION):
@@ -284,6 +285,13 @@ class PastRecovery:
                     assert first_number is not None
                     numbered.setdefault((first_number, lowest_number(timeline)), []).append(
                         timeline
+                    )
+                elif addressing is Addressing.TIME_TIMELINE and plain_text(timeline.rep):
+                    # A $Time$ chain reads each segment's tfdt: a WebVTT file has none.
+                    log.warning(
+                        "%s: WebVTT segments named by $Time$ cannot be found in the past: "
+                        "the captions start with the live window",
+                        timeline.name,
                     )
                 elif addressing is Addressing.TIME_TIMELINE:
                     group.create_task(self._recover_times(timeline, segments))
@@ -294,7 +302,7 @@ class PastRecovery:
 
     async def _recover_numbers(self, timelines: list[Timeline]) -> None:
         leader = timelines[0]
-        segments = self._listing[leader.kind][1]
+        segments = self._listing[leader.selected][1]
         first_listed = segments[0].number
         assert first_listed is not None
         typical = median_ticks([s.duration for s in segments], 1000) / 1000
@@ -353,7 +361,7 @@ class PastRecovery:
                 # (and what lies just after): a chain starts from each find at once, reading
                 # the starts the search leapt over, up to the ground a newer find made known.
                 walked.add(time_value)
-                self._walked_back[timeline.kind] = timeline.seconds(time_value)
+                self._walked_back[timeline.name] = timeline.seconds(time_value)
                 self._chains.lower_floor(timeline, time_value)
                 group.create_task(self._chain(timeline, time_value, frame))
 
@@ -374,13 +382,13 @@ class PastRecovery:
             for chained in [timeline, *self._chains.derived(timeline)]:
                 self.archive.note(chained.name, min(start, first_listed), complete)
             if start >= first_listed:
-                log.info("%s: no past segment before the window", timeline.kind)
+                log.info("%s: no past segment before the window", timeline.name)
                 return
             self._chains.lower_floor(timeline, start)
             chains = self._chain_count((first_listed - start) / typical)
             log.info(
                 "%s: recovering the past from time %d with up to %d chain(s)",
-                timeline.kind,
+                timeline.name,
                 start,
                 chains,
             )
@@ -415,7 +423,7 @@ class PastRecovery:
         if seed is None or seed >= first_listed or seed in timeline.key_set:
             return  # nothing found, or a chain already walked past it
         timeline.add(seed)  # the chain below stops here
-        log.debug("%s: a chain starts from the seed at %d", timeline.kind, seed)
+        log.debug("%s: a chain starts from the seed at %d", timeline.name, seed)
         await self._chain(timeline, seed, frame)
 
     def _chain_count(self, segments: float) -> int:
@@ -433,13 +441,13 @@ class PastRecovery:
         try:
             info = await self._access.inspect(timeline.time_ref(time_value, "archive"))
         except NetworkError as exc:
-            log.debug("%s: no answer for time %d: %s", timeline.kind, time_value, exc)
+            log.debug("%s: no answer for time %d: %s", timeline.name, time_value, exc)
             return Presence.UNKNOWN
         return Presence.ABSENT if info is None else Presence.PRESENT
 
     def _peer_walked(self, timeline: Timeline) -> float | None:
         """The oldest start another track's walk has found, in ``timeline``'s ticks."""
-        others = [at for kind, at in self._walked_back.items() if kind != timeline.kind]
+        others = [at for kind, at in self._walked_back.items() if kind != timeline.name]
         return timeline.ticks(min(others)) if others else None
 
     def _start_hints(self, timeline: Timeline) -> Iterator[int]:
@@ -504,6 +512,6 @@ async def _frame_of(access: SegmentAccess, timeline: Timeline, time_value: int) 
     try:
         info = await access.inspect(ref, whole=True)
     except NetworkError as exc:
-        log.debug("%s: listed segment %d failed: %s", timeline.kind, time_value, exc)
+        log.debug("%s: listed segment %d failed: %s", timeline.name, time_value, exc)
         return None
     return None if info is None else timeline.frame_ticks(info)

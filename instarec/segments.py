@@ -7,8 +7,13 @@ from typing import Literal
 
 from instarec.manifest import ByteRange
 
-TrackKind = Literal["video", "audio"]
+TrackKind = Literal["video", "audio", "text"]
 RefOrigin = Literal["live", "archive"]
+
+
+def slot_kind(slot: str) -> str:
+    """What a recorded track's name carries: "audio2" is audio, "text" text."""
+    return slot.rstrip("0123456789")
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,56 @@ _VIDEO_CODECS = ("avc1", "avc3", "hvc1", "hev1", "vp08", "vp09", "vp8", "vp9", "
 _AUDIO_CODECS = ("mp4a", "opus", "ac-3", "ec-3", "ac-4", "flac", "vorbis", "dtsc")
 
 
+# The --audio-quality value that records every audio AdaptationSet.
+ALL_AUDIO = "all"
+# Text carried in MP4 that instarec turns into subtitle streams (captions.py).
+TEXT_CODECS = ("wvtt", "stpp")
+PLAIN_WEBVTT = "text/vtt"  # segments that are WebVTT files, not MP4
+
+
+def text_format(rep: Representation) -> str | None:
+    """How a text representation carries its cues: ``"wvtt"`` or ``"stpp"`` in MP4 segments,
+    ``"vtt"`` as plain WebVTT segments; None for what instarec cannot record."""
+    mime = (rep.mime_type or "").lower()
+    if mime == PLAIN_WEBVTT:
+        return "vtt"
+    codec = (rep.codecs or "").split(".", 1)[0].lower()
+    if codec in TEXT_CODECS and mime in ("", "application/mp4"):
+        return codec
+    return None
+
+
+def plain_text(rep: Representation) -> bool:
+    """Whether ``rep``'s segments are WebVTT files: no init, no boxes, no tfdt."""
+    return track_kind(rep) == "text" and text_format(rep) == "vtt"
+
+
 @dataclass(frozen=True, slots=True)
 class SelectedTracks:
+    """The representations to record: one video, the first audio, and, when every audio
+    track or the subtitles are asked for, the further audio tracks and the text tracks."""
+
     video: Representation | None
     audio: Representation | None
+    more_audio: tuple[Representation, ...] = ()
+    text: tuple[Representation, ...] = ()
+
+    def slots(self) -> list[tuple[str, Representation]]:
+        """Each representation by its track's name in the recording: "video", "audio", then
+        "audio2", "audio3"..., "text", "text2"... (the store's directories, the journal's
+        fingerprint)."""
+        named: list[tuple[str, Representation | None]] = [
+            ("video", self.video),
+            ("audio", self.audio),
+            *((f"audio{n}", rep) for n, rep in enumerate(self.more_audio, 2)),
+            *((f"text{n if n > 1 else ''}", rep) for n, rep in enumerate(self.text, 1)),
+        ]
+        return [(name, rep) for name, rep in named if rep is not None]
+
+    @property
+    def several(self) -> bool:
+        """More than one video and one audio track: languages are tagged in the output."""
+        return bool(self.more_audio or self.text)
 
 
 def track_kind(rep: Representation) -> str | None:
@@ -109,7 +155,7 @@ def _of_kind(period: Period, kind: str) -> list[Representation]:
 
 
 def _choose(
-    kind: str, candidates: Sequence[Representation], wanted: Sequence[str]
+    kind: str, candidates: Sequence[Representation], wanted: Sequence[str], *, quiet: bool = False
 ) -> Representation | None:
     if not candidates:
         if wanted:
@@ -122,7 +168,7 @@ def _choose(
             if rep.id == wanted_id:
                 return rep
     best = candidates[0]
-    if wanted:
+    if wanted and not quiet:
         # As the original tool does: a stale or mistyped id must not lose the broadcast.
         log.warning(
             "%s representation %s not found (available: %s); recording the best one, %s",
@@ -161,8 +207,61 @@ def select_tracks(manifest: Manifest, options: Options) -> SelectedTracks:
             len(manifest.periods),
         )
     video = _choose("video", _of_kind(period, "video"), options.video_quality)
-    audio = _choose("audio", _of_kind(period, "audio"), options.audio_quality)
-    return _check_tracks(video, audio)
+    text = _text_tracks(period) if options.subtitles else ()
+    if ALL_AUDIO in options.audio_quality:
+        wanted = [w for w in options.audio_quality if w != ALL_AUDIO]
+        known = {rep.id for rep in _of_kind(period, "audio")}
+        if unknown := [w for w in wanted if w not in known]:
+            # Each AdaptationSet is still recorded, in its best representation.
+            log.warning("audio representation %s not found", ", ".join(map(repr, unknown)))
+        every = [_choose("audio", rank(group), wanted, quiet=True) for group in _audio_sets(period)]
+        audio = [rep for rep in every if rep is not None]
+        selected = _check_tracks(video, audio[0] if audio else None)
+        return SelectedTracks(video, selected.audio, tuple(audio[1:]), text)
+    audio_rep = _choose("audio", _of_kind(period, "audio"), options.audio_quality)
+    selected = _check_tracks(video, audio_rep)
+    more = tuple(
+        rep
+        for rep in _of_kind(period, "audio")
+        if rep.id in options.more_audio and rep is not audio_rep
+    )
+    return SelectedTracks(video, audio_rep, more, text) if text or more else selected
+
+
+def _audio_sets(period: Period) -> list[list[Representation]]:
+    """The audio representations of each AdaptationSet (a language, a role), in document
+    order."""
+    groups: dict[int, list[Representation]] = {}
+    for rep in period.representations:
+        if track_kind(rep) == "audio":
+            groups.setdefault(rep.adaptation_set_index, []).append(rep)
+    return list(groups.values())
+
+
+def _text_tracks(period: Period) -> tuple[Representation, ...]:
+    """The best representation of each text AdaptationSet instarec can turn into subtitles."""
+    groups: dict[int, list[Representation]] = {}
+    for rep in period.representations:
+        if track_kind(rep) != "text":
+            continue
+        if text_format(rep) is None:
+            log.warning(
+                "text representation %s (%s, %s) is left out: only WebVTT or TTML carried in "
+                "MP4 segments (wvtt, stpp) and WebVTT segments (text/vtt) can be recorded",
+                rep.id,
+                rep.mime_type or "no mime type",
+                rep.codecs or "no codecs",
+            )
+            continue
+        if rep.drm:
+            raise UnsupportedStreamError(
+                f"this stream is DRM-protected (representation {rep.id} has ContentProtection);"
+                " instarec cannot record encrypted streams"
+            )
+        groups.setdefault(rep.adaptation_set_index, []).append(rep)
+    if not groups:
+        log.warning("--subtitles was given but the stream has no text track instarec can record")
+    return tuple(rank(group)[0] for group in groups.values())
 
 
 # --- tables ------------------------------------------------------------------------------
@@ -229,13 +328,14 @@ def _video_lines(reps: Sequence[Representation]) -> list[str]:
 
 
 def _audio_lines(reps: Sequence[Representation]) -> list[str]:
-    headers = ("#", "ID", "SAMPLING RATE", "LANG", "BANDWIDTH", "CODECS", "DRM")
+    headers = ("#", "ID", "SAMPLING RATE", "LANG", "ROLE", "BANDWIDTH", "CODECS", "DRM")
     rows = [
         (
             str(n),
             rep.id,
             f"{rep.audio_sampling_rate} Hz" if rep.audio_sampling_rate else "-",
             rep.lang or "-",
+            rep.role or "-",
             format_bandwidth(rep.bandwidth),
             rep.codecs or "-",
             _drm(rep),
@@ -246,7 +346,7 @@ def _audio_lines(reps: Sequence[Representation]) -> list[str]:
 
 
 def _other_lines(reps: Sequence[Representation]) -> list[str]:
-    headers = ("#", "ID", "KIND", "MIME TYPE", "LANG", "BANDWIDTH", "CODECS", "DRM")
+    headers = ("#", "ID", "KIND", "MIME TYPE", "LANG", "ROLE", "BANDWIDTH", "CODECS", "DRM")
     rows = [
         (
             str(n),
@@ -254,6 +354,7 @@ def _other_lines(reps: Sequence[Representation]) -> list[str]:
             track_kind(rep) or "?",
             rep.mime_type or "-",
             rep.lang or "-",
+            rep.role or "-",
             format_bandwidth(rep.bandwidth),
             rep.codecs or "-",
             _drm(rep),
@@ -272,6 +373,10 @@ def _period_lines(period: Period) -> list[str]:
         lines += ["Video:", *_video_lines(video)]
     if audio:
         lines += ["Audio:", *_audio_lines(audio)]
+    text = [rep for rep in other if track_kind(rep) == "text"]
+    other = [rep for rep in other if track_kind(rep) != "text"]
+    if text:
+        lines += ["Text (recorded with --subtitles):", *_other_lines(rank(text))]
     if other:
         lines += ["Other (not recorded):", *_other_lines(rank(other))]
     if not lines:
@@ -332,8 +437,54 @@ def _ask(
         stdout.write(f"  {answer!r} is not a choice: type a number from 1 to {len(reps)}.\n")
 
 
+def _ask_audio(
+    reps: Sequence[Representation], stdin: TextIO, stdout: TextIO
+) -> list[Representation]:
+    """One or several audio representations: "1,3", "all" (each language's best), Enter."""
+    if len(reps) < 2 or len({rep.adaptation_set_index for rep in reps}) < 2:
+        chosen = _ask("audio", reps, stdin, stdout)
+        return [chosen] if chosen is not None else []
+    stdout.write("Audio representations:\n" + "\n".join(_audio_lines(reps)) + "\n")
+    while True:
+        stdout.write(
+            f"Choose audio [1-{len(reps)}, several as 1,3, all = every language, "
+            "Enter = 1 = best]: "
+        )
+        stdout.flush()
+        answer = _read_answer(stdin, stdout)
+        if not answer:
+            return [reps[0]]
+        if answer.lower() == ALL_AUDIO:
+            groups: dict[int, Representation] = {}
+            for rep in reps:  # best first: the first of each AdaptationSet is its best
+                groups.setdefault(rep.adaptation_set_index, rep)
+            return [groups[index] for index in sorted(groups)]  # as --audio-quality all
+        picked = [_pick(item.strip(), reps) for item in answer.split(",") if item.strip()]
+        if picked and all(rep is not None for rep in picked):
+            return list(dict.fromkeys(rep for rep in picked if rep is not None))
+        stdout.write(f"  {answer!r} is not a choice: type numbers from 1 to {len(reps)}.\n")
+
+
+def _read_answer(stdin: TextIO, stdout: TextIO) -> str:
+    try:
+        line = stdin.readline()
+    except KeyboardInterrupt:
+        raise CancelledByUser("quality selection cancelled") from None
+    if not line:  # end of input
+        stdout.write("\n")
+        raise CancelledByUser("quality selection cancelled (end of input)")
+    return line.strip()
+
+
+def _pick(answer: str, reps: Sequence[Representation]) -> Representation | None:
+    if answer.isdigit() and 1 <= int(answer) <= len(reps):
+        return reps[int(answer) - 1]
+    return next((rep for rep in reps if rep.id == answer), None)
+
+
 def pick_interactively(manifest: Manifest, stdin: TextIO, stdout: TextIO) -> SelectedTracks:
-    """Ask for a video and an audio representation on ``stdout``, reading ``stdin``.
+    """Ask for a video and one or several audio representations on ``stdout``, reading
+    ``stdin``.
 
     Enter takes the best; a wrong entry asks again; a kind with one choice is taken
     without asking.  End of input or Ctrl+C cancels (``CancelledByUser``, exit 130).
@@ -344,5 +495,6 @@ def pick_interactively(manifest: Manifest, stdin: TextIO, stdout: TextIO) -> Sel
     if not video_reps and not audio_reps:
         _check_tracks(None, None)
     video = _ask("video", video_reps, stdin, stdout)
-    audio = _ask("audio", audio_reps, stdin, stdout)
-    return _check_tracks(video, audio)
+    audio = _ask_audio(audio_reps, stdin, stdout)
+    selected = _check_tracks(video, audio[0] if audio else None)
+    return SelectedTracks(selected.video, selected.audio, tuple(audio[1:]))

@@ -789,7 +789,8 @@ def _adopt_unjournalled(root: Path, index: _Index, journal: Path) -> None:
     for track in list(index.inits):
         known = index.segments.setdefault(track, {})
         for path in sorted((root / track).glob("*" + SEGMENT_SUFFIX)):
-            stored = _unjournalled(track, path, known, root / track / INIT_NAME)
+            offset = index.offsets.get(track, 0.0)
+            stored = _unjournalled(track, path, known, root / track / INIT_NAME, offset)
             if stored is None:
                 continue
             known[stored.key] = stored
@@ -802,9 +803,10 @@ def _adopt_unjournalled(root: Path, index: _Index, journal: Path) -> None:
 
 
 def _unjournalled(
-    track: str, path: Path, known: Mapping[int, StoredSegment], init_path: Path
+    track: str, path: Path, known: Mapping[int, StoredSegment], init_path: Path, offset: float
 ) -> StoredSegment | None:
-    """``path`` as a stored segment when it is whole and not in ``known``, else None."""
+    """``path`` as a stored segment when it is whole and not in ``known``, else None; placed
+    as a download places it: its tfdt, moved by its track's ``offset`` (a later Period's)."""
     try:
         key = int(path.stem)
     except ValueError:
@@ -820,7 +822,7 @@ def _unjournalled(
     if info.base_media_decode_time is None:
         return None
     scale = init.timescale
-    start, duration = info.base_media_decode_time / scale, info.duration / scale
+    start, duration = info.base_media_decode_time / scale + offset, info.duration / scale
     return StoredSegment(
         track, key, start, duration, len(data), info.base_media_decode_time, info.duration, path
     )

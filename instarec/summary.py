@@ -17,7 +17,7 @@ from typing import Any
 from instarec import __version__
 from instarec.clock import SYSTEM_CLOCK, Clock
 from instarec.errors import storage_error
-from instarec.finish import GapRange, RecordingSummary
+from instarec.finish import GapRange, RecordingSummary, TrackSummary
 from instarec.progress import format_bytes, format_duration
 
 SCHEMA = "instarec.summary/1"
@@ -128,6 +128,7 @@ def format_summary(summary: RecordingSummary) -> str:
     rows.append(("Size", f"{format_bytes(summary.size)} ({summary.size} bytes)"))
     for track in summary.tracks:
         codecs = f" {track.codecs}" if track.codecs else ""
+        codecs += f" [{track.lang}]" if track.lang else ""
         span = ""
         if track.start is not None and track.end is not None:
             span = f", {format_timestamp(track.start)}–{format_timestamp(track.end)}"
@@ -151,6 +152,21 @@ def format_summary(summary: RecordingSummary) -> str:
     rows.append(("Wall time", format_duration(summary.wall_time)))
     width = max(len(label) for label, _ in rows)
     return "".join(f"{label.ljust(width)}  {value}\n" for label, value in rows)
+
+
+def _track_json(track: TrackSummary) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "kind": track.kind,
+        "representation_id": track.representation_id,
+        "codecs": track.codecs,
+        "segments": track.segments,
+        "missing": track.missing,
+        "start_seconds": _rounded(track.start),
+        "end_seconds": _rounded(track.end),
+    }
+    if track.lang:
+        doc["lang"] = track.lang  # recordings of several languages or subtitles
+    return doc
 
 
 def summary_to_json(
@@ -182,18 +198,7 @@ def summary_to_json(
             "start_seconds": _rounded(summary.archive_start),
             "reaches_broadcast_start": summary.archive_complete,
         },
-        "tracks": [
-            {
-                "kind": t.kind,
-                "representation_id": t.representation_id,
-                "codecs": t.codecs,
-                "segments": t.segments,
-                "missing": t.missing,
-                "start_seconds": _rounded(t.start),
-                "end_seconds": _rounded(t.end),
-            }
-            for t in summary.tracks
-        ],
+        "tracks": [_track_json(t) for t in summary.tracks],
         "missing_ranges": [
             {
                 "start_seconds": _rounded(r.start),

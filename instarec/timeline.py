@@ -55,14 +55,22 @@ class Timeline:
     # ones. A manifest turning static may list everything since the start; what lies below
     # the floor is past the server's retention (or unwanted with --no-past).
     floor: int | None = None
-    # The store's name for this track ("" : the kind) and the seconds added to its media time
+    # The store's name for this track ("" : its slot) and the seconds added to its media time
     # to place it on the first Period's media clock (periods.py).
     track: str = ""
     offset: float = 0.0
+    # The selected track this timeline records ("": the kind): "audio2" is the second audio
+    # track of a recording of several languages (selection.SelectedTracks.slots).
+    slot: str = ""
 
     @property
     def name(self) -> str:
-        return self.track or self.kind
+        return self.track or self.selected
+
+    @property
+    def selected(self) -> str:
+        """The selected track this timeline belongs to, whatever its Period."""
+        return self.slot or self.kind
 
     def roundings(self, exact: Fraction) -> tuple[int, ...]:
         """The $Time$ values media time ``exact`` may be published as, the learned one first."""

@@ -43,10 +43,12 @@ SEEDS = [
     6,  # instagram; retention 47; omitted holes; silent end; Ctrl+C
     25,  # time; 8,271,350 s offset at 90 kHz; listed holes; faults on media, init, manifest
     21,  # number_timeline; omitted holes; 90 kHz
-    153,  # number_timeline; retention 47; listed holes; kill -9 and resume
+    153,  # number_timeline; retention 47; listed holes; kill -9 and resume; a new Period
     136,  # number_duration; retention 105; omitted holes; silent end; manifest faults; Ctrl+C
     96,  # number_duration; kill -9 after the end, the resume finds the manifest gone
-    60,  # number_timeline; a 25 s outage of every request, longer than the 10 s window
+    60,  # number_timeline; a 25 s outage of every request, longer than the 10 s window; a
+    #      new Period
+    179,  # instagram; URLs expiring every 70 s; kill -9, the resume starts with an expired URL
 ]
 
 # Combinations that failed until their bug was fixed (docs/chaos.md says how a fixed bug's
@@ -80,6 +82,15 @@ REGRESSION_SEEDS = [
     193,  # instagram, retention 31, no publishFrameTime, faults on media and manifest: the
     #       backward search ran one leap at a time, each miss costing a second of patience
     #       (a 429's backoff, a leap into a hole), the oldest segments expired meanwhile
+    214,  # time at 90 kHz, retention 136, a new Period, kill -9: a later Period's segment
+    #       renamed but not journalled before the kill was taken back at its media time, which
+    #       pulled its whole Period to the start of the file
+    78,  # time, retention 76, a new Period with new ids, URLs expiring every 160 s: every
+    #      refresh failed, the fresh manifest having none of the first Period's ids
+    274,  # time, retention 68, a new Period, holes, kill -9: a segment lost in the first Period
+    #       (keys restart with each Period) opened a hole after the last one in the summary
+    10,  # number_timeline, the recording begins after the first Period left the manifest;
+    #      Ctrl+C
 ]
 
 
@@ -147,6 +158,9 @@ def test_the_listed_seeds_cover_the_matrix() -> None:
     assert any("manifest" in c.faults.kinds and c.faults.total > 0 for c in cases)
     assert any(not c.signal_end for c in cases)
     assert any(c.outage is not None and c.outage[1] - c.outage[0] > 2.3 * c.window for c in cases)
+    assert any(c.period_start is not None and c.interruption == "kill" for c in cases)
+    rotating = [c for c in cases if c.token_rotation and c.token_rotation < c.duration - c.already]
+    assert any(c.interruption == "kill" for c in rotating)
 
 
 def test_a_seed_always_draws_the_same_case() -> None:

@@ -224,10 +224,12 @@ def test_format_table_lists_best_first_with_picker_numbers():
 
 def test_format_table_marks_drm_and_other_kinds():
     text = video("subs", 1, content_type="text", mime_type="application/mp4", codecs="stpp")
-    table = format_table(manifest_of(video("v", 1, drm=True), text))
+    image = video("thumbs", 1, 0, 0, content_type="image", mime_type="image/jpeg", codecs="jpeg")
+    table = format_table(manifest_of(video("v", 1, drm=True), text, image))
     assert "DRM" in table.split("Video:")[1].splitlines()[2]
-    assert "Other (not recorded):" in table
-    assert "subs" in table
+    # Text tracks are recorded with --subtitles; what no option records is "Other".
+    assert "subs" in table.split("Text (recorded with --subtitles):")[1].split("Other")[0]
+    assert "thumbs" in table.split("Other (not recorded):")[1]
 
 
 # --- picker -----------------------------------------------------------------------------

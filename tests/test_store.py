@@ -432,3 +432,23 @@ async def test_where_each_track_was_recorded_from_survives_a_reopen(tmp_path: Pa
     assert resumed.offset("video-p20600") == pytest.approx(20.6)
     assert resumed.place("audio") is None
     assert kept_representations(root) == {"video": {"v1", "v1-p1"}}
+
+
+async def test_a_later_periods_segment_left_unjournalled_is_placed_on_the_recordings_clock(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    # Chaos seed 214: adopted at its media time, a later Period's first segment pulled the
+    # whole Period to the start of the file on merge.
+    track = test_media.track("video")
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    store.init_path("video-p297100").write_bytes(track.init)
+    await store.commit_init("video-p297100", offset=297.1)
+    segment = track.segment_data(1)
+    await write_segment(store, "video-p297100", 7, segment)  # renamed, never journalled
+    resumed = SegmentStore.open(root, FP)
+    (kept,) = resumed.segments("video-p297100")
+    init = parse_init(track.init)
+    info = parse_fragment(segment, default_sample_duration=init.default_sample_duration)
+    assert info.base_media_decode_time is not None
+    assert kept.start == pytest.approx(297.1 + info.base_media_decode_time / init.timescale)

@@ -539,6 +539,36 @@ def track_models(origin: Origin) -> dict[str, TrackModel]:
     return models
 
 
+def on_recording_clock(
+    models: dict[str, TrackModel], origin: Origin, first_period: int
+) -> dict[str, TrackModel]:
+    """The models' times where a recording begun in Period ``first_period`` puts them.
+
+    A later Period's media clock restarts at its first segment (each track's own), and the
+    recorder places it at the Period's start, counted from the Period it began in
+    (``instarec.periods``); the first Period keeps its media clock.
+    """
+    b = origin.broadcast
+    if not b.periods.several:
+        return models
+    firsts = b.periods.firsts
+
+    def period_start(p: int) -> float:
+        return b.media.start_seconds(firsts[p]) if p else 0.0
+
+    base = period_start(first_period)
+    placed = {}
+    for kind, model in models.items():
+        starts, ends = list(model.starts), list(model.ends)
+        for p in range(len(firsts)):
+            shift = period_start(p) - base - (model.starts[firsts[p]] if p else 0.0)
+            for i in b.periods.indexes(p):
+                starts[i] += shift
+                ends[i] += shift
+        placed[kind] = replace(model, starts=starts, ends=ends)
+    return placed
+
+
 def _fetchable_count(origin: Origin) -> int:
     """Segments the recorder can still get: the retained ones now and every one to come."""
     b = origin.broadcast
@@ -758,6 +788,8 @@ async def run_case(
         await asyncio.to_thread(_write_request_log, workdir / "requests.jsonl", served, began)
         if origin.request_log_dropped:
             notes.append(f"the request log dropped {origin.request_log_dropped} entries")
+        first_period = ServedLedger(case, origin, runs, served).first_period()
+        models = on_recording_clock(models, origin, first_period)
         checker = Checker(case, origin, models, runs, served, limit)
         try:
             violations = checker.check(output, summary_path)
@@ -822,16 +854,18 @@ class ServedLedger:
         retention = self.case.retention
         # A run that never got a manifest can fetch nothing (see _kept_before_kill).
         runs = [r for r in self.runs if self.got_manifest(r)]
-        first_period = self.first_period()
+        first_periods = {id(run): self.first_period(run) for run in runs}
         owed = set()
         for i in range(b.count):
-            if i in b.gaps or b.periods.of(i) < first_period:
+            if i in b.gaps:
                 continue
             available = 0.0 if b.shape == "static" else b.ends[i]
             expires = math.inf
             if retention is not None and i + retention < b.count:
                 expires = b.ends[i + retention]
             for run in runs:
+                if b.periods.of(i) < first_periods[id(run)]:
+                    continue  # see first_period: no address of it in the run's manifests
                 # A run that ended by itself should have stayed until the end of the broadcast.
                 end = run.interrupted_virtual if run.interrupted_virtual is not None else math.inf
                 reach = _reachable(
@@ -842,12 +876,16 @@ class ServedLedger:
                     break
         return owed
 
-    def first_period(self) -> int:
-        """The Period the first manifest a recorder got lists first. Earlier ones had left the
-        manifest: nothing tells a recorder their addresses, and it owes none of their segments
-        (the summary's times are on the media clock of the Period it began in)."""
+    def first_period(self, run: RecorderRun | None = None) -> int:
+        """The Period the first manifest a recorder got (``run``'s, else the first run's) lists
+        first. Earlier ones had left the manifest: nothing tells the recorder their addresses,
+        and it owes none of their segments but what an earlier run had finished (the journal
+        keeps no address to finish the rest with). The summary's times are on the media clock
+        of the Period the first run began in."""
         b = self.origin.broadcast
         for record in self.served:
+            if run is not None and not run.started <= record.real_time <= run.ended:
+                continue
             if record.kind == "manifest" and record.complete:
                 listed = b.listed(record.virtual_time)
                 return b.periods.of(listed[0]) if len(listed) else 0
@@ -1202,12 +1240,7 @@ class Checker:
             # Whatever the reason (a configured hole, a segment expired while no recorder ran,
             # the part a Ctrl+C left undone), a hole in the file is a missing range.
             absent = [i for i in range(have[0], have[-1] + 1) if i not in present[kind]]
-            # A later Period's media clock restarts at its first segment.
-            first = self.origin.broadcast.periods.firsts[self.ledger.first_period()]
-            clock = model.starts[first] if first else 0.0
-            expected = [
-                (model.starts[a] - clock, model.ends[b] - clock) for a, b in _ranges(absent)
-            ]
+            expected = [(model.starts[a], model.ends[b]) for a, b in _ranges(absent)]
             got = sorted(reported.get(kind, []), key=lambda r: r[0])
             if not _same_ranges(expected, got):
                 problems.append(

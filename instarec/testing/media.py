@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from instarec import merge, mp4
-from instarec.testing import fmp4
+from instarec.testing import fmp4, text
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 AAC_FRAME = 1024  # samples per AAC-LC frame
+# The tone of each audio track, by its place in MediaSpec.audio_languages (Hz).
+AUDIO_TONES = (440, 660, 880, 1100, 1320)
 AUDIO_CODECS = "mp4a.40.2"
 
 # Variable segment durations, like Instagram's irregular keyframe spacing.
@@ -65,9 +67,22 @@ class MediaSpec:
     audio_rate: int = 48000
     video: bool = True
     audio: bool = True
+    # Languages of the audio tracks: the first is the "audio" track's, each further one gets a
+    # track of its own ("audio-fr") with a tone of another pitch (AUDIO_TONES).
+    audio_languages: tuple[str, ...] = ()
+    # A WebVTT-in-MP4 text track ("text-en") per language (testing/text.py).
+    subtitles: tuple[str, ...] = ()
+    # A TTML-in-MP4 text track per language, right within one loop of the source only.
+    ttml_subtitles: tuple[str, ...] = ()
+    # A text/vtt track per language: WebVTT files as segments, no init (made as served).
+    plain_subtitles: tuple[str, ...] = ()
 
     def cache_key(self) -> str:
-        text = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        for name in ("audio_languages", "subtitles", "ttml_subtitles", "plain_subtitles"):
+            if not fields[name]:
+                del fields[name]  # media made before these existed keeps its cache
+        text = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -88,6 +103,8 @@ class TrackMedia:
     init: bytes
     segments: tuple[SegmentInfo, ...]  # source segments
     track_id: int = 1
+    lang: str | None = None
+    plain_text: bool = False  # WebVTT files as segments (text/vtt): no init, no boxes
     data: bytes = field(default=b"", repr=False)  # every source segment, back to back
     offsets: tuple[int, ...] = field(default=(), repr=False)  # start of segment i in data
 
@@ -111,15 +128,16 @@ class TestMedia:
     audio: TrackMedia | None
     source_count: int  # number of source segments
     directory: Path | None = None  # where the cached files live
+    extra: tuple[TrackMedia, ...] = ()  # further languages ("audio-fr") and text ("text-en")
 
     def track(self, kind: str) -> TrackMedia:
-        track = self.video if kind == "video" else self.audio if kind == "audio" else None
-        if track is None:
-            raise KeyError(f"no {kind} track in this media")
-        return track
+        for track in self.tracks():
+            if track.kind == kind:
+                return track
+        raise KeyError(f"no {kind} track in this media")
 
     def tracks(self) -> tuple[TrackMedia, ...]:
-        return tuple(t for t in (self.video, self.audio) if t is not None)
+        return (*(t for t in (self.video, self.audio) if t is not None), *self.extra)
 
     def looped(self, count: int, offset_seconds: float = 0.0) -> LoopedMedia:
         """``count`` segments: the source looped with continuous time.
@@ -176,6 +194,9 @@ class LoopedMedia:
         """Source bytes with tfdt moved to the looped time and mfhd sequence = i + 1."""
         loop, j = self._locate(i)
         track = self.media.track(kind)
+        if track.plain_text:
+            info = self.segment_info(kind, i)
+            return text.plain_segment(track.lang or "und", j, info.t, info.d, track.timescale)
         data = track.segment_data(j)
         if loop == 0 and not self._offset[kind]:
             return fmp4.rewrite_fragment(data, sequence_number=i + 1)
@@ -338,7 +359,9 @@ def _encode_video(ffmpeg: str, spec: MediaSpec, frames: list[int], out: Path) ->
         _run([*base, source, *common])
 
 
-def _encode_audio(ffmpeg: str, spec: MediaSpec, seconds: float, out: Path) -> None:
+def _encode_audio(
+    ffmpeg: str, spec: MediaSpec, seconds: float, out: Path, tone: int = AUDIO_TONES[0]
+) -> None:
     _run(
         [
             ffmpeg,
@@ -350,7 +373,7 @@ def _encode_audio(ffmpeg: str, spec: MediaSpec, seconds: float, out: Path) -> No
             "-f",
             "lavfi",
             "-i",
-            f"sine=frequency=440:beep_factor=4:sample_rate={spec.audio_rate}",
+            f"sine=frequency={tone}:beep_factor=4:sample_rate={spec.audio_rate}",
             # a little extra so the cut at the last boundary never runs short
             "-t",
             f"{seconds + 0.5:.6f}",
@@ -386,7 +409,9 @@ def _video_track(path: Path, frames: list[int]) -> tuple[dict[str, Any], bytes]:
     return _track_meta(meta, init, parts, frames, info), b"".join(parts)
 
 
-def _audio_track(path: Path, spec: MediaSpec, frames: list[int]) -> tuple[dict[str, Any], bytes]:
+def _audio_track(
+    path: Path, spec: MediaSpec, frames: list[int], kind: str = "audio"
+) -> tuple[dict[str, Any], bytes]:
     raw = path.read_bytes()
     init, _ = fmp4.split_fragmented(raw)
     info = mp4.parse_init(init)
@@ -417,9 +442,59 @@ def _audio_track(path: Path, spec: MediaSpec, frames: list[int]) -> tuple[dict[s
             )
         )
         t += sum(durations)
-    meta = {"kind": "audio", "codecs": AUDIO_CODECS}
+    meta = {"kind": kind, "codecs": AUDIO_CODECS}
     counts = [edges[i + 1] - edges[i] for i in range(len(frames))]
     return _track_meta(meta, init, parts, counts, info), b"".join(parts)
+
+
+def _text_track(
+    scratch: Path, spec: MediaSpec, frames: list[int], lang: str, *, ttml: bool = False
+) -> tuple[dict[str, Any], bytes]:
+    """A wvtt (or stpp) track cut like the video: a frame lasts 1000 ticks, so loops stay
+    exact."""
+    timescale = spec.fps * 1000
+    edges = [0]
+    for n in frames:
+        edges.append(edges[-1] + n * 1000)
+    kind = f"text-{lang}"
+    init = text.text_init(1, timescale, lang, ttml=ttml)
+    (scratch / f"{kind}.mp4").write_bytes(init)
+    build = text.ttml_segments if ttml else text.text_segments
+    parts = build(1, timescale, lang, edges)
+    codecs = text.TTML_CODECS if ttml else text.TEXT_CODECS
+    meta = {"kind": kind, "codecs": codecs, "lang": lang}
+    counts = [1 if ttml else 3] * len(parts)
+    return _track_meta(meta, init, parts, counts, mp4.parse_init(init)), b"".join(parts)
+
+
+def _plain_text_track(
+    scratch: Path, spec: MediaSpec, frames: list[int], lang: str
+) -> tuple[dict[str, Any], bytes]:
+    """A text/vtt track cut like the video; its files are written as they are served (their
+    cue times follow the loop), so only their timing is kept here."""
+    timescale = spec.fps * 1000
+    kind = f"text-{lang}-vtt"
+    (scratch / f"{kind}.mp4").write_bytes(b"")
+    parts, t = [], 0
+    for index, n in enumerate(frames):
+        parts.append(text.plain_segment(lang, index, t, n * 1000, timescale))
+        t += n * 1000
+    starts = [sum(frames[:index]) * 1000 for index in range(len(frames))]
+    meta = {
+        "kind": kind,
+        "codecs": text.TEXT_CODECS,
+        "lang": lang,
+        "plain": True,
+        "timescale": timescale,
+        "track_id": 0,
+        "bandwidth": 1000,
+        "segments": [
+            [start, n * 1000, len(part), 1]
+            for start, n, part in zip(starts, frames, parts, strict=True)
+        ],
+        "init_size": 0,
+    }
+    return meta, b"".join(parts)
 
 
 def _track_meta(
@@ -457,8 +532,19 @@ def _build(spec: MediaSpec, directory: Path) -> None:
             _encode_video(ffmpeg, spec, frames, scratch / "video.mp4")
             tracks.append(_video_track(scratch / "video.mp4", frames))
         if spec.audio:
-            _encode_audio(ffmpeg, spec, seconds, scratch / "audio.mp4")
-            tracks.append(_audio_track(scratch / "audio.mp4", spec, frames))
+            languages = spec.audio_languages or (None,)
+            for n, lang in enumerate(languages):
+                kind = "audio" if n == 0 else f"audio-{lang}"
+                source = scratch / f"{kind}.mp4"
+                _encode_audio(ffmpeg, spec, seconds, source, AUDIO_TONES[n % len(AUDIO_TONES)])
+                meta, data = _audio_track(source, spec, frames, kind)
+                tracks.append(({**meta, "lang": lang}, data))
+        for lang in spec.subtitles:
+            tracks.append(_text_track(scratch, spec, frames, lang))
+        for lang in spec.ttml_subtitles:
+            tracks.append(_text_track(scratch, spec, frames, lang, ttml=True))
+        for lang in spec.plain_subtitles:
+            tracks.append(_plain_text_track(scratch, spec, frames, lang))
         out = scratch / "out"
         out.mkdir()
         for meta, data in tracks:
@@ -499,13 +585,16 @@ def _load(spec: MediaSpec, directory: Path) -> TestMedia:
             init=(directory / f"{kind}-init.mp4").read_bytes(),
             segments=segments,
             track_id=meta["track_id"],
+            lang=meta.get("lang"),
+            plain_text=meta.get("plain", False),
             data=(directory / f"{kind}-segments.bin").read_bytes(),
             offsets=tuple(offsets),
         )
     counts = {len(t.segments) for t in tracks.values()}
     if len(counts) != 1:
         raise RuntimeError(f"cached media at {directory} has tracks of different lengths")
-    return TestMedia(spec, tracks.get("video"), tracks.get("audio"), counts.pop(), directory)
+    extra = tuple(t for kind, t in tracks.items() if kind not in ("video", "audio"))
+    return TestMedia(spec, tracks.get("video"), tracks.get("audio"), counts.pop(), directory, extra)
 
 
 def generate_media(spec: MediaSpec = MediaSpec(), cache_dir: Path | None = None) -> TestMedia:

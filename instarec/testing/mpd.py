@@ -77,7 +77,7 @@ class LoopedMediaLike(Protocol):
 class TrackDescription:
     """What the MPD says about one track (from ``TrackMedia`` and ``MediaSpec``)."""
 
-    kind: str  # "video" | "audio"
+    kind: str  # the track's name: "video", "audio", or a further one ("audio-fr", "text-en")
     rep_id: str
     timescale: int
     codecs: str
@@ -86,15 +86,26 @@ class TrackDescription:
     height: int | None = None
     fps: int | None = None
     audio_rate: int | None = None
+    lang: str | None = None
+    plain_text: bool = False  # WebVTT files as segments: text/vtt, no initialization
+    role: str | None = None  # Role@value (urn:mpeg:dash:role:2011) of its AdaptationSet
+
+    @property
+    def content_type(self) -> str:
+        """ "video", "audio" or "text"."""
+        return self.kind.split("-", 1)[0]
 
     @property
     def mime_type(self) -> str:
-        return f"{self.kind}/mp4"
+        # Text carried in MP4 (wvtt, stpp) is application/mp4 (RFC 4337, DASH-IF IOP).
+        if self.plain_text:
+            return "text/vtt"
+        return "application/mp4" if self.content_type == "text" else f"{self.content_type}/mp4"
 
     @property
     def extension(self) -> str:
         # Facebook's naming: .m4v / .m4a
-        return "m4v" if self.kind == "video" else "m4a"
+        return {"video": "m4v", "audio": "m4a"}.get(self.content_type, "mp4")
 
 
 def iso_time(moment: datetime) -> str:
@@ -620,8 +631,12 @@ def _render_track(period: etree._Element, b: Broadcast, track: TrackDescription)
             adaptation.set("maxHeight", str(track.height))
             adaptation.set("maxFrameRate", str(track.fps))
     else:
-        adaptation.set("contentType", track.kind)
+        adaptation.set("contentType", track.content_type)
         adaptation.set("mimeType", track.mime_type)
+    if track.lang:
+        adaptation.set("lang", track.lang)
+    if track.role:
+        _el(adaptation, "Role", schemeIdUri="urn:mpeg:dash:role:2011", value=track.role)
     return _el(
         adaptation,
         "Representation",
@@ -656,7 +671,9 @@ def _render_template(
             "SegmentTemplate",
             presentationTimeOffset=0,
             timescale=1000,
-            initialization=f"../{track.rep_id}/{sid}_0-init.{track.extension}{query}",
+            initialization=None
+            if track.plain_text
+            else f"../{track.rep_id}/{sid}_0-init.{track.extension}{query}",
             media=f"../{track.rep_id}/{sid}_0-$Time$.{track.extension}{query}",
         )
         entries = [
@@ -673,7 +690,7 @@ def _render_template(
         rep,
         "SegmentTemplate",
         timescale=b.mpd_timescale(kind),
-        initialization=f"$RepresentationID$/init.mp4{query}",
+        initialization=None if track.plain_text else f"$RepresentationID$/init.mp4{query}",
         media=b._media_template() + query,
     )
     if b.shape == "number_duration":

@@ -57,7 +57,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -150,6 +150,8 @@ class OriginConfig:
     # "number_timeline" shapes only. period_new_ids: its representation ids carry its number.
     period_starts: tuple[float, ...] = ()
     period_new_ids: bool = False
+    # A DASH Role for tracks of the media, by track name: (("audio-de", "commentary"),).
+    roles: tuple[tuple[str, str], ...] = ()
     # The media of every Period after the first (None: the first's). Another resolution is
     # another codec configuration (avcC): an encoder restarted with other settings.
     period_media: MediaSpec | None = None
@@ -334,6 +336,13 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | Literal[False] | N
     return first, min(last, size - 1)
 
 
+def _with_roles(
+    tracks: list[TrackDescription], roles: tuple[tuple[str, str], ...]
+) -> list[TrackDescription]:
+    named = dict(roles)
+    return [replace(track, role=named.get(track.kind)) for track in tracks]
+
+
 def _describe_tracks(media: TestMedia, spec: MediaSpec, shape: str) -> list[TrackDescription]:
     tracks = []
     if media.video is not None:
@@ -358,6 +367,21 @@ def _describe_tracks(media: TestMedia, spec: MediaSpec, shape: str) -> list[Trac
                 codecs=media.audio.codecs,
                 bandwidth=media.audio.bandwidth,
                 audio_rate=spec.audio_rate,
+                lang=media.audio.lang,
+            )
+        )
+    for track in media.extra:
+        name = track.kind.split("-", 1)
+        tracks.append(
+            TrackDescription(
+                kind=track.kind,
+                rep_id=f"live-md-{track.kind}" if shape == "instagram" else track.kind,
+                timescale=track.timescale,
+                codecs=track.codecs,
+                bandwidth=track.bandwidth,
+                audio_rate=spec.audio_rate if name[0] == "audio" else None,
+                lang=track.lang,
+                plain_text=track.plain_text,
             )
         )
     return tracks
@@ -923,13 +947,16 @@ def _refused(
 def _broadcast(
     cfg: OriginConfig, looped: LoopedMedia, media: TestMedia, stream_id: str, later: TestMedia
 ) -> Broadcast:
+    if cfg.period_starts and any(track.plain_text for track in media.tracks()):
+        # Their files are made with their times in them, which no Period restart rewrites.
+        raise ValueError("WebVTT-file text tracks (plain_subtitles) have a single Period")
     signed = cfg.shape == "instagram" and cfg.signed
     # Expiry (oe) far in the real future, hex like the CDN's.
     expiry = format(int(time.time()) + 7 * 86400, "x")
     broadcast_class = _FirstNamedZero if cfg.last_sample_duration_zero else Broadcast
     return broadcast_class(
         looped,
-        _describe_tracks(media, cfg.media, cfg.shape),
+        _with_roles(_describe_tracks(media, cfg.media, cfg.shape), cfg.roles),
         shape=cfg.shape,
         stream_id=stream_id,
         window=cfg.window,
@@ -943,7 +970,9 @@ def _broadcast(
         timescale=cfg.timescale,
         publish_frame_time=cfg.publish_frame_time,
         periods=(cfg.period_starts, cfg.period_new_ids),
-        later_tracks=_describe_tracks(later, cfg.period_media or cfg.media, cfg.shape),
+        later_tracks=_with_roles(
+            _describe_tracks(later, cfg.period_media or cfg.media, cfg.shape), cfg.roles
+        ),
     )
 
 
@@ -1125,6 +1154,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=0, help="0 picks a free port")
     add("--media-duration", type=float, default=30.0, help="seconds of source media to encode")
     add(
+        "--audio-languages",
+        default="",
+        help="comma-separated languages, one audio AdaptationSet each (tones 440, 660, 880 Hz...)",
+    )
+    add("--subtitles", default="", help="comma-separated languages of WebVTT-in-MP4 text tracks")
+    add("--ttml-subtitles", default="", help="the same in TTML (stpp), right within one loop")
+    add("--vtt-subtitles", default="", help="the same as WebVTT files (text/vtt, no init)")
+    add(
         "--constant", action="store_true", help="constant 2 s segments (implied by number_duration)"
     )
     add("--no-audio", action="store_true")
@@ -1176,6 +1213,10 @@ def _outage(text: str) -> tuple[float, float]:
     return outage
 
 
+def _languages(text: str) -> tuple[str, ...]:
+    return tuple(lang.strip() for lang in text.split(",") if lang.strip())
+
+
 def config_from_args(args: argparse.Namespace) -> OriginConfig:
     constant = args.constant or args.shape == "number_duration"
     media = MediaSpec(
@@ -1183,6 +1224,10 @@ def config_from_args(args: argparse.Namespace) -> OriginConfig:
         segment_durations="constant" if constant else "variable",
         video=not args.no_video,
         audio=not args.no_audio,
+        audio_languages=_languages(args.audio_languages),
+        subtitles=_languages(args.subtitles),
+        ttml_subtitles=_languages(args.ttml_subtitles),
+        plain_subtitles=_languages(args.vtt_subtitles),
     )
     faults = FaultConfig(
         seed=args.seed,
