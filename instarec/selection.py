@@ -418,14 +418,7 @@ def _ask(
     while True:
         stdout.write(f"Choose {kind} [1-{len(reps)}, Enter = 1 = best]: ")
         stdout.flush()
-        try:
-            line = stdin.readline()
-        except KeyboardInterrupt:
-            raise CancelledByUser("quality selection cancelled") from None
-        if not line:  # end of input
-            stdout.write("\n")
-            raise CancelledByUser("quality selection cancelled (end of input)")
-        answer = line.strip()
+        answer = _read_answer(stdin, stdout)
         if not answer:
             return reps[0]
         if answer.isdigit() and 1 <= int(answer) <= len(reps):

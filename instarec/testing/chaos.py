@@ -1326,7 +1326,9 @@ def _format_ranges(ranges: Sequence[tuple[float | None, float | None]]) -> str:
 
 def run_seed(seed: int, keep: Path | None = None, cache_dir: Path | None = None) -> CaseResult:
     """Seed ``seed``'s case in a directory of its own (under ``keep`` when given, else removed
-    afterwards); a function of its own so that a process pool can run it."""
+    afterwards unless the case failed: a failure's log and request log are what a diagnosis
+    needs, and a race may not come back); a function of its own so that a process pool can
+    run it."""
     case = draw_case(seed)
     root = Path(tempfile.mkdtemp(prefix=f"instarec-chaos-{seed}-"))
     workdir = keep / f"seed-{seed}" if keep is not None else root
@@ -1337,9 +1339,14 @@ def run_seed(seed: int, keep: Path | None = None, cache_dir: Path | None = None)
     finally:
         if keep is not None:
             shutil.rmtree(root, ignore_errors=True)
-    if keep is None:
+    if keep is None and result.passed:
         shutil.rmtree(root, ignore_errors=True)
         result = dataclasses.replace(result, workdir=None)
+    elif keep is None:
+        # The logs and the file are kept; the segments left behind are large.
+        for path in root.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
     return result
 
 
