@@ -142,6 +142,14 @@ def _kill(process: asyncio.subprocess.Process) -> None:
             process.kill()
 
 
+_GONE: Final = frozenset({404, 410})
+
+
+def _same_path(a: str, b: str) -> bool:
+    first, second = urlsplit(a), urlsplit(b)  # another host is another edge of the CDN
+    return first.path == second.path
+
+
 def same_resources(recorded: Sequence[Representation], manifest: Manifest) -> list[tuple[str, str]]:
     """(address under the old manifest, address under ``manifest``) pairs naming one resource
     each, for every recorded representation; RefreshFailed when one has no match there."""
@@ -293,6 +301,13 @@ class Refresher:
             response = await self._http.fetch_manifest(url, max_bytes=MAX_MANIFEST_BYTES)
             manifest = parse_manifest(response.body, response.url)
         except ManifestUnavailableError as exc:
+            if exc.status in _GONE and _same_path(url, self.location.manifest_url):
+                # The broadcast ended and its manifest went (as Instagram's does), while its
+                # segments are still served: the fresh URL's token signs them all the same.
+                log.info(
+                    "the fresh URL's manifest is gone (HTTP %d): the broadcast ended", exc.status
+                )
+                return url, []
             raise RefreshFailed(f"the URL it printed answers HTTP {exc.status}") from exc
         except (NetworkError, ManifestError, UsageError) as exc:
             raise RefreshFailed(f"the URL it printed gives no manifest: {exc}") from exc

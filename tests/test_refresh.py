@@ -406,6 +406,22 @@ async def test_a_fresh_manifest_without_the_recorded_representation_is_a_failed_
     assert "its manifest has no representation like 'v1'" in keeper.failure
 
 
+async def test_a_fresh_url_whose_manifest_is_gone_still_signs_the_segments() -> None:
+    # Chaos seed 28: the token expired just as the broadcast ended, and the manifest of an
+    # ended Instagram broadcast answers 404 while its segments are still served.
+    keeper = refresher(StubServer({STALE: 403, FRESH: 404}), f"echo '{FRESH}'")
+    url = f"{CDN}/live/v1/7.m4s?sig=old&exp=1"
+    assert await keeper.signed(refused_unless_fresh, url) == url.replace(
+        "sig=old&exp=1", "sig=new&exp=2"
+    )
+    assert keeper.failure is None and not keeper.ended.is_set()
+    # A URL of another manifest answering 404 is a failed refresh, not an ended broadcast.
+    elsewhere = FRESH.replace("/live/", "/other/")
+    keeper = refresher(StubServer({STALE: 403, elsewhere: 404}), f"echo '{elsewhere}'")
+    assert not await keeper.manifest_refused(0, 403)
+    assert keeper.failure is not None and "answers HTTP 404" in keeper.failure
+
+
 # --- the command -----------------------------------------------------------------------------
 
 
