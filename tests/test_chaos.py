@@ -91,6 +91,9 @@ REGRESSION_SEEDS = [
     #       (keys restart with each Period) opened a hole after the last one in the summary
     10,  # number_timeline, the recording begins after the first Period left the manifest;
     #      Ctrl+C
+    28,  # instagram, URLs expiring every 100 s: the token expired as the broadcast ended, the
+    #      fresh URL's manifest answered 404, every refresh failed and the last segments were
+    #      lost
 ]
 
 
