@@ -17,6 +17,7 @@ from instarec.manifest import InitSegment, expand_segments, parse_manifest
 from instarec.periods import kind_of, match_representation, period_offset, track_name
 from instarec.recorder import record
 from instarec.testing.clock import ManualClock
+from instarec.testing.faults import FaultConfig
 from instarec.testing.media import MediaSpec, TestMedia
 from instarec.testing.origin import Origin, OriginConfig
 from tests.recording import fast_options, inspect, running_clock
@@ -354,3 +355,39 @@ async def test_a_period_that_left_the_manifest_before_the_start_is_said_to_be_ou
     # ... and no claim to reach the broadcast's start.
     assert not summary.archive_complete
     assert f"no Period before the one starting at {begins:.3f} s" in caplog.text
+
+
+@pytest.mark.parametrize(("shape", "new_ids"), [("time", False), ("number_timeline", True)])
+async def test_a_period_first_seen_after_its_first_segments_left_the_window_is_whole(
+    shape: str, new_ids: bool, tmp_path: Path, test_media: TestMedia
+) -> None:
+    # The restart comes at 30.9 s (the first segment boundary after 30 s). The server answers
+    # nothing from just after it until the new Period's first segments have left the
+    # 5-segment window: the new Period is first seen in its middle.
+    config = OriginConfig(
+        shape=shape,
+        broadcast_duration=60,
+        already_broadcast=20,
+        window=5,
+        period_starts=(30.0,),
+        period_new_ids=new_ids,
+        faults=FaultConfig(outages=((31.5, 47.0),)),
+    )
+    clock = ManualClock()
+    output = tmp_path / "late-period.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.1):
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+        second = origin.broadcast.periods.firsts[1]
+        requested = {
+            r.index for r in origin.request_log if r.kind == "media" and r.track == "video"
+        }
+
+    assert second in requested
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    assert summary.gaps == ()
