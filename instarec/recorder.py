@@ -238,41 +238,7 @@ class Recording:
         await fetch_inits(self.http, self.store, [timeline])
         self.tracks[timeline.name] = timeline
         self._offer_listed(timeline, segments, group)
-        self._reach_period_start(timeline, segments, group)
-
-    def _reach_period_start(
-        self, timeline: Timeline, segments: list[MediaSegment], group: asyncio.TaskGroup
-    ) -> None:
-        """A new Period first seen after its first segments left the window (a refresh that
-        failed for a while): those are fetched too, from the Period's start on."""
-        template = timeline.rep.template
-        if not segments or template is None:
-            return
-        first = segments[0]
-        addressing = timeline.rep.addressing
-        if addressing is Addressing.TIME_TIMELINE and first.time is not None:
-            start = template.presentation_time_offset
-            if first.time > start:
-                log.info(
-                    "%s: the new Period's first segments left the window: chaining", timeline.name
-                )
-                self.chains.lower_floor(timeline, start)
-                group.create_task(self.chains.fill_hole(timeline, start))
-        elif first.number is not None and first.time is not None:
-            # startNumber often moves with the window: the numbers before the first listed
-            # one are asked for, back to the Period's start, as long as the server has them.
-            before = first.time - template.presentation_time_offset
-            if before > 0:
-                count = math.ceil(before / timeline.typical_ticks) + 1
-                group.create_task(self._numbers_before(timeline, first.number, count))
-
-    async def _numbers_before(self, timeline: Timeline, first: int, count: int) -> None:
-        for number in range(first - 1, max(first - 1 - count, -1), -1):
-            ref = timeline.number_ref(number, "live")
-            if await self.probe(ref.url) is Presence.ABSENT:
-                return
-            timeline.lower_floor(number)
-            self.offer(ref)
+        _reach_period_start(self, timeline, segments, group)
 
     def _offer_listed(
         self, timeline: Timeline, segments: list[MediaSegment], group: asyncio.TaskGroup
@@ -358,6 +324,43 @@ class Recording:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _reach_period_start(
+    recording: Recording,
+    timeline: Timeline,
+    segments: list[MediaSegment],
+    group: asyncio.TaskGroup,
+) -> None:
+    """A new Period first seen after its first segments left the window (a refresh that
+    failed for a while): those are fetched too, from the Period's start on."""
+    template = timeline.rep.template
+    if not segments or template is None:
+        return
+    first = segments[0]
+    addressing = timeline.rep.addressing
+    if addressing is Addressing.TIME_TIMELINE and first.time is not None:
+        start = template.presentation_time_offset
+        if first.time > start:
+            log.info("%s: the new Period's first segments left the window: chaining", timeline.name)
+            recording.chains.lower_floor(timeline, start)
+            group.create_task(recording.chains.fill_hole(timeline, start))
+    elif first.number is not None and first.time is not None:
+        # startNumber often moves with the window: the numbers before the first listed
+        # one are asked for, back to the Period's start, as long as the server has them.
+        before = first.time - template.presentation_time_offset
+        if before > 0:
+            count = math.ceil(before / timeline.typical_ticks) + 1
+            group.create_task(_numbers_before(recording, timeline, first.number, count))
+
+
+async def _numbers_before(recording: Recording, timeline: Timeline, first: int, count: int) -> None:
+    for number in range(first - 1, max(first - 1 - count, -1), -1):
+        ref = timeline.number_ref(number, "live")
+        if await recording.probe(ref.url) is Presence.ABSENT:
+            return
+        timeline.lower_floor(number)
+        recording.offer(ref)
 
 
 def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:
