@@ -313,7 +313,8 @@ class HttpClient:
                     resp.close()
                 return answer
 
-        return await self._retrying(attempt, target, self._config.probe_retries, paced=True)
+        retries = self._config.probe_retries
+        return await self._retrying(attempt, target, retries, paced=True, urgent=False)
 
     async def download(
         self,
@@ -434,16 +435,20 @@ class HttpClient:
         retries: int,
         *,
         paced: bool = False,
+        urgent: bool = True,
     ) -> _T:
         """Run ``attempt`` until it succeeds, fails for good, or ``retries`` retries are spent.
 
-        ``paced``: a media request, started when ``pace`` allows and reported to it.
+        ``paced``: a media request, started when ``pace`` allows and reported to it;
+        ``urgent``: a download, started before the probes waiting under a rate cap.
         """
         policy = self._config.retry
         tries = 0
         while True:
             try:
-                return await (_reported(self.pace, attempt) if paced else attempt())
+                if paced:
+                    return await _reported(self.pace, attempt, urgent=urgent)
+                return await attempt()
             except _Retryable as exc:
                 failure = exc
             if tries >= min(
@@ -460,9 +465,9 @@ class HttpClient:
             await asyncio.sleep(wait)
 
 
-async def _reported(pace: ServerPace, attempt: Callable[[], Awaitable[_T]]) -> _T:
+async def _reported(pace: ServerPace, attempt: Callable[[], Awaitable[_T]], *, urgent: bool) -> _T:
     """One media request, started when ``pace`` allows, its answer reported to it."""
-    await pace.start()
+    await pace.start(urgent=urgent)
     try:
         result = await attempt()
     except _Retryable as failure:

@@ -73,22 +73,65 @@ class ServerPace:
         self._active = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._backoffs = 0
+        # Requests waiting for their start under a cap or a Retry-After: downloads, probes.
+        self._urgent: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._lazy: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._ticker: asyncio.TimerHandle | None = None
 
     def state(self) -> PaceState:
         return PaceState(int(self._limit), self._rate, self._backoffs)
 
     # -- the gates -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Wait until a media request may start: after any Retry-After, within the rate cap."""
+    async def start(self, *, urgent: bool = True) -> None:
+        """Wait until a media request may start: after any Retry-After, within the rate cap.
+
+        Under a cap the starts are handed out one by one, an ``urgent`` request (a download)
+        before any waiting probe: a wave of probes (a search across a hole) would otherwise
+        book the cap's next half minute ahead of the downloads, and the recording stalled
+        behind it after an outage (chaos seeds 109 and 116).
+        """
         now = _now()
-        at = max(now, self._paused_until)
+        self._demand.append(now)
+        if self._rate is None and now >= self._paused_until and not self._waiting():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._lazy).append(waiter)
+        self._arm()
+        await waiter
+
+    def _waiting(self) -> bool:
+        return any(not w.done() for w in (*self._urgent, *self._lazy))
+
+    def _arm(self) -> None:
+        if self._ticker is not None or not self._waiting():
+            return
+        at = self._paused_until
         if self._rate is not None:
             at = max(at, self._next_start)
-            self._next_start = at + 1.0 / self._rate
-        self._demand.append(at)
-        if at > now:
-            await asyncio.sleep(at - now)
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_at(max(at, loop.time()), self._grant)
+
+    def _grant(self) -> None:
+        self._ticker = None
+        now = _now()
+        if now < self._paused_until:  # a Retry-After came meanwhile
+            self._arm()
+            return
+        while (waiter := self._next_waiter()) is not None:
+            waiter.set_result(None)
+            if self._rate is not None:
+                self._next_start = now + 1.0 / self._rate
+                break
+        self._arm()
+
+    def _next_waiter(self) -> asyncio.Future[None] | None:
+        for queue in (self._urgent, self._lazy):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    return waiter
+        return None
 
     @contextlib.asynccontextmanager
     async def download_slot(self) -> AsyncIterator[None]:

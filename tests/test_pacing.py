@@ -133,6 +133,29 @@ async def test_retry_after_holds_back_every_new_request() -> None:
     assert loop.time() - began >= 0.25
 
 
+async def test_under_a_rate_cap_a_download_starts_before_the_waiting_probes() -> None:
+    # Chaos seeds 109 and 116: after an outage, a wave of probes booked the low cap's next
+    # half minute, and the downloads queued behind them recorded nothing meanwhile.
+    pace = ServerPace(PaceSettings(ceiling=8, window=1.0, min_answers=12, min_rate=20.0))
+    for pushback in [False] + [True] * 5:  # one accepted, then a rate limit's refusals in a row
+        pace.note(pushback=pushback)
+    assert pace.state().rate_cap == 20.0  # one request each 50 ms
+    order: list[str] = []
+
+    async def request(name: str, *, urgent: bool) -> None:
+        await pace.start(urgent=urgent)
+        order.append(name)
+
+    async with asyncio.TaskGroup() as group:
+        for n in range(10):
+            group.create_task(request(f"probe {n}", urgent=False))
+        await asyncio.sleep(0.01)  # the probes wait first
+        group.create_task(request("download", urgent=True))
+    # The first probe may already hold the next start; the download takes the one after.
+    assert "download" in order[:2], order
+    assert len(order) == 11
+
+
 def test_the_origin_rate_limit_serves_n_per_sliding_second() -> None:
     limit = RateLimit(3)
     assert [limit.admit(t) for t in (0.0, 0.1, 0.2, 0.3)] == [True, True, True, False]
