@@ -25,7 +25,7 @@ from datetime import UTC
 from http.cookies import Morsel
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Final, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, Protocol, Self, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -313,8 +313,7 @@ class HttpClient:
                     resp.close()
                 return answer
 
-        retries = self._config.probe_retries
-        return await self._retrying(attempt, target, retries, paced=True, urgent=False)
+        return await self._retrying(attempt, target, self._config.probe_retries, paced="probe")
 
     async def download(
         self,
@@ -345,7 +344,7 @@ class HttpClient:
                     on_restart()
             return await self._download_once(target, sink, byte_range, on_chunk)
 
-        return await self._retrying(attempt, target, self._config.retry.retries, paced=True)
+        return await self._retrying(attempt, target, self._config.retry.retries, paced="download")
 
     async def fetch_body(
         self,
@@ -434,20 +433,18 @@ class HttpClient:
         target: URL,
         retries: int,
         *,
-        paced: bool = False,
-        urgent: bool = True,
+        paced: Literal["download", "probe"] | None = None,
     ) -> _T:
         """Run ``attempt`` until it succeeds, fails for good, or ``retries`` retries are spent.
 
-        ``paced``: a media request, started when ``pace`` allows and reported to it;
-        ``urgent``: a download, started before the probes waiting under a rate cap.
+        ``paced``: a media request, started when ``pace`` allows and reported to it.
         """
         policy = self._config.retry
         tries = 0
         while True:
             try:
                 if paced:
-                    return await _reported(self.pace, attempt, urgent=urgent)
+                    return await _reported(self.pace, attempt, urgent=paced == "download")
                 return await attempt()
             except _Retryable as exc:
                 failure = exc

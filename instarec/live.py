@@ -256,35 +256,48 @@ class LiveFollower:
             if self._clock.monotonic() - last_new > self._policy.live_end_timeout:
                 self.idle = True
                 return f"no new segment for {self._policy.live_end_timeout:g} s"
-            if await self._sleep(self._interval(snapshot.manifest)):
+            interval = self._interval(snapshot.manifest)
+            if await self._sleep(interval):
                 return "stopped by the user"
-            while True:
-                try:
-                    snapshot = await self._source.fetch()
-                    last_ok = self._clock.monotonic()
-                    break
-                except ManifestUnavailableError as exc:
-                    # 404/410 is how many servers end a broadcast; 401/403 mid-recording is a
-                    # signed URL that expired, and no fresh one came (the source asked the
-                    # recording's refresher, which says why). Either way what is recorded is kept.
-                    log.debug("%s", exc)
-                    if exc.status in (404, 410):
-                        return f"the manifest is gone (HTTP {exc.status})"
-                    return f"the manifest is no longer accessible (HTTP {exc.status})"
-                except (NetworkError, ManifestError) as exc:
-                    # A refresh failing now and then is normal for live CDNs: keep what we have.
-                    log.warning("manifest refresh failed: %s", exc)
-                    if (reason := self._stop_after()) is not None:
-                        return reason
-                    timeout = self._policy.live_end_timeout
-                    if self._clock.monotonic() - last_ok > timeout:
-                        if isinstance(exc, ManifestError):
-                            return f"the manifest failed for {timeout:g} s"
-                        # Not the end of the broadcast: what it still sends is for a rerun.
-                        self.unreachable = f"{SERVER_UNREACHABLE} for {timeout:g} s"
-                        return self.unreachable
-                    if await self._sleep(self._interval(None)):
-                        return "stopped by the user"
+            asked = self._clock.monotonic()
+            refreshed = await self._refreshed(last_ok)
+            if isinstance(refreshed, str):
+                return refreshed
+            snapshot, last_ok = refreshed, self._clock.monotonic()
+            # A manifest that took long to come (its retries across an outage, a URL renewed)
+            # told nothing meanwhile: that time is no sign of an ended broadcast (chaos seed
+            # 195 ended as the server came back).
+            if last_ok - asked > interval:
+                last_new += last_ok - asked
+
+    async def _refreshed(self, last_ok: float) -> Snapshot | str:
+        """The next snapshot, or why the recording ends: the manifest gone or refused, the
+        server silent past the live end timeout (since ``last_ok``), Ctrl+C."""
+        while True:
+            try:
+                return await self._source.fetch()
+            except ManifestUnavailableError as exc:
+                # 404/410 is how many servers end a broadcast; 401/403 mid-recording is a
+                # signed URL that expired, and no fresh one came (the source asked the
+                # recording's refresher, which says why). Either way what is recorded is kept.
+                log.debug("%s", exc)
+                if exc.status in (404, 410):
+                    return f"the manifest is gone (HTTP {exc.status})"
+                return f"the manifest is no longer accessible (HTTP {exc.status})"
+            except (NetworkError, ManifestError) as exc:
+                # A refresh failing now and then is normal for live CDNs: keep what we have.
+                log.warning("manifest refresh failed: %s", exc)
+                if (reason := self._stop_after()) is not None:
+                    return reason
+                timeout = self._policy.live_end_timeout
+                if self._clock.monotonic() - last_ok > timeout:
+                    if isinstance(exc, ManifestError):
+                        return f"the manifest failed for {timeout:g} s"
+                    # Not the end of the broadcast: what it still sends is for a rerun.
+                    self.unreachable = f"{SERVER_UNREACHABLE} for {timeout:g} s"
+                    return self.unreachable
+                if await self._sleep(self._interval(None)):
+                    return "stopped by the user"
 
     def _interval(self, manifest: Manifest | None) -> float:
         if self._policy.poll_interval is not None:

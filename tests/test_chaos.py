@@ -96,6 +96,9 @@ REGRESSION_SEEDS = [
     28,  # instagram, URLs expiring every 100 s: the token expired as the broadcast ended, the
     #      fresh URL's manifest answered 404, every refresh failed and the last segments were
     #      lost
+    195,  # number_timeline, a new Period, URLs expiring, a 70 s outage longer than the window:
+    #       the manifest's retries across the outage and the URL's renewal took longer than
+    #       the live end timeout, and the recording ended as the server came back
 ]
 
 
