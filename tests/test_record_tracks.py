@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import io
 import json
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from instarec.cli import main
@@ -71,17 +71,34 @@ async def _record(
 
 
 def _tone(path: Path, index: int) -> float:
-    """The pitch of audio stream ``index`` (Hz), from a second of its samples."""
+    """The pitch of audio stream ``index`` (Hz), from the zero crossings of a second of it
+    (the usual cycle: the test tones beep at another pitch now and then)."""
+    resampler = av.AudioResampler(format="s16", layout="mono")
+    samples = array("h")
     with av.open(str(path)) as container:
         stream = container.streams.audio[index]
-        chunks = []
+        rate = stream.rate
         for frame in container.decode(stream):
-            chunks.append(frame.to_ndarray()[0])
-            if sum(len(c) for c in chunks) >= stream.rate:
+            for mono in resampler.resample(frame):
+                samples.frombytes(bytes(mono.planes[0])[: 2 * mono.samples])
+            if len(samples) >= rate:
                 break
-    samples = np.concatenate(chunks)
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum) * stream.rate / len(samples))
+    # Crossings of a band around zero (the codec's noise crosses zero too), first to last.
+    band = max(abs(v) for v in samples) / 4
+    crossings: list[int] = []
+    sign = 0
+    for i, value in enumerate(samples):
+        if abs(value) < band:
+            continue
+        current = 1 if value > 0 else -1
+        if sign and current != sign:
+            crossings.append(i)
+        sign = current
+    # A cycle spans two crossings; the median cycle ignores a short beep of another pitch.
+    cycles = sorted(b - a for a, b in zip(crossings, crossings[2:], strict=False))
+    usual = cycles[len(cycles) // 2]
+    alike = [c for c in cycles if abs(c - usual) <= usual / 10]  # whole samples: averaged
+    return rate * len(alike) / sum(alike)
 
 
 def _audio_span(path: Path, index: int) -> tuple[float, float]:
