@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from instarec.errors import FFmpegNotFoundError
-from instarec.merge import FFMPEG_FIX, TERMINATE_TIMEOUT, output_format, stream_tags
+from instarec.merge import FFMPEG_FIX, output_format, stop_ffmpeg, stream_tags
 from instarec.order import Settling, TrackCursor
 from instarec.store import SegmentStore, StoredSegment
 
@@ -203,7 +203,7 @@ class LiveMux:
         try:
             return await self._supervise(proc, tracks, [write for _, write in pipes], firsts)
         except BaseException:
-            await _terminate(proc)
+            await stop_ffmpeg(proc)
             raise
 
     def _command(self, tracks: Sequence[str], reads: Sequence[int], base: float) -> list[str]:
@@ -326,17 +326,3 @@ def _reader_gone(fd: int) -> bool:
     except OSError:
         return False
     return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM (ffmpeg then finishes the output), SIGKILL after TERMINATE_TIMEOUT."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), TERMINATE_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()

@@ -595,7 +595,7 @@ async def _run_ffmpeg(cmd: Sequence[str], feeds: Sequence[_TrackFeed]) -> None:
     try:
         _, stderr = await proc.communicate()
     except asyncio.CancelledError:
-        await _stop(proc)
+        await stop_ffmpeg(proc)
         raise
     finally:
         # Once ffmpeg is gone a writer ends at once (its pipe is broken).
@@ -610,8 +610,9 @@ async def _run_ffmpeg(cmd: Sequence[str], feeds: Sequence[_TrackFeed]) -> None:
         raise MergeError(f"ffmpeg failed: {last}")
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """Terminate ffmpeg, then kill it if it has not exited after TERMINATE_TIMEOUT."""
+async def stop_ffmpeg(proc: asyncio.subprocess.Process) -> None:
+    """Terminate ffmpeg (it then finishes its output), then kill it if it has not exited
+    after TERMINATE_TIMEOUT."""
     if proc.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
