@@ -85,10 +85,6 @@ REGRESSION_SEEDS = [
     214,  # time at 90 kHz, retention 136, a new Period, kill -9: a later Period's segment
     #       renamed but not journalled before the kill was taken back at its media time, which
     #       pulled its whole Period to the start of the file
-    78,  # time, retention 76, a new Period with new ids, URLs expiring every 160 s: every
-    #      refresh failed, the fresh manifest having none of the first Period's ids; then, a
-    #      manifest refresh slowed by faults first saw the new Period after its first two
-    #      segments had left the window, and they were never asked for
     274,  # time, retention 68, a new Period, holes, kill -9: a segment lost in the first Period
     #       (keys restart with each Period) opened a hole after the last one in the summary
     10,  # number_timeline, the recording begins after the first Period left the manifest;
