@@ -77,6 +77,7 @@ class ServerPace:
         self._urgent: collections.deque[asyncio.Future[None]] = collections.deque()
         self._lazy: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ticker: asyncio.TimerHandle | None = None
+        self._probes_turn = False
 
     def state(self) -> PaceState:
         return PaceState(int(self._limit), self._rate, self._backoffs)
@@ -86,10 +87,10 @@ class ServerPace:
     async def start(self, *, urgent: bool = True) -> None:
         """Wait until a media request may start: after any Retry-After, within the rate cap.
 
-        Under a cap the starts are handed out one by one, an ``urgent`` request (a download)
-        before any waiting probe: a wave of probes (a search across a hole) would otherwise
-        book the cap's next half minute ahead of the downloads, and the recording stalled
-        behind it after an outage (chaos seeds 109 and 116).
+        Under a cap the starts are handed out one by one, ``urgent`` requests (downloads) and
+        probes by turns: a wave of probes (a search across a hole) would otherwise book the
+        cap's next half minute ahead of the downloads, and the recording stalled behind it
+        after an outage (chaos seeds 109 and 116).
         """
         now = _now()
         self._demand.append(now)
@@ -126,7 +127,11 @@ class ServerPace:
         self._arm()
 
     def _next_waiter(self) -> asyncio.Future[None] | None:
-        for queue in (self._urgent, self._lazy):
+        # Turn about when both wait: under retention the probes finding the oldest segments
+        # are as pressing as the downloads (chaos seed 106 lost three to a strict priority).
+        queues = (self._lazy, self._urgent) if self._probes_turn else (self._urgent, self._lazy)
+        self._probes_turn = not self._probes_turn
+        for queue in queues:
             while queue:
                 waiter = queue.popleft()
                 if not waiter.done():

@@ -133,7 +133,7 @@ async def test_retry_after_holds_back_every_new_request() -> None:
     assert loop.time() - began >= 0.25
 
 
-async def test_under_a_rate_cap_a_download_starts_before_the_waiting_probes() -> None:
+async def test_under_a_rate_cap_a_download_does_not_wait_behind_every_probe() -> None:
     # Chaos seeds 109 and 116: after an outage, a wave of probes booked the low cap's next
     # half minute, and the downloads queued behind them recorded nothing meanwhile.
     pace = ServerPace(PaceSettings(ceiling=8, window=1.0, min_answers=12, min_rate=20.0))
@@ -151,8 +151,8 @@ async def test_under_a_rate_cap_a_download_starts_before_the_waiting_probes() ->
             group.create_task(request(f"probe {n}", urgent=False))
         await asyncio.sleep(0.01)  # the probes wait first
         group.create_task(request("download", urgent=True))
-    # The first probe may already hold the next start; the download takes the one after.
-    assert "download" in order[:2], order
+    # Downloads and probes take turns: the download starts among the first three, not last.
+    assert "download" in order[:3], order
     assert len(order) == 11
 
 
