@@ -460,6 +460,9 @@ class TimeChain:
     # probes every tick up to known ground, tens of thousands of requests for a hole of a few
     # seconds.
     known_frame: Callable[[], float | None] = lambda: None
+    # Where the timeline ends (a Period's end, where the next Period begins): the chain stops
+    # there as at known ground. None: it ends where the segments do.
+    end: int | None = None
 
     async def run(self, start: int, *, frame_ticks: float | None = None) -> int:
         """Walk from ``start``; return the number of segments stepped through."""
@@ -479,11 +482,14 @@ class TimeChain:
         verify: Callable[[], Awaitable[int | None]] | None = None
         while True:
             frame_ticks = frame_ticks or self.known_frame()
-            bound = self.next_known(time)
+            known = self.next_known(time)
+            bound = (
+                known if self.end is None or (known is not None and known < self.end) else self.end
+            )
             # A chain may start on a key already known (a seed, a hint fetched earlier).
-            own_start = steps == 0 and time == bound
+            own_start = steps == 0 and time == known
             if bound is not None and time >= bound and not own_start:
-                if time > bound:
+                if time > bound and bound == known:
                     log.warning("chain overshot a known segment (%d > %d)", time, bound)
                 return steps
             result = await self._step_or_hedge(time, bound, frame_ticks, hedges)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from instarec import identity
 from instarec.archive import Presence, SearchLimits
@@ -49,11 +49,12 @@ from instarec.live import (
     window_update,
 )
 from instarec.livemux import LiveMux, MuxEnd, MuxTrack
-from instarec.manifest import Addressing, MediaSegment, Representation
+from instarec.manifest import MediaSegment, Representation
 from instarec.merge import check_output_free, find_ffmpeg, keeps_video
 from instarec.mp4 import FragmentInfo
 from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
+from instarec.period_edges import head_work, period_tails, tail_work
 from instarec.periods import PeriodFollower, first_timeline
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
@@ -129,6 +130,7 @@ class Recording:
         self.past: PastRecovery | None = None
         self.unreachable: str | None = None  # the server stopped answering (see LiveFollower)
         self.newest_listed_end: float | None = None
+        self._tails_seen: set[str] = set()  # tracks whose Period has left the manifest
         self.first_snapshot = first
         self.first_listing = {
             rep.id: segments
@@ -223,6 +225,9 @@ class Recording:
             new += self._offer_listed(timeline, renumbered(timeline, segments), group)
         for timeline, segments in self.periods.new_tracks(snapshot, self.tracks):
             group.create_task(self._start_period(timeline, segments, group))
+        for tail in period_tails(snapshot.manifest, self.tracks, self._tails_seen):
+            if not self._derived(tail.timeline):
+                self._fill(tail_work(self, tail), group)
         return new
 
     async def _start_period(
@@ -238,7 +243,11 @@ class Recording:
         await fetch_inits(self.http, self.store, [timeline])
         self.tracks[timeline.name] = timeline
         self._offer_listed(timeline, segments, group)
-        _reach_period_start(self, timeline, segments, group)
+        self._fill(head_work(self, timeline, segments), group)
+
+    def _derived(self, timeline: Timeline) -> bool:
+        """Whether ``timeline``'s segments come with another track's chain."""
+        return any(timeline is d for t in self.timelines.values() for d in self.chains.derived(t))
 
     def _offer_listed(
         self, timeline: Timeline, segments: list[MediaSegment], group: asyncio.TaskGroup
@@ -248,10 +257,13 @@ class Recording:
         timeline.typical = update.typical
         timeline.listed_end = update.listed_end
         timeline.listed_max_number = update.listed_max_number
-        derived = any(
-            timeline is d for t in self.timelines.values() for d in self.chains.derived(t)
-        )
-        if update.hole_from is not None and not derived and not plain_text(timeline.rep):
+        if segments and segments[-1].duration is not None:
+            timeline.listed_until = segments[-1].start + segments[-1].duration
+        if (
+            update.hole_from is not None
+            and not self._derived(timeline)
+            and not plain_text(timeline.rep)
+        ):
             # The window moved further than one refresh: chain through the media to reach it
             # (a derived track's segments come with its leader's chain).
             log.info(
@@ -259,18 +271,22 @@ class Recording:
                 timeline.kind,
                 update.hole_from,
             )
-            group.create_task(self._fill_hole(timeline, update.hole_from))
+            self._fill(self.chains.fill_hole(timeline, update.hole_from), group)
         if segments and timeline.selected == self.downloads.clock_track:
             last = segments[-1]
             if last.duration is not None:
                 self.newest_listed_end = last.start + last.duration
         return sum(self.offer(ref) for ref in update.refs)
 
-    async def _fill_hole(self, timeline: Timeline, start: int) -> None:
+    def _fill(self, work: Coroutine[Any, Any, None] | None, group: asyncio.TaskGroup) -> None:
+        if work is not None:
+            group.create_task(self._filling(work))
+
+    async def _filling(self, work: Coroutine[Any, Any, None]) -> None:
         # Counted: a stream fed while it is recorded waits at the hole while it may be filled.
         self.state.filling += 1
         try:
-            await self.chains.fill_hole(timeline, start)
+            await work
         finally:
             self.state.filling -= 1
 
@@ -324,43 +340,6 @@ class Recording:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _reach_period_start(
-    recording: Recording,
-    timeline: Timeline,
-    segments: list[MediaSegment],
-    group: asyncio.TaskGroup,
-) -> None:
-    """A new Period first seen after its first segments left the window (a refresh that
-    failed for a while): those are fetched too, from the Period's start on."""
-    template = timeline.rep.template
-    if not segments or template is None:
-        return
-    first = segments[0]
-    addressing = timeline.rep.addressing
-    if addressing is Addressing.TIME_TIMELINE and first.time is not None:
-        start = template.presentation_time_offset
-        if first.time > start:
-            log.info("%s: the new Period's first segments left the window: chaining", timeline.name)
-            recording.chains.lower_floor(timeline, start)
-            group.create_task(recording.chains.fill_hole(timeline, start))
-    elif first.number is not None and first.time is not None:
-        # startNumber often moves with the window: the numbers before the first listed
-        # one are asked for, back to the Period's start, as long as the server has them.
-        before = first.time - template.presentation_time_offset
-        if before > 0:
-            count = math.ceil(before / timeline.typical_ticks) + 1
-            group.create_task(_numbers_before(recording, timeline, first.number, count))
-
-
-async def _numbers_before(recording: Recording, timeline: Timeline, first: int, count: int) -> None:
-    for number in range(first - 1, max(first - 1 - count, -1), -1):
-        ref = timeline.number_ref(number, "live")
-        if await recording.probe(ref.url) is Presence.ABSENT:
-            return
-        timeline.lower_floor(number)
-        recording.offer(ref)
 
 
 def _open_store(options: Options, selected: SelectedTracks) -> SegmentStore:

@@ -149,8 +149,9 @@ class TimeChains:
 
     def derived(self, leader: Timeline) -> list[Timeline]:
         """The tracks whose segments share ``leader``'s $Time$ values (Instagram's audio)."""
-        if not self._shared_times or leader.kind != "video":
-            return []
+        first_period = any(t is leader for t in self._timelines.values())
+        if not self._shared_times or leader.kind != "video" or not first_period:
+            return []  # (a later Period's tracks are chained each on its own)
         return [
             t
             for t in self._timelines.values()
@@ -167,9 +168,12 @@ class TimeChains:
     async def probe(self, timeline: Timeline, time_value: int) -> Presence:
         return await self._access.probe(timeline.rep.media_url(time=time_value))
 
-    async def fill_hole(self, timeline: Timeline, start: int) -> None:
-        """Chain from where the last listing ended up to the window that skipped past it."""
-        await contained(self.chain_from(timeline, start, origin="live"), "filling a live hole")
+    async def fill_hole(self, timeline: Timeline, start: int, end: int | None = None) -> None:
+        """Chain from where the last listing ended up to the window that skipped past it (or
+        up to ``end``, where the timeline's Period ends)."""
+        await contained(
+            self.chain_from(timeline, start, origin="live", end=end), "filling a live hole"
+        )
 
     async def chain_from(
         self,
@@ -178,6 +182,7 @@ class TimeChains:
         *,
         origin: RefOrigin,
         frame_ticks: float | None = None,
+        end: int | None = None,
     ) -> None:
         gaps: list[TimelineGap] = []
         chain = TimeChain(
@@ -188,12 +193,18 @@ class TimeChains:
             typical_duration=timeline.typical_ticks,
             gaps=gaps,
             known_frame=lambda: timeline.frame,
+            end=end,
         )
         await chain.run(start, frame_ticks=frame_ticks)
         for gap in gaps:
-            end = "the known timeline" if gap.end is None else f"{timeline.seconds(gap.end):.3f} s"
+            until = (
+                "the known timeline" if gap.end is None else f"{timeline.seconds(gap.end):.3f} s"
+            )
             log.warning(
-                "%s: no segment from %.3f s to %s", timeline.name, timeline.seconds(gap.start), end
+                "%s: no segment from %.3f s to %s",
+                timeline.name,
+                timeline.seconds(gap.start),
+                until,
             )
 
     async def _step(

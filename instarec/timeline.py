@@ -30,6 +30,7 @@ class Timeline:
     key_set: set[int] = field(default_factory=set)
     listed_end: int | None = None  # end (ticks) of the last listed $Time$ segment
     listed_max_number: int | None = None
+    listed_until: float | None = None  # presentation seconds where the last listed segment ends
     typical: int | None = None  # median listed segment duration, in ticks
     # How this server turns a segment's media time (tfdt) into its $Time$ value: a rounding
     # (when the timescales differ) and an offset (ffmpeg names AAC segments by their time minus

@@ -7,6 +7,7 @@ import collections
 import itertools
 import math
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -200,6 +201,19 @@ async def test_chain_walks_to_the_window_without_probes() -> None:
     steps = await chain_for(server, window, gaps).run(0)
     assert server.steps == starts[:-5]
     assert steps == len(starts) - 5
+    assert server.probes == []
+    assert gaps == []
+
+
+async def test_a_chain_with_an_end_stops_there_without_a_probe() -> None:
+    # A Period's tail: no known ground after it, only where the next Period begins. The
+    # Period's last segment may end a little past that point.
+    starts = make_timeline(12, seed=5)
+    server = TimeServer(starts)
+    gaps: list[TimelineGap] = []
+    chain = replace(chain_for(server, [], gaps), end=starts[8] - 3)
+    await chain.run(starts[2])
+    assert server.steps == starts[2:8]  # the last one ends 3 ticks past the end
     assert server.probes == []
     assert gaps == []
 

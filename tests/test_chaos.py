@@ -95,6 +95,9 @@ REGRESSION_SEEDS = [
     195,  # number_timeline, a new Period, URLs expiring, a 70 s outage longer than the window:
     #       the manifest's retries across the outage and the URL's renewal took longer than
     #       the live end timeout, and the recording ended as the server came back
+    78,  # time, a new Period with new ids, retention, faults on media and manifest: the first
+    #      Period's last segment was published while refreshes failed and had left the
+    #      manifest with its Period when the next refresh answered; nothing chased it
 ]
 
 

@@ -391,3 +391,37 @@ async def test_a_period_first_seen_after_its_first_segments_left_the_window_is_w
     assert report.video_frames == expected
     assert report.video_gaps == ()
     assert summary.gaps == ()
+
+
+@pytest.mark.parametrize(("shape", "new_ids"), [("time", True), ("number_timeline", False)])
+async def test_a_periods_tail_published_while_unreachable_is_chased_to_the_next_period(
+    shape: str, new_ids: bool, tmp_path: Path, test_media: TestMedia
+) -> None:
+    # The server answers nothing from 26 s, before the restart at 30.9 s, until the first
+    # Period's last segments have left the 5-segment window (and the first Period the
+    # manifest): no listing ever names them, yet the server still has them.
+    config = OriginConfig(
+        shape=shape,
+        broadcast_duration=60,
+        already_broadcast=20,
+        window=5,
+        period_starts=(30.0,),
+        period_new_ids=new_ids,
+        faults=FaultConfig(outages=((26.0, 47.0),)),
+    )
+    clock = ManualClock()
+    output = tmp_path / "period-tail.mkv"
+    async with Origin(config, clock, media=test_media) as origin:
+        async with running_clock(origin, clock, step=0.1):
+            summary = await record(
+                fast_options(origin.manifest_url, output), install_signal_handlers=False
+            )
+        expected = origin.expected_frames(0, origin.segment_count - 1)
+
+    report = inspect(output)
+    assert report.video_frames == expected
+    assert report.video_gaps == ()
+    _, audio_gap = _worst_joins(_packet_times(output, "audio"))
+    assert audio_gap < 0.05
+    assert abs(report.audio_duration - report.video_duration) < 0.1
+    assert summary.gaps == ()
