@@ -21,6 +21,7 @@ from instarec.timeline import Timeline
 
 __all__ = [
     "PeriodFollower",
+    "earlier_periods_left",
     "first_timeline",
     "kind_of",
     "match_representation",
@@ -112,6 +113,16 @@ def match_representation(
             return rep
     ranked = rank(same_kind)
     return ranked[0] if ranked else None
+
+
+def earlier_periods_left(manifest: Manifest, timelines: Mapping[str, Timeline]) -> float | None:
+    """Where the first Period a live manifest lists begins when that is after the broadcast's
+    start: the Periods before it have left the manifest, and nothing tells their segments'
+    addresses. None when a recording of ``timelines`` reaches the broadcast's start."""
+    starts = [t.period_start for t in timelines.values() if not t.track]
+    if manifest.type != "dynamic" or not starts or min(starts) < 0.0005:
+        return None
+    return min(starts)
 
 
 Listing = tuple[Timeline, list[MediaSegment]]

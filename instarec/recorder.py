@@ -55,7 +55,7 @@ from instarec.mp4 import FragmentInfo
 from instarec.numbering import calibrate_numbers, renumbered
 from instarec.options import Options
 from instarec.period_edges import head_work, period_tails, tail_work
-from instarec.periods import PeriodFollower, first_timeline
+from instarec.periods import PeriodFollower, earlier_periods_left, first_timeline
 from instarec.progress import ProgressSnapshot, Reporter
 from instarec.recovery import ArchiveStart, PastRecovery, TimeChains, shares_times
 from instarec.refresh import REFUSALS, Refresher, RefreshPolicy, fresh_start_url
@@ -300,19 +300,9 @@ class Recording:
 
     # -- the past -------------------------------------------------------------------------------
 
-    def earlier_periods_left(self) -> float | None:
-        """Where the first Period a live manifest lists begins when that is after the
-        broadcast's start: the Periods before it have left the manifest, and nothing tells
-        their segments' addresses. None when the recording reaches the broadcast's start."""
-        manifest = self.first_snapshot.manifest
-        starts = [t.period_start for t in self.timelines.values() if not t.track]
-        if manifest.type != "dynamic" or not starts or min(starts) < 0.0005:
-            return None
-        return min(starts)
-
     async def recover_past(self) -> None:
         """Past recovery over what the first manifest listed (renumbered by the calibration)."""
-        begins = self.earlier_periods_left()
+        begins = earlier_periods_left(self.first_snapshot.manifest, self.timelines)
         if begins is not None:
             log.warning(
                 "the manifest lists no Period before the one starting at %.3f s: earlier "
@@ -686,7 +676,8 @@ async def _finish(
         started,
         interrupted,
         archive.first,
-        archive.complete and recording.earlier_periods_left() is None,
+        archive.complete
+        and earlier_periods_left(recording.first_snapshot.manifest, recording.timelines) is None,
         unfinished=recording.refresher.failure or recording.unreachable,
     )
     written = _live_merged(recording, mux)
