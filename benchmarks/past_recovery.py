@@ -278,13 +278,15 @@ class ProcessStats:
     peak_rss_tree_mb: float  # wait4: the process or any child it waited for (ffmpeg, ffprobe)
     cpu_own: float  # user+sys seconds of the process itself (sampled)
     cpu_tree: float  # wait4: the process plus the children it waited for
+    cpu_user: float = 0.0  # the user part of cpu_own (the system part is the rest)
     # (seconds since launch, RSS MB, user+sys seconds) of the process itself, every 50 ms
     samples: tuple[tuple[float, float, float], ...] = ()
 
 
-def _proc_sample(pid: int) -> tuple[int | None, float | None, int | None]:
-    """(VmHWM in kB, user+sys seconds, VmRSS in kB) of a running process; None where unreadable."""
-    hwm = cpu = rss = None
+def _proc_sample(pid: int) -> tuple[int | None, float | None, int | None, float | None]:
+    """(VmHWM in kB, user+sys seconds, VmRSS in kB, user seconds) of a running process; None
+    where unreadable."""
+    hwm = cpu = rss = user = None
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
@@ -296,9 +298,10 @@ def _proc_sample(pid: int) -> tuple[int | None, float | None, int | None]:
             fields = stat.read().rsplit(")", 1)[1].split()
         # fields[0] is field 3 (state): utime and stime are fields 14 and 15
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        user = int(fields[11]) / CLK_TCK
     except (OSError, IndexError, ValueError):
         pass
-    return hwm, cpu, rss
+    return hwm, cpu, rss, user
 
 
 def run_process(
@@ -315,16 +318,17 @@ def run_process(
             list(argv), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=cwd,
         )  # fmt: skip
-    hwm_kb, cpu_own, killed = 0, 0.0, False
+    hwm_kb, cpu_own, cpu_user, killed = 0, 0.0, 0.0, False
     samples: list[tuple[float, float, float]] = []
     try:
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            hwm, cpu, rss = _proc_sample(proc.pid)
+            hwm, cpu, rss, user = _proc_sample(proc.pid)
             hwm_kb = max(hwm_kb, hwm or 0)
             cpu_own = max(cpu_own, cpu or 0.0)
+            cpu_user = max(cpu_user, user or 0.0)
             if rss is not None:
                 samples.append((time.monotonic() - started, rss / 1024, cpu_own))
             if time.monotonic() - started > cap:
@@ -347,6 +351,7 @@ def run_process(
         peak_rss_tree_mb=usage.ru_maxrss / 1024,
         cpu_own=cpu_own,
         cpu_tree=usage.ru_utime + usage.ru_stime,
+        cpu_user=cpu_user,
         samples=tuple(samples),
     )
     return stats, started
@@ -373,6 +378,7 @@ class RunResult:
     peak_rss_tree_mb: float
     cpu_own: float
     cpu_tree: float
+    cpu_user: float  # of cpu_own
     output_seconds: float | None  # duration of the file written (ffprobe)
     broadcast_seconds: float
     summary: dict | None = None  # instarec's --summary-file
@@ -525,6 +531,7 @@ async def run_tool(
         peak_rss_tree_mb=proc.peak_rss_tree_mb,
         cpu_own=proc.cpu_own,
         cpu_tree=proc.cpu_tree,
+        cpu_user=proc.cpu_user,
         output_seconds=output_seconds,
         broadcast_seconds=broadcast_seconds,
         summary=summary,
@@ -723,7 +730,7 @@ def markdown(reports: Sequence[CaseReport], settings: Settings) -> str:
             f"### {case.title}: {report.archive_segments} archive segments per track",
             "",
             "| tool | runs | recovery | wall | archive fetched | media+init requests "
-            "| MB served | peak RSS (own / +children) | CPU own (+children) "
+            "| MB served | peak RSS (own / +children) | CPU own: user + sys (+children) "
             "| CPU per 1000 segments | vs limit | vs original |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
@@ -742,7 +749,8 @@ def markdown(reports: Sequence[CaseReport], settings: Settings) -> str:
                 f"| {fetched}/{rep.archive_segments} | {requests_text(rep)} "
                 f"| {rep.bytes_served / 1e6:.1f} "
                 f"| {rep.peak_rss_mb:.0f} / {rep.peak_rss_tree_mb:.0f} MB "
-                f"| {rep.cpu_own:.1f} s ({rep.cpu_tree:.1f} s) "
+                f"| {rep.cpu_own:.1f} s: {rep.cpu_user:.1f} + {rep.cpu_own - rep.cpu_user:.1f} "
+                f"({rep.cpu_tree:.1f} s) "
                 f"| {1000 * rep.cpu_own / max(1, 2 * rep.archive_segments):.2f} s "
                 f"| {ratio(recovery, limit) if tool != 'limit' else '1'} "
                 f"| {ratio(recovery, original) if tool != 'original' and original else '—'} |"

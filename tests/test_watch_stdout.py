@@ -182,7 +182,7 @@ async def test_a_player_quitting_ends_the_recording_and_a_rerun_merges_it(
     tmp_path: Path, test_media: TestMedia
 ) -> None:
     config = OriginConfig(
-        shape="time", broadcast_duration=120, already_broadcast=30, media=test_media.spec
+        shape="time", broadcast_duration=60, already_broadcast=30, media=test_media.spec
     )
     clock = ManualClock()
     async with Origin(config, clock, media=test_media) as origin:
