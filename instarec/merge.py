@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -246,6 +247,7 @@ class _TrackFeed:
     def __init__(self, track: TrackInput) -> None:
         self.track = track
         self.read_fd, self._write_fd = os.pipe()
+        _widen_pipe(self._write_fd)
         self.error: BaseException | None = None
 
     @property
@@ -564,6 +566,18 @@ def _written_size(target: Path) -> int:
     if size == 0:
         raise MergeError("ffmpeg wrote an empty output")
     return size
+
+
+# A pipe holds 64 KiB by default: the feeding thread and ffmpeg then take turns every 64 KiB,
+# thousands of wake-ups per gigabyte. 1 MiB is what an unprivileged process may ask for.
+_PIPE_SIZE = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if setting is not None:
+        with contextlib.suppress(OSError):  # above the system's limit: the default size serves
+            fcntl.fcntl(fd, setting, _PIPE_SIZE)
 
 
 def _rename(target: Path, output: Path) -> None:

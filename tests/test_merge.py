@@ -7,6 +7,7 @@ small box walker here splits into an init segment and one segment per moof, like
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import stat
@@ -717,3 +718,13 @@ async def test_shared_media_offset_and_gap_across_a_loop(tmp_path: Path) -> None
     # The last frame sits where the broadcast put it, relative to the first kept segment.
     expected_last = looped.end_seconds(window[-1]) - looped.start_seconds(window[0]) - frame
     assert p.video_pts[-1] == pytest.approx(expected_last, abs=0.005)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="pipe sizes are set on Linux only")
+def test_a_track_feeds_ffmpeg_through_a_wide_pipe(tmp_path: Path) -> None:
+    feed = merge._TrackFeed(TrackInput("video", tmp_path / "init.mp4", (), 0.0))
+    try:
+        # 16 times the default: the copy and ffmpeg take turns every MiB, not every 64 KiB.
+        assert fcntl.fcntl(feed.read_fd, fcntl.F_GETPIPE_SZ) == 1 << 20
+    finally:
+        feed.close()
