@@ -813,9 +813,8 @@ def markdown(reports: Sequence[CaseReport], settings: Settings) -> str:
 # -- the report: Markdown and plots ------------------------------------------------------------
 
 
-def write_report(reports: Sequence[CaseReport], text: str, stamp: str, *, quick: bool) -> None:
-    """``results/report.md`` (``report-quick.md``) and its plots, replaced by each run."""
-    name = "report-quick" if quick else "report"
+def write_report(reports: Sequence[CaseReport], text: str, stamp: str, *, name: str) -> None:
+    """``results/<name>.md`` and its plots, replaced by each run of that name."""
     plots = _plots(reports, name)
     links = "".join(f"\n![{title}]({file})\n" for title, file in plots)
     header = f"# Past recovery, measured {stamp}\n\n"
@@ -895,6 +894,9 @@ def ensure_original(venv: Path) -> None:
     subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", ORIGINAL_SPEC], check=True)
 
 
+DEFAULT_TOOLS = ("limit", "instarec", "original")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.past_recovery",
@@ -912,7 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tool-cap", type=float, default=3600.0, help="seconds before any other run is stopped")
     add("--cases", nargs="*", default=(), help="case keys (prefixes) to run: time-10min, "
         "time-180min, number-retain1000")  # fmt: skip
-    add("--tools", nargs="*", default=("limit", "instarec", "original"))
+    add("--tools", nargs="*", default=DEFAULT_TOOLS)
     add("--original-venv", type=Path, default=DEFAULT_ORIGINAL_VENV,
         help=f"virtualenv with {ORIGINAL_SPEC} (created when missing)")  # fmt: skip
     add("--instarec-python", default=sys.executable, help="interpreter that runs instarec")
@@ -1000,7 +1002,10 @@ async def run_benchmark(args: argparse.Namespace) -> int:
     print(text)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    write_report(reports, text, stamp, quick=args.quick)
+    # A run of some cases or tools only must not replace the whole report.
+    whole = not args.cases and set(args.tools) == set(DEFAULT_TOOLS)
+    name = ("report-quick" if args.quick else "report") if whole else "report-partial"
+    write_report(reports, text, stamp, name=name)
     payload = {
         "started": stamp,
         "machine": {
