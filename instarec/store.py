@@ -9,13 +9,17 @@ Layout under the root the caller chooses (``<output>.segments/``)::
 A file is written through :meth:`SegmentStore.writer` (or ``write_file``): its bytes go to
 ``<name>.part``, which is renamed when the writer's context ends cleanly and deleted when it
 does not; only then does :meth:`SegmentStore.commit` append its journal line, after checking the
-file is there with the right size. Lines arriving during one fsync share the next batch, which
-first fsyncs the files they name and their directories: after a kill -9 or a power cut a journal
-line never points to a missing or partial file. Every fsync runs in a thread, off the event
-loop. On open, a torn last
-line is ignored (and cut off), entries whose file is absent or has the wrong size are dropped, and
-stray ``.part`` files are deleted: what is left is exactly what can be merged, and a rerun
-downloads only the rest.
+file is there with the right size. Lines arriving during one fsync share the next batch, written
+and fsynced together, in a thread, off the event loop.
+
+A kill -9 or a crash cannot lose a file the journal names: its bytes are in the page cache. Only
+a reboot can (a power cut), so the files are not fsynced one by one. Each run journals the
+machine's boot id; on open, the files journalled under another boot are checked for whole boxes
+and dropped when they are not. Where the boot cannot be told (not Linux), every batch fsyncs the
+files it names and their directories before its lines instead. On open, a torn last line is
+ignored (and cut off), entries whose file is absent or has the wrong size are dropped, and stray
+``.part`` files are deleted: what is left is exactly what can be merged, and a rerun downloads
+only the rest.
 """
 
 from __future__ import annotations
@@ -166,8 +170,9 @@ class _Journal:
     call or by ``flush``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sync_files: bool = True) -> None:
         self._path = path
+        self._sync_files = sync_files
         self._pending: list[bytes] = []
         self._files: set[Path] = set()
         self._lock = asyncio.Lock()
@@ -219,8 +224,9 @@ class _Journal:
             batch, self._pending = self._pending, []
             files, self._files = self._files, set()
             upto = self._queued
+            synced = files if self._sync_files else set()
             writing = asyncio.ensure_future(
-                asyncio.to_thread(_sync_then_append, files, self._path, batch)
+                asyncio.to_thread(_sync_then_append, synced, self._path, batch)
             )
             self._writing.add(writing)
             writing.add_done_callback(self._writing.discard)
@@ -244,7 +250,8 @@ class SegmentStore:
         self._journal = root / JOURNAL_NAME
         self._index = _Index(root)
         self._track_dirs: set[str] = set()
-        self._journal_appender = _Journal(self._journal)
+        self._boot = current_boot()  # known: files are not fsynced one by one (module docs)
+        self._journal_appender = _Journal(self._journal, sync_files=self._boot is None)
         self.resumed = False
 
     # ------------------------------------------------------------------ opening
@@ -291,6 +298,7 @@ class SegmentStore:
             )
         header = {"type": "header", "version": JOURNAL_VERSION, "fingerprint": self._fingerprint}
         self._append(header)
+        _note_boot(self._journal, self._index, self._boot)
 
     def _load(self) -> None:
         # Fail now, not at the first commit, when the directory cannot be written.
@@ -315,7 +323,9 @@ class SegmentStore:
             except (KeyError, TypeError, ValueError):
                 log.warning("journal %s: skipping malformed entry %r", self._journal, record)
         self._index.drop_damaged()
+        self._index.verify_after_reboot(self._boot)
         _adopt_unjournalled(self._root, self._index, self._journal)
+        _note_boot(self._journal, self._index, self._boot)
 
     # ------------------------------------------------------------------ paths
 
@@ -706,13 +716,26 @@ class _Index:
         self.partial_output = False
         self.offsets: dict[str, float] = {}
         self.places: dict[str, TrackPlace] = {}
+        # The boot the lines being read were written under (None: files fsynced before their
+        # line), and each file's, where one is known.
+        self.boot: str | None = None
+        self._written_under: dict[tuple[str, int | None], str] = {}
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["type"]
         if kind == "output":
             self.partial_output = bool(record["partial"])
             return
+        if kind == "boot":
+            self.boot = str(record["id"])
+            return
         track = _check_track(str(record["track"]))
+        if kind in ("init", "segment"):
+            file = (track, None if kind == "init" else int(record["key"]))
+            if self.boot is None:
+                self._written_under.pop(file, None)
+            else:
+                self._written_under[file] = self.boot
         if kind == "init":
             self.inits[track] = int(record["size"])
             self.offsets[track] = float(record.get("offset", 0.0))
@@ -761,6 +784,63 @@ class _Index:
             log.warning(
                 "%d journaled segment(s) missing or damaged on disk: fetching them again", dropped
             )
+
+    def verify_after_reboot(self, boot: str | None) -> None:
+        """Drop the files journalled under another boot whose content is not whole: their
+        bytes were not fsynced, and a power cut may have left a file of the right size
+        without its data. None (the boot unknown): every file must be checked."""
+        dropped = 0
+        for (track, key), written in self._written_under.items():
+            if written == boot:
+                continue
+            if key is None:
+                if track in self.inits and not _whole_init(self.root / track / INIT_NAME):
+                    log.warning("init segment of %s was damaged by a reboot: fetching it", track)
+                    del self.inits[track]
+                continue
+            stored = self.segments.get(track, {}).get(key)
+            if stored is not None and not _whole_segment(stored.path):
+                del self.segments[track][key]
+                dropped += 1
+        if dropped:
+            log.warning("%d segment(s) damaged by a reboot: fetching them again", dropped)
+
+
+def _note_boot(journal: Path, index: _Index, boot: str | None) -> None:
+    """Journal the boot the lines after it are written under, when it is another one than
+    the journal's last (see ``_Index.verify_after_reboot``)."""
+    if boot is not None and boot != index.boot:
+        _append_durably(journal, _line({"type": "boot", "id": boot}))
+        index.boot = boot
+
+
+def current_boot() -> str | None:
+    """This boot of the machine (Linux), None where it cannot be told."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _whole_init(path: Path) -> bool:
+    try:
+        parse_init(path.read_bytes())
+    except (OSError, Mp4Error):
+        return False
+    return True
+
+
+def _whole_segment(path: Path) -> bool:
+    """Whether ``path`` holds complete boxes (a WebVTT file: text with no NUL byte)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    try:
+        parse_fragment(data, default_sample_duration=1)  # the boxes, not the timing
+    except Mp4Error:
+        return b"\x00" not in data  # (any box header holds NUL bytes)
+    return True
 
 
 SEGMENT_SUFFIX = ".m4s"

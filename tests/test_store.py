@@ -17,6 +17,7 @@ from instarec.store import (
     MissingSegment,
     SegmentStore,
     TrackPlace,
+    current_boot,
     discard,
     holds_partial_output,
     kept_fingerprint,
@@ -48,7 +49,9 @@ async def add(store: SegmentStore, track: str, key: int, start: float, data: byt
 
 
 def journal_lines(root: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (root / JOURNAL_NAME).read_text().splitlines()]
+    """The journal's records but the boot ones (each store written on a new boot has one)."""
+    records = [json.loads(line) for line in (root / JOURNAL_NAME).read_text().splitlines()]
+    return [record for record in records if record.get("type") != "boot"]
 
 
 def test_layout_and_header(tmp_path: Path) -> None:
@@ -452,3 +455,36 @@ async def test_a_later_periods_segment_left_unjournalled_is_placed_on_the_record
     info = parse_fragment(segment, default_sample_duration=init.default_sample_duration)
     assert info.base_media_decode_time is not None
     assert kept.start == pytest.approx(297.1 + info.base_media_decode_time / init.timescale)
+
+
+@pytest.mark.skipif(current_boot() is None, reason="the boot id is read on Linux only")
+async def test_after_a_reboot_the_files_written_before_it_are_checked(
+    tmp_path: Path, test_media: TestMedia
+) -> None:
+    # Segment files are not fsynced one by one: a kill -9 cannot lose their bytes, a power
+    # cut can, leaving a journalled file of the right size without its data.
+    track = test_media.track("video")
+    root = tmp_path / "s"
+    store = SegmentStore.open(root, FP)
+    store.init_path("video").write_bytes(track.init)
+    await store.commit_init("video")
+    whole, lost = track.segment_data(0), track.segment_data(1)
+    await add(store, "video", 100, 0.0, whole)
+    await add(store, "video", 200, 2.0, lost)
+    await add(store, "audio", 100, 0.0, b"WEBVTT\n\n00:00.000 --> 00:02.000\nhello\n")
+    await store.flush()
+    store.segment_path("video", 200).write_bytes(bytes(len(lost)))  # the size, not the data
+
+    # The same boot: nothing could be lost, nothing is read back.
+    reopened = SegmentStore.open(root, FP)
+    assert sorted(s.key for s in reopened.segments("video")) == [100, 200]
+
+    # Written under another boot: every file is checked, the one left empty is dropped.
+    boot = current_boot()
+    assert boot is not None
+    journal = root / JOURNAL_NAME
+    journal.write_text(journal.read_text().replace(boot, "an-earlier-boot"))
+    resumed = SegmentStore.open(root, FP)
+    assert sorted(s.key for s in resumed.segments("video")) == [100]
+    assert [s.key for s in resumed.segments("audio")] == [100]  # text passes as text
+    assert resumed.has_init("video")
