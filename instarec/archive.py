@@ -26,9 +26,9 @@ import functools
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from instarec.errors import NetworkError
 from instarec.options import DEFAULTS
@@ -463,6 +463,9 @@ class TimeChain:
     # Where the timeline ends (a Period's end, where the next Period begins): the chain stops
     # there as at known ground. None: it ends where the segments do.
     end: int | None = None
+    # Called with a step's time when the step is slower than ``hedge_after``: what waits on
+    # that segment may be looked after meanwhile.
+    on_stall: Callable[[int], Coroutine[Any, Any, None]] | None = None
 
     async def run(self, start: int, *, frame_ticks: float | None = None) -> int:
         """Walk from ``start``; return the number of segments stepped through."""
@@ -532,10 +535,12 @@ class TimeChain:
     ) -> StepResult | None:
         stepping = asyncio.ensure_future(self.step(time))
         try:
-            if self.hedge_after is not None and frame_ticks:
+            if self.hedge_after is not None and (frame_ticks or self.on_stall is not None):
                 done, _ = await asyncio.wait({stepping}, timeout=self.hedge_after)
-                if not done:
+                if not done and frame_ticks:
                     hedges.create_task(self._hedge(time, bound, frame_ticks))
+                if not done and self.on_stall is not None:
+                    hedges.create_task(self.on_stall(time))
             return await stepping
         finally:
             if not stepping.done():

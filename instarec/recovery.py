@@ -194,6 +194,9 @@ class TimeChains:
             gaps=gaps,
             known_frame=lambda: timeline.frame,
             end=end,
+            # The tracks sharing its times must not wait for a late step: under retention
+            # their segments expire meanwhile (chaos seed 204 lost an audio segment so).
+            on_stall=lambda time_value: self._derived_if_present(timeline, time_value, origin),
         )
         await chain.run(start, frame_ticks=frame_ticks)
         for gap in gaps:
@@ -213,6 +216,7 @@ class TimeChains:
         whole = timeline.multi_moof
         info = await self._fetch_step(timeline.time_ref(time_value, origin), timeline, whole)
         if info is None:
+            await self._derived_if_present(timeline, time_value, origin)
             return None  # maybe only a wrong rounding of the time: the chain decides
         for other in self.derived(timeline):
             self._access.offer(other.time_ref(time_value, origin))
@@ -225,6 +229,16 @@ class TimeChains:
             return None if full is None else next_step(timeline, full).next_time
 
         return replace(result, verify=verify)
+
+    async def _derived_if_present(
+        self, timeline: Timeline, time_value: int, origin: RefOrigin
+    ) -> None:
+        """Offer the segments of the tracks sharing ``timeline``'s times at ``time_value``
+        that the server has, when ``timeline``'s own is missing or late: a derived track's
+        segment is otherwise offered only once the leader's step has succeeded."""
+        for other in self.derived(timeline):
+            if await self.probe(other, time_value) is Presence.PRESENT:
+                self._access.offer(other.time_ref(time_value, origin))
 
     async def _fetch_step(
         self, ref: SegmentRef, timeline: Timeline, whole: bool

@@ -709,3 +709,25 @@ def test_a_rate_rounded_by_a_millisecond_timescale_is_the_standard_one(
 def test_a_rate_far_from_every_standard_one_is_kept() -> None:
     assert standard_rate(48000 / 1024) == 48000 / 1024  # AAC frames at 48 kHz
     assert standard_rate(27.5) == 27.5
+
+
+async def test_a_slow_step_is_reported_while_it_waits() -> None:
+    # What waits on a late segment (the audio sharing a video's times) is looked after while
+    # the step sits in its retries, not after them (chaos seed 204).
+    starts = make_timeline(10, seed=7)
+    server = TimeServer(starts)
+    stalled: list[int] = []
+
+    async def step(time: int) -> StepResult | None:
+        if time == starts[4]:
+            await asyncio.sleep(0.3)
+        return await server.step(time)
+
+    async def on_stall(time: int) -> None:
+        stalled.append(time)
+
+    chain = replace(
+        chain_for(server, [starts[-1]], []), step=step, hedge_after=0.05, on_stall=on_stall
+    )
+    await chain.run(0)
+    assert stalled == [starts[4]]

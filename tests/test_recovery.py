@@ -318,3 +318,62 @@ async def test_a_resume_fetches_the_gaps_between_kept_stretches_before_they_expi
     gaps = {i * SEGMENT for i in [38, 39, *range(45, 60), *range(65, 80)]}
     assert gaps <= server.served
     assert recovery.archive.first == {"video": 10 * SEGMENT}  # the oldest kept
+
+
+_SHARED_MPD = """<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" minimumUpdatePeriod="PT2S"
+     availabilityStartTime="2024-01-01T00:00:00Z" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <Period id="0" start="PT0S">
+    <AdaptationSet mimeType="video/mp4" contentType="video">
+      <Representation id="v" bandwidth="1000000" codecs="avc1.64001f" width="640" height="360">
+        <SegmentTemplate timescale="1000" media="v/$Time$.m4s" initialization="v/init.mp4">
+          <SegmentTimeline><S t="40000" d="2000" r="4"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet mimeType="audio/mp4" contentType="audio">
+      <Representation id="a" bandwidth="64000" codecs="mp4a.40.2">
+        <SegmentTemplate timescale="1000" media="a/$Time$.m4s" initialization="a/init.mp4">
+          <SegmentTimeline><S t="40000" d="2000" r="4"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"""
+
+
+class SharedTimesServer(FakeServer):
+    """Video and audio under the same times (Instagram's); the video segments in ``silent``
+    never answer, the audio ones all do."""
+
+    def __init__(self, video: Timeline, audio: Timeline, present: Iterable[int]) -> None:
+        super().__init__(video, present)
+        self.audio = audio
+        self.audio_offered: list[int] = []
+
+    def offer(self, ref: SegmentRef) -> bool:
+        if ref.track != "audio":
+            return super().offer(ref)
+        if not self.audio.add(ref.key):
+            return False
+        self.audio_offered.append(ref.key)
+        return True
+
+
+async def test_a_video_segment_that_never_answers_does_not_cost_its_audio() -> None:
+    # Instagram: the audio's segments are offered as the video's chain steps through them.
+    # A video segment that fails until it expires used to take its audio twin along, never
+    # asked for while the server had it (chaos seed 204).
+    manifest = parse_manifest(_SHARED_MPD.encode(), "http://origin.test/live/manifest.mpd")
+    video_rep, audio_rep = (s.representations[0] for s in manifest.periods[0].adaptation_sets)
+    video, audio = Timeline("video", video_rep), Timeline("audio", audio_rep)
+    video.init = InitInfo(1, 1000, "vide", None)
+    audio.init = InitInfo(2, 1000, "soun", None)
+    server = SharedTimesServer(video, audio, {i * SEGMENT for i in range(25)})
+    server.silent = {10 * SEGMENT: 1000}
+    chains = TimeChains(server, {"video": video, "audio": audio}, LIMITS, shared_times=True)
+    for key in range(20 * SEGMENT, 25 * SEGMENT, SEGMENT):  # the window: known ground
+        video.add(key)
+    await chains.chain_from(video, 0, origin="archive")
+    assert server.missing == [10 * SEGMENT]
+    assert sorted(server.audio_offered) == [i * SEGMENT for i in range(20)]
