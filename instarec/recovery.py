@@ -132,6 +132,11 @@ async def contained(work: Coroutine[Any, Any, None], what: str) -> None:
             log.error("%s stopped: %s", what, exc)
 
 
+# Seconds a chain step stays unanswered, beyond the chain's hedge point, before the
+# segments sharing its time are looked for on their own.
+STALL_GRACE = 2.0
+
+
 class TimeChains:
     """Walks $Time$ timelines forward through the media, for the past and for live holes."""
 
@@ -196,7 +201,7 @@ class TimeChains:
             end=end,
             # The tracks sharing its times must not wait for a late step: under retention
             # their segments expire meanwhile (chaos seed 204 lost an audio segment so).
-            on_stall=lambda time_value: self._derived_if_present(timeline, time_value, origin),
+            on_stall=lambda time_value: self._derived_if_stalled(timeline, time_value, origin),
         )
         await chain.run(start, frame_ticks=frame_ticks)
         for gap in gaps:
@@ -230,6 +235,15 @@ class TimeChains:
 
         return replace(result, verify=verify)
 
+    async def _derived_if_stalled(
+        self, timeline: Timeline, time_value: int, origin: RefOrigin
+    ) -> None:
+        # Most slow steps are one retry's backoff (a 429): their twins come with them, and a
+        # probe of each would only add requests under the server's rate cap (chaos seed 228
+        # overran its time so). A step still unanswered after the grace is in real trouble.
+        await asyncio.sleep(STALL_GRACE)
+        await self._derived_if_present(timeline, time_value, origin)
+
     async def _derived_if_present(
         self, timeline: Timeline, time_value: int, origin: RefOrigin
     ) -> None:
@@ -237,6 +251,8 @@ class TimeChains:
         that the server has, when ``timeline``'s own is missing or late: a derived track's
         segment is otherwise offered only once the leader's step has succeeded."""
         for other in self.derived(timeline):
+            if time_value in other.key_set:
+                continue  # the step came back meanwhile, or the twin was found otherwise
             if await self.probe(other, time_value) is Presence.PRESENT:
                 self._access.offer(other.time_ref(time_value, origin))
 
