@@ -201,7 +201,11 @@ class TimeChains:
             end=end,
             # The tracks sharing its times must not wait for a late step: under retention
             # their segments expire meanwhile (chaos seed 204 lost an audio segment so).
-            on_stall=lambda time_value: self._derived_if_stalled(timeline, time_value, origin),
+            on_stall=(
+                (lambda time_value: self._derived_if_stalled(timeline, time_value, origin))
+                if self.derived(timeline)
+                else None
+            ),
         )
         await chain.run(start, frame_ticks=frame_ticks)
         for gap in gaps:
