@@ -44,10 +44,9 @@ def head_work(access: EdgeAccess, timeline: Timeline, segments: list[MediaSegmen
     """The work that fetches a new Period's segments before the first one listed, back to the
     Period's start (None: the listing starts there)."""
     template = timeline.rep.template
-    if not segments or template is None or segments[0].time is None:
+    first = segments[0] if segments else None
+    if first is None or first.time is None or template is None:
         return None
-    first = segments[0]
-    assert first.time is not None
     before = first.time - template.presentation_time_offset
     if before <= _slack(timeline):
         return None

@@ -259,6 +259,8 @@ class Recording:
         timeline.listed_max_number = update.listed_max_number
         if segments and segments[-1].duration is not None:
             timeline.listed_until = segments[-1].start + segments[-1].duration
+            if timeline.selected == self.downloads.clock_track:
+                self.newest_listed_end = timeline.listed_until
         if (
             update.hole_from is not None
             and not self._derived(timeline)
@@ -272,10 +274,6 @@ class Recording:
                 update.hole_from,
             )
             self._fill(self.chains.fill_hole(timeline, update.hole_from), group)
-        if segments and timeline.selected == self.downloads.clock_track:
-            last = segments[-1]
-            if last.duration is not None:
-                self.newest_listed_end = last.start + last.duration
         return sum(self.offer(ref) for ref in update.refs)
 
     def _fill(self, work: Coroutine[Any, Any, None] | None, group: asyncio.TaskGroup) -> None:

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import itertools
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import av
 import pytest
 
+from instarec.finish import RecordingSummary
 from instarec.manifest import InitSegment, expand_segments, parse_manifest
 from instarec.periods import kind_of, match_representation, period_offset, track_name
 from instarec.recorder import record
@@ -357,13 +358,19 @@ async def test_a_period_that_left_the_manifest_before_the_start_is_said_to_be_ou
     assert f"no Period before the one starting at {begins:.3f} s" in caplog.text
 
 
-@pytest.mark.parametrize(("shape", "new_ids"), [("time", False), ("number_timeline", True)])
-async def test_a_period_first_seen_after_its_first_segments_left_the_window_is_whole(
-    shape: str, new_ids: bool, tmp_path: Path, test_media: TestMedia
-) -> None:
-    # The restart comes at 30.9 s (the first segment boundary after 30 s). The server answers
-    # nothing from just after it until the new Period's first segments have left the
-    # 5-segment window: the new Period is first seen in its middle.
+@dataclass(frozen=True, slots=True)
+class RestartRun:
+    summary: RecordingSummary
+    expected: int  # every video frame of the broadcast
+    second_period_first: int  # the index of the new Period's first segment
+    video_requested: frozenset[int]  # the video segment indexes asked for
+
+
+async def _record_across_a_restart(
+    shape: str, new_ids: bool, outage: tuple[float, float], output: Path, media: TestMedia
+) -> RestartRun:
+    """A 60 s broadcast, 20 s past, window 5, restarting at 30.9 s (the first segment
+    boundary after 30 s), with every request unanswered during ``outage``, recorded whole."""
     config = OriginConfig(
         shape=shape,
         broadcast_duration=60,
@@ -371,22 +378,36 @@ async def test_a_period_first_seen_after_its_first_segments_left_the_window_is_w
         window=5,
         period_starts=(30.0,),
         period_new_ids=new_ids,
-        faults=FaultConfig(outages=((31.5, 47.0),)),
+        faults=FaultConfig(outages=(outage,)),
     )
     clock = ManualClock()
-    output = tmp_path / "late-period.mkv"
-    async with Origin(config, clock, media=test_media) as origin:
+    async with Origin(config, clock, media=media) as origin:
         async with running_clock(origin, clock, step=0.1):
             summary = await record(
                 fast_options(origin.manifest_url, output), install_signal_handlers=False
             )
-        expected = origin.expected_frames(0, origin.segment_count - 1)
-        second = origin.broadcast.periods.firsts[1]
-        requested = {
-            r.index for r in origin.request_log if r.kind == "media" and r.track == "video"
-        }
+        return RestartRun(
+            summary,
+            origin.expected_frames(0, origin.segment_count - 1),
+            origin.broadcast.periods.firsts[1],
+            frozenset(
+                r.index for r in origin.request_log if r.kind == "media" and r.track == "video"
+            ),
+        )
 
-    assert second in requested
+
+@pytest.mark.parametrize(("shape", "new_ids"), [("time", False), ("number_timeline", True)])
+async def test_a_period_first_seen_after_its_first_segments_left_the_window_is_whole(
+    shape: str, new_ids: bool, tmp_path: Path, test_media: TestMedia
+) -> None:
+    # The restart comes at 30.9 s (the first segment boundary after 30 s). The server answers
+    # nothing from just after it until the new Period's first segments have left the
+    # 5-segment window: the new Period is first seen in its middle.
+    output = tmp_path / "late-period.mkv"
+    run = await _record_across_a_restart(shape, new_ids, (31.5, 47.0), output, test_media)
+    summary, expected = run.summary, run.expected
+
+    assert run.second_period_first in run.video_requested
     report = inspect(output)
     assert report.video_frames == expected
     assert report.video_gaps == ()
@@ -400,23 +421,9 @@ async def test_a_periods_tail_published_while_unreachable_is_chased_to_the_next_
     # The server answers nothing from 26 s, before the restart at 30.9 s, until the first
     # Period's last segments have left the 5-segment window (and the first Period the
     # manifest): no listing ever names them, yet the server still has them.
-    config = OriginConfig(
-        shape=shape,
-        broadcast_duration=60,
-        already_broadcast=20,
-        window=5,
-        period_starts=(30.0,),
-        period_new_ids=new_ids,
-        faults=FaultConfig(outages=((26.0, 47.0),)),
-    )
-    clock = ManualClock()
     output = tmp_path / "period-tail.mkv"
-    async with Origin(config, clock, media=test_media) as origin:
-        async with running_clock(origin, clock, step=0.1):
-            summary = await record(
-                fast_options(origin.manifest_url, output), install_signal_handlers=False
-            )
-        expected = origin.expected_frames(0, origin.segment_count - 1)
+    run = await _record_across_a_restart(shape, new_ids, (26.0, 47.0), output, test_media)
+    summary, expected = run.summary, run.expected
 
     report = inspect(output)
     assert report.video_frames == expected

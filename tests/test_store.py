@@ -35,6 +35,14 @@ async def write_segment(store: SegmentStore, track: str, key: int, data: bytes) 
     return sink.path
 
 
+async def store_with_init(root: Path, track: str, init: bytes) -> SegmentStore:
+    """A new store at ``root`` with ``track``'s init segment committed."""
+    store = SegmentStore.open(root, FP)
+    store.init_path(track).write_bytes(init)
+    await store.commit_init(track)
+    return store
+
+
 async def add(store: SegmentStore, track: str, key: int, start: float, data: bytes) -> None:
     await write_segment(store, track, key, data)
     await store.commit(
@@ -395,9 +403,7 @@ async def test_a_segment_renamed_but_not_yet_journalled_is_kept_on_resume(
     # load: the resume found no manifest and merged without it). A torn one is not taken.
     track = test_media.track("video")
     root = tmp_path / "s"
-    store = SegmentStore.open(root, FP)
-    store.init_path("video").write_bytes(track.init)
-    await store.commit_init("video")
+    store = await store_with_init(root, "video", track.init)
     first, second, third = (track.segment_data(i) for i in range(3))
     await add(store, "video", 100, 0.0, first)
     await write_segment(store, "video", 200, second)  # renamed, never journalled
@@ -465,9 +471,7 @@ async def test_after_a_reboot_the_files_written_before_it_are_checked(
     # cut can, leaving a journalled file of the right size without its data.
     track = test_media.track("video")
     root = tmp_path / "s"
-    store = SegmentStore.open(root, FP)
-    store.init_path("video").write_bytes(track.init)
-    await store.commit_init("video")
+    store = await store_with_init(root, "video", track.init)
     whole, lost = track.segment_data(0), track.segment_data(1)
     await add(store, "video", 100, 0.0, whole)
     await add(store, "video", 200, 2.0, lost)
